@@ -1,0 +1,274 @@
+//! The versioned checkpoint of prepared claims.
+//!
+//! File format: one header line `netdra-kubeletplugin-checkpoint v<VERSION> crc32=<8 hex>`,
+//! then the JSON body whose CRC-32 the header carries. The checksum catches a torn or
+//! bit-flipped file that would still parse as JSON. Writes are atomic (temporary file, fsync,
+//! rename, fsync of the directory). A file that is corrupt or of an unknown version is reported
+//! with its path and never overwritten: prepared state that cannot be read could mean
+//! interfaces still sitting in pods, so an operator decides, not the plugin.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::PreparedClaim;
+
+/// The version this code writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+const MAGIC: &str = "netdra-kubeletplugin-checkpoint";
+
+/// Why the checkpoint could not be read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is damaged (truncated, not a checkpoint, bad checksum, bad JSON).
+    #[error(
+        "checkpoint {path} is corrupt ({reason}); it was left untouched: move it aside to start \
+         without the prepared-claim state it held"
+    )]
+    Corrupt {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file was written by a version this code does not understand.
+    #[error(
+        "checkpoint {path} has version {found}, this plugin reads version {CHECKPOINT_VERSION}; \
+         it was left untouched"
+    )]
+    UnsupportedVersion {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    /// Prepared claims by UID.
+    claims: BTreeMap<String, PreparedClaim>,
+}
+
+/// Prepared claims by claim UID.
+pub type PreparedClaims = BTreeMap<String, PreparedClaim>;
+
+/// Encodes prepared claims as checkpoint bytes.
+pub fn encode(claims: &PreparedClaims) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct BodyRef<'a> {
+        claims: &'a PreparedClaims,
+    }
+    let body = serde_json::to_vec(&BodyRef { claims }).expect("prepared claims always serialise");
+    let mut out = format!("{MAGIC} v{CHECKPOINT_VERSION} crc32={:08x}\n", crc32fast::hash(&body)).into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes checkpoint bytes; `path` only names the file in errors.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<PreparedClaims, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no header line".into()))?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| corrupt("header is not UTF-8".into()))?;
+    let body = &bytes[newline + 1..];
+    let mut fields = header.split(' ');
+    if fields.next() != Some(MAGIC) {
+        return Err(corrupt(format!("header {header:?} is not a netdra checkpoint header")));
+    }
+    let version = fields
+        .next()
+        .and_then(|v| v.strip_prefix('v'))
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| corrupt(format!("header {header:?} has no version")))?;
+    if version != CHECKPOINT_VERSION {
+        return Err(CheckpointError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let crc = fields
+        .next()
+        .and_then(|c| c.strip_prefix("crc32="))
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or_else(|| corrupt(format!("header {header:?} has no checksum")))?;
+    let actual = crc32fast::hash(body);
+    if actual != crc {
+        return Err(corrupt(format!(
+            "checksum mismatch: header says {crc:08x}, the {} byte body has {actual:08x} (truncated or damaged)",
+            body.len()
+        )));
+    }
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| corrupt(format!("invalid JSON body: {e}")))?;
+    Ok(parsed.claims)
+}
+
+/// The checkpoint file of one plugin.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `path` (nothing is read or written yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the checkpoint; a missing file means nothing was prepared.
+    pub fn load(&self) -> Result<PreparedClaims, CheckpointError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => decode(&self.path, &bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PreparedClaims::new()),
+            Err(source) => Err(CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the checkpoint atomically: a crash leaves either the old or the new file.
+    pub fn store(&self, claims: &PreparedClaims) -> Result<(), CheckpointError> {
+        self.write_bytes(&encode(claims)).map_err(|source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &self.path)?;
+        // Make the rename itself durable.
+        File::open(dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{ClaimRef, Preparation, PreparedDevice};
+    use proptest::prelude::*;
+
+    fn sample() -> PreparedClaims {
+        let claim = ClaimRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: "u1".into(),
+        };
+        let prepared = PreparedClaim {
+            claim,
+            preparation: Preparation {
+                devices: vec![PreparedDevice {
+                    requests: vec!["net".into()],
+                    pool: "node1".into(),
+                    device: "eth1".into(),
+                    cdi_device_ids: vec![],
+                    share_id: None,
+                }],
+                data: serde_json::json!({"ifName": "net1"}),
+            },
+        };
+        BTreeMap::from([("u1".to_string(), prepared)])
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let bytes = encode(&sample());
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let body = r#"{"claims":{"u1":{"claim":{"namespace":"ns","name":"c","uid":"u1"},"preparation":{"devices":[{"requests":["net"],"pool":"node1","device":"eth1"}],"data":{"ifName":"net1"}}}}}"#;
+        assert_eq!(
+            text,
+            format!(
+                "netdra-kubeletplugin-checkpoint v1 crc32={:08x}\n{body}",
+                crc32fast::hash(body.as_bytes())
+            )
+        );
+        assert_eq!(decode(Path::new("x"), &bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn store_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::new(dir.path().join("checkpoint"));
+        assert!(cp.load().unwrap().is_empty(), "missing file means empty");
+        cp.store(&sample()).unwrap();
+        assert_eq!(cp.load().unwrap(), sample());
+        assert!(!dir.path().join("checkpoint.tmp").exists());
+    }
+
+    #[test]
+    fn truncated_file_is_reported_with_its_path_and_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        let cp = Checkpoint::new(&path);
+        cp.store(&sample()).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let e = cp.load().unwrap_err();
+        assert!(matches!(e, CheckpointError::Corrupt { .. }));
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), &bytes[..bytes.len() - 10]);
+    }
+
+    #[test]
+    fn unknown_version_is_its_own_error() {
+        let e = decode(
+            Path::new("/cp"),
+            b"netdra-kubeletplugin-checkpoint v7 crc32=00000000\n{}",
+        )
+        .unwrap_err();
+        assert!(matches!(e, CheckpointError::UnsupportedVersion { found: 7, .. }));
+        let e = decode(Path::new("/cp"), b"{\"claims\":{}}").unwrap_err();
+        assert!(matches!(e, CheckpointError::Corrupt { .. }));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(Path::new("x"), &bytes);
+        }
+
+        #[test]
+        fn round_trip(names in proptest::collection::btree_map("[a-z0-9-]{1,20}", "[ -~]{0,30}", 0..8)) {
+            let claims: PreparedClaims = names
+                .into_iter()
+                .map(|(uid, name)| {
+                    let claim = ClaimRef { namespace: "ns".into(), name, uid: uid.clone() };
+                    (uid, PreparedClaim { claim, preparation: Preparation::default() })
+                })
+                .collect();
+            prop_assert_eq!(decode(Path::new("x"), &encode(&claims)).unwrap(), claims);
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Resolving the claims the kubelet names (namespace, name, UID) into [`ResolvedClaim`]s.
+//!
+//! The lookup prefers a watch cache of `resource.k8s.io/v1` ResourceClaims so the pod-creation
+//! path makes no API round trip; it falls back to one GET on a cache miss, and can run GET-only
+//! where a cluster-wide claim watch on every node would cost too much. Extracting what concerns
+//! this driver from a claim is a pure function, [`resolve_for_driver`].
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::resource::v1::ResourceClaim;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, reflector, reflector::ObjectRef, watcher},
+};
+
+use crate::driver::{AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, ResolvedClaim};
+
+/// Why a claim could not be resolved. Every variant names the claim.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The API server does not know the claim.
+    #[error("claim {claim} not found in the API server")]
+    NotFound {
+        /// The claim asked for.
+        claim: ClaimRef,
+    },
+    /// A claim of that name exists with another UID: the one the kubelet means is gone.
+    #[error("claim {claim}: the API server has uid {found_uid}; the claim was deleted and recreated")]
+    UidMismatch {
+        /// The claim asked for.
+        claim: ClaimRef,
+        /// The UID the API server has.
+        found_uid: String,
+    },
+    /// The claim has no allocation yet.
+    #[error("claim {claim} is not allocated")]
+    NotAllocated {
+        /// The claim asked for.
+        claim: ClaimRef,
+    },
+    /// The API request failed.
+    #[error("claim {claim}: API request failed: {source}")]
+    Api {
+        /// The claim asked for.
+        claim: ClaimRef,
+        /// The client's error (boxed: it is large and this is the rare path).
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// There is no API client (no kubeconfig, not in a cluster).
+    #[error("claim {claim}: no Kubernetes API client is configured ({reason})")]
+    NoClient {
+        /// The claim asked for.
+        claim: ClaimRef,
+        /// Why no client could be built.
+        reason: String,
+    },
+}
+
+/// How claims are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimCacheMode {
+    /// Watch all ResourceClaims and serve lookups from the cache; GET on a miss.
+    #[default]
+    Watch,
+    /// No watch: one GET per claim. Less memory and apiserver load in large clusters.
+    GetOnly,
+}
+
+/// Extracts what concerns `driver_name` from a claim object: its allocation results for this
+/// driver, each with the opaque configurations that apply to it (class first, then claim).
+pub fn resolve_for_driver(
+    driver_name: &str,
+    claim: &ClaimRef,
+    object: Arc<ResourceClaim>,
+) -> Result<ResolvedClaim, ClaimError> {
+    let found_uid = object.metadata.uid.clone().unwrap_or_default();
+    if found_uid != claim.uid {
+        return Err(ClaimError::UidMismatch {
+            claim: claim.clone(),
+            found_uid,
+        });
+    }
+    let allocation = object
+        .status
+        .as_ref()
+        .and_then(|s| s.allocation.as_ref())
+        .ok_or_else(|| ClaimError::NotAllocated { claim: claim.clone() })?;
+    let (results, configs) = allocation
+        .devices
+        .as_ref()
+        .map(|d| {
+            (
+                d.results.as_deref().unwrap_or_default(),
+                d.config.as_deref().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let mut ours: Vec<_> = configs
+        .iter()
+        .filter_map(|c| {
+            let opaque = c.opaque.as_ref().filter(|o| o.driver == driver_name)?;
+            let source = if c.source == "FromClass" {
+                ConfigSource::Class
+            } else {
+                ConfigSource::Claim
+            };
+            Some((source, c.requests.as_deref().unwrap_or_default(), &opaque.parameters.0))
+        })
+        .collect();
+    // Stable sort: class configuration before claim configuration, each in listed order.
+    ours.sort_by_key(|(source, _, _)| *source == ConfigSource::Claim);
+    let devices = results
+        .iter()
+        .filter(|r| r.driver == driver_name)
+        .map(|r| AllocatedDevice {
+            request: r.request.clone(),
+            pool: r.pool.clone(),
+            device: r.device.clone(),
+            share_id: r.share_id.clone(),
+            configs: ours
+                .iter()
+                .filter(|(_, requests, _)| applies_to(requests, &r.request))
+                .map(|(source, _, parameters)| DeviceConfig {
+                    source: *source,
+                    parameters: (*parameters).clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(ResolvedClaim {
+        claim: claim.clone(),
+        devices,
+        object,
+    })
+}
+
+/// A configuration applies when it names no requests, the result's request, or the parent
+/// request of a subrequest result (`parent/sub`).
+fn applies_to(requests: &[String], request: &str) -> bool {
+    let parent = request.split_once('/').map_or(request, |(p, _)| p);
+    requests.is_empty() || requests.iter().any(|r| r == request || r == parent)
+}
+
+/// Finds claim objects: cache first (when enabled and synced), else one GET.
+#[derive(Clone)]
+pub struct ClaimLookup {
+    client: Result<Client, String>,
+    cache: Option<(reflector::Store<ResourceClaim>, Arc<AtomicBool>)>,
+}
+
+impl ClaimLookup {
+    /// A lookup over `client` (or, with `Err(reason)`, one that fails every claim with that
+    /// reason). In [`ClaimCacheMode::Watch`] it also returns the future that runs the watch;
+    /// the caller spawns it.
+    pub fn new(
+        client: Result<Client, String>,
+        mode: ClaimCacheMode,
+    ) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
+        let (cache, task) = match (&client, mode) {
+            (Ok(client), ClaimCacheMode::Watch) => {
+                let (reader, writer) = reflector::store::<ResourceClaim>();
+                let ready = Arc::new(AtomicBool::new(false));
+                let api: Api<ResourceClaim> = Api::all(client.clone());
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    // managedFields are large and never read here.
+                    .modify(|c| c.managed_fields_mut().clear())
+                    .reflect(writer);
+                let (ready_flag, ready_reader) = (ready.clone(), reader.clone());
+                let task = async move {
+                    let mark_ready = async move {
+                        if ready_reader.wait_until_ready().await.is_ok() {
+                            ready_flag.store(true, Ordering::Release);
+                            tracing::info!(claims = ready_reader.len(), "claim cache synced");
+                        }
+                    };
+                    let drive = stream.for_each(|event| async move {
+                        if let Err(e) = event {
+                            tracing::warn!(error = %e, "claim watch failed; retrying with backoff");
+                        }
+                    });
+                    futures::join!(mark_ready, drive);
+                };
+                (Some((reader, ready)), Some(task))
+            }
+            _ => (None, None),
+        };
+        (Self { client, cache }, task)
+    }
+
+    /// Whether lookups are served from a synced cache.
+    pub fn cache_ready(&self) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|(_, ready)| ready.load(Ordering::Acquire))
+    }
+
+    /// Number of claims in the cache (0 without one).
+    pub fn cached_claims(&self) -> usize {
+        self.cache.as_ref().map_or(0, |(store, _)| store.len())
+    }
+
+    /// The claim object the kubelet means. A cached object with another UID may be stale, so
+    /// it is confirmed with a GET before the UID mismatch is reported.
+    pub async fn fetch(&self, claim: &ClaimRef) -> Result<Arc<ResourceClaim>, ClaimError> {
+        if let Some((store, ready)) = &self.cache
+            && ready.load(Ordering::Acquire)
+        {
+            let key = ObjectRef::new(&claim.name).within(&claim.namespace);
+            if let Some(object) = store.get(&key)
+                && object.metadata.uid.as_deref() == Some(claim.uid.as_str())
+            {
+                return Ok(object);
+            }
+        }
+        let client = self.client.as_ref().map_err(|reason| ClaimError::NoClient {
+            claim: claim.clone(),
+            reason: reason.clone(),
+        })?;
+        let api: Api<ResourceClaim> = Api::namespaced(client.clone(), &claim.namespace);
+        match api.get_opt(&claim.name).await {
+            Ok(Some(object)) => Ok(Arc::new(object)),
+            Ok(None) => Err(ClaimError::NotFound { claim: claim.clone() }),
+            Err(source) => Err(ClaimError::Api {
+                claim: claim.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claim_ref() -> ClaimRef {
+        ClaimRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    fn object(status: serde_json::Value) -> Arc<ResourceClaim> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "c", "namespace": "ns", "uid": "u1"},
+                "spec": {},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn keeps_only_this_drivers_results_and_configs_in_order() {
+        let obj = object(json!({"allocation": {"devices": {
+            "results": [
+                {"request": "net", "driver": "net.example.com", "pool": "node1", "device": "eth1"},
+                {"request": "gpu", "driver": "gpu.example.com", "pool": "node1", "device": "gpu0"},
+                {"request": "alt/fast", "driver": "net.example.com", "pool": "node1", "device": "eth2"},
+            ],
+            "config": [
+                {"source": "FromClaim", "requests": ["net"], "opaque": {"driver": "net.example.com", "parameters": {"mtu": 9000}}},
+                {"source": "FromClass", "opaque": {"driver": "net.example.com", "parameters": {"mtu": 1500}}},
+                {"source": "FromClass", "opaque": {"driver": "gpu.example.com", "parameters": {"x": 1}}},
+                {"source": "FromClaim", "requests": ["alt"], "opaque": {"driver": "net.example.com", "parameters": {"name": "fast0"}}},
+            ],
+        }}}));
+        let r = resolve_for_driver("net.example.com", &claim_ref(), obj).unwrap();
+        assert_eq!(r.devices.len(), 2);
+        let eth1 = &r.devices[0];
+        assert_eq!((eth1.request.as_str(), eth1.device.as_str()), ("net", "eth1"));
+        let params: Vec<_> = eth1.configs.iter().map(|c| (c.source, c.parameters.clone())).collect();
+        assert_eq!(
+            params,
+            vec![
+                (ConfigSource::Class, json!({"mtu": 1500})),
+                (ConfigSource::Claim, json!({"mtu": 9000}))
+            ]
+        );
+        let eth2 = &r.devices[1];
+        assert_eq!(eth2.configs.len(), 2, "class config plus the parent-request config");
+        assert_eq!(eth2.configs[1].parameters, json!({"name": "fast0"}));
+    }
+
+    #[test]
+    fn other_drivers_claim_resolves_to_no_devices() {
+        let obj = object(json!({"allocation": {"devices": {"results": [
+            {"request": "gpu", "driver": "gpu.example.com", "pool": "p", "device": "d"}]}}}));
+        let r = resolve_for_driver("net.example.com", &claim_ref(), obj).unwrap();
+        assert!(r.devices.is_empty());
+    }
+
+    #[test]
+    fn uid_mismatch_and_missing_allocation_are_errors_naming_the_claim() {
+        let mut stale = claim_ref();
+        stale.uid = "old".into();
+        let e = resolve_for_driver("d", &stale, object(json!({}))).unwrap_err();
+        assert!(matches!(e, ClaimError::UidMismatch { ref found_uid, .. } if found_uid == "u1"));
+        assert!(e.to_string().contains("ns/c (uid old)"), "{e}");
+        let e = resolve_for_driver("d", &claim_ref(), object(json!({}))).unwrap_err();
+        assert!(matches!(e, ClaimError::NotAllocated { .. }));
+        assert!(e.to_string().contains("ns/c"));
+    }
+}

@@ -1,0 +1,56 @@
+//! A Kubernetes DRA kubelet-plugin SDK.
+//!
+//! It does what every DRA driver's node component needs and nothing specific to one driver:
+//! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects, see
+//! [`authority`]), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
+//! claims the kubelet names from a watch cache, serialises and deduplicates calls per claim,
+//! keeps a versioned checkpoint of prepared claims, and manages the socket files whose
+//! presence is the registration.
+//!
+//! A driver implements [`DraDriver`] and calls [`start`]:
+//!
+//! ```no_run
+//! use kubeletplugin::{DraDriver, DriverError, Preparation, PreparedClaim, PluginOptions, ResolvedClaim};
+//!
+//! struct MyDriver;
+//!
+//! impl DraDriver for MyDriver {
+//!     async fn prepare(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
+//!         Ok(Preparation::of_allocation(claim))
+//!     }
+//!     async fn unprepare(&self, _claim: &PreparedClaim) -> Result<(), DriverError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = kube::Client::try_default().await.map_err(|e| e.to_string());
+//! let plugin = kubeletplugin::start(PluginOptions::new("net.example.com"), MyDriver, client).await?;
+//! kubeletplugin::shutdown_signal().await?;
+//! plugin.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! See `examples/minimal_driver.rs` for a complete program.
+
+pub mod authority;
+pub mod checkpoint;
+pub mod claims;
+mod driver;
+pub mod normalized_stream;
+mod plugin;
+mod preparer;
+pub mod proto;
+mod services;
+pub mod sockets;
+
+pub use claims::{ClaimCacheMode, ClaimError};
+pub use driver::{
+    AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,
+    PreparedDevice, ResolvedClaim,
+};
+pub use plugin::{
+    DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions, shutdown_signal, start,
+    validate_driver_name,
+};
+pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};

@@ -1,0 +1,305 @@
+//! Starting a kubelet plugin: options, start-up checks, and the handle of a running plugin.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::transport::Server;
+
+use crate::{
+    checkpoint::{Checkpoint, CheckpointError},
+    claims::{ClaimCacheMode, ClaimLookup},
+    driver::{DraDriver, PreparedClaim},
+    preparer::Preparer,
+    proto::{dra, pluginregistration::registration_server::RegistrationServer},
+    services::{DraService, RegistrationService, RegistrationState},
+    sockets::{self, SocketError},
+};
+
+/// Default directory the kubelet watches for registration sockets.
+pub const DEFAULT_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
+/// Default parent of per-driver plugin directories.
+pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
+
+/// Why a plugin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The driver name is not a valid DRA driver name.
+    #[error("invalid driver name {name:?}: {reason}")]
+    InvalidDriverName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Settings of a kubelet plugin. Paths default to the kubelet's standard layout.
+#[derive(Debug, Clone)]
+pub struct PluginOptions {
+    /// The DRA driver name (a DNS subdomain, e.g. `net.example.com`).
+    pub driver_name: String,
+    /// Directory the kubelet watches for registration sockets.
+    pub registry_dir: PathBuf,
+    /// This driver's plugin directory: holds the DRA socket and the checkpoint.
+    pub plugin_dir: PathBuf,
+    /// How claims are looked up.
+    pub claim_cache: ClaimCacheMode,
+    /// Deadline for one driver prepare/unprepare call; under the kubelet's 45 s so a hung
+    /// driver yields a per-claim error instead of a kubelet timeout.
+    pub call_timeout: Duration,
+    /// How often the sockets are checked for removal.
+    pub socket_check_interval: Duration,
+}
+
+impl PluginOptions {
+    /// Defaults for `driver_name`: `/var/lib/kubelet/plugins_registry`,
+    /// `/var/lib/kubelet/plugins/<driver>`, a watch cache, 40 s calls, 1 s socket checks.
+    pub fn new(driver_name: impl Into<String>) -> Self {
+        let driver_name = driver_name.into();
+        Self {
+            registry_dir: PathBuf::from(DEFAULT_REGISTRY_DIR),
+            plugin_dir: Path::new(DEFAULT_PLUGINS_DIR).join(&driver_name),
+            driver_name,
+            claim_cache: ClaimCacheMode::Watch,
+            call_timeout: Duration::from_secs(40),
+            socket_check_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// `<registry dir>/<driver>-reg.sock`.
+    pub fn registration_socket(&self) -> PathBuf {
+        self.registry_dir.join(format!("{}-reg.sock", self.driver_name))
+    }
+
+    /// `<plugin dir>/dra.sock`.
+    pub fn dra_socket(&self) -> PathBuf {
+        self.plugin_dir.join("dra.sock")
+    }
+
+    /// `<plugin dir>/checkpoint`.
+    pub fn checkpoint_file(&self) -> PathBuf {
+        self.plugin_dir.join("checkpoint")
+    }
+}
+
+/// Checks a DRA driver name: a DNS subdomain of at most 63 characters (ResourceSlice rules).
+pub fn validate_driver_name(name: &str) -> Result<(), PluginError> {
+    let err = |reason| {
+        Err(PluginError::InvalidDriverName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 63 {
+        return err("must be 1 to 63 characters");
+    }
+    for label in name.split('.') {
+        let bytes = label.as_bytes();
+        if bytes.is_empty() {
+            return err("must not have empty labels");
+        }
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        {
+            return err("may contain only lowercase letters, digits, '-' and '.'");
+        }
+        if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+            return err("labels must start and end with a letter or digit");
+        }
+    }
+    Ok(())
+}
+
+/// A running kubelet plugin. Call [`shutdown`](Self::shutdown) to stop it and remove its
+/// sockets, which is how the kubelet learns the plugin is gone.
+pub struct PluginHandle<D: DraDriver> {
+    preparer: Arc<Preparer<D>>,
+    registration: watch::Receiver<RegistrationState>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    cache_task: Option<JoinHandle<()>>,
+    registration_socket: PathBuf,
+    dra_socket: PathBuf,
+}
+
+/// Starts a plugin: loads the checkpoint, binds the DRA socket and then the registration
+/// socket (so the kubelet never finds a registration whose endpoint is not served yet).
+///
+/// `client` is the API client, or why there is none: the plugin still registers and answers
+/// every claim with a per-claim error naming that reason.
+pub async fn start<D: DraDriver>(
+    options: PluginOptions,
+    driver: D,
+    client: Result<kube::Client, String>,
+) -> Result<PluginHandle<D>, PluginError> {
+    validate_driver_name(&options.driver_name)?;
+    let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
+    let preparer = Arc::new(Preparer::new(
+        options.driver_name.clone(),
+        Arc::new(driver),
+        lookup,
+        Checkpoint::new(options.checkpoint_file()),
+        options.call_timeout,
+    )?);
+    let cache_task = cache_future.map(tokio::spawn);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (registration_tx, registration_rx) = watch::channel(RegistrationState::Pending);
+    let dra_socket = options.dra_socket();
+    let registration_socket = options.registration_socket();
+
+    let dra_listener = sockets::bind(&dra_socket)?;
+    let service = DraService {
+        preparer: preparer.clone(),
+    };
+    let dra_router = move || {
+        Server::builder()
+            .add_service(dra::v1::dra_plugin_server::DraPluginServer::new(service.clone()))
+            .add_service(dra::v1beta1::dra_plugin_server::DraPluginServer::new(service.clone()))
+    };
+    let dra_server = tokio::spawn(sockets::serve(
+        dra_socket.clone(),
+        dra_listener,
+        dra_router,
+        shutdown_rx.clone(),
+        options.socket_check_interval,
+    ));
+
+    let registration_listener = match sockets::bind(&registration_socket) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = shutdown_tx.send(true);
+            let _ = dra_server.await;
+            return Err(e.into());
+        }
+    };
+    let registration = Arc::new(RegistrationService {
+        driver_name: options.driver_name.clone(),
+        endpoint: dra_socket.display().to_string(),
+        state: registration_tx,
+    });
+    let registration_router = move || Server::builder().add_service(RegistrationServer::from_arc(registration.clone()));
+    let registration_server = tokio::spawn(sockets::serve(
+        registration_socket.clone(),
+        registration_listener,
+        registration_router,
+        shutdown_rx,
+        options.socket_check_interval,
+    ));
+    tracing::info!(
+        driver = %options.driver_name,
+        registration_socket = %registration_socket.display(),
+        dra_socket = %dra_socket.display(),
+        claim_cache = ?options.claim_cache,
+        "kubelet plugin serving"
+    );
+    Ok(PluginHandle {
+        preparer,
+        registration: registration_rx,
+        shutdown: shutdown_tx,
+        servers: vec![dra_server, registration_server],
+        cache_task,
+        registration_socket,
+        dra_socket,
+    })
+}
+
+impl<D: DraDriver> PluginHandle<D> {
+    /// Where the kubelet's registration stands.
+    pub fn registration(&self) -> RegistrationState {
+        self.registration.borrow().clone()
+    }
+
+    /// Waits until the kubelet reports a verdict (registered or rejected).
+    pub async fn wait_for_verdict(&mut self) -> RegistrationState {
+        let _ = self.registration.wait_for(|s| *s != RegistrationState::Pending).await;
+        self.registration()
+    }
+
+    /// The registration socket path.
+    pub fn registration_socket(&self) -> &Path {
+        &self.registration_socket
+    }
+
+    /// The DRA service socket path.
+    pub fn dra_socket(&self) -> &Path {
+        &self.dra_socket
+    }
+
+    /// Whether claim lookups are served from a synced watch cache.
+    pub fn claim_cache_ready(&self) -> bool {
+        self.preparer.lookup().cache_ready()
+    }
+
+    /// Number of claims in the watch cache.
+    pub fn cached_claims(&self) -> usize {
+        self.preparer.lookup().cached_claims()
+    }
+
+    /// The claims currently prepared (as in the checkpoint).
+    pub async fn prepared_claims(&self) -> Vec<PreparedClaim> {
+        self.preparer.prepared_claims().await
+    }
+
+    /// Stops serving and removes both sockets.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        if let Some(task) = self.cache_task {
+            task.abort();
+        }
+        tracing::info!(registration_socket = %self.registration_socket.display(), "kubelet plugin stopped; sockets removed");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT: how the kubelet's pod lifecycle and an operator stop a plugin.
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_names() {
+        for ok in ["net.example.com", "a", "dra-net.x1.io"] {
+            assert!(validate_driver_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Net.example.com", "a..b", "-a.b", "a_b", &"a".repeat(64)] {
+            assert!(validate_driver_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_paths_follow_the_kubelet_layout() {
+        let o = PluginOptions::new("net.example.com");
+        assert_eq!(
+            o.registration_socket(),
+            Path::new("/var/lib/kubelet/plugins_registry/net.example.com-reg.sock")
+        );
+        assert_eq!(
+            o.dra_socket(),
+            Path::new("/var/lib/kubelet/plugins/net.example.com/dra.sock")
+        );
+    }
+}

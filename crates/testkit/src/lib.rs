@@ -1,0 +1,15 @@
+//! Test support for netdra.
+//!
+//! The centre piece is [`FakeApiServer`]: an in-process Kubernetes API server that speaks real
+//! HTTP on a loopback port, so a `kube::Client` talks to it exactly as to a cluster. No real
+//! kube-apiserver can be installed on the project's machines; this fake keeps the semantics the
+//! driver depends on (resourceVersion, 404/409, watch streams, the status subresource,
+//! server-side-apply patches) and logs every request so tests can count API traffic.
+
+mod fake_apiserver;
+mod path;
+mod resources;
+mod store;
+
+pub use fake_apiserver::{FakeApiServer, InjectedFailure, RecordedRequest};
+pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
