@@ -4,19 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> %s\n' "$*"; }
-
-# The kubelet-faithful peer is Python grpcio (an independent gRPC implementation).
-if ! .venv/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
-    say "python venv with grpcio for the kubelet peer"
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet -r tests/kubelet-peer/requirements.txt
-fi
+bash scripts/setup.sh
 export NETDRA_PYTHON="$PWD/.venv/bin/python"
 
 # One `ci` profile build (release speed, debug assertions on) serves tests and benchmarks.
-say "tests"
+printf '\n==> tests\n'
 cargo test --workspace --profile ci
 
-say "benchmarks"
+printf '\n==> benchmarks\n'
 cargo bench --workspace --profile ci

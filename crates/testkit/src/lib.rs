@@ -13,3 +13,4 @@ mod store;
 
 pub use fake_apiserver::{FakeApiServer, InjectedFailure, RecordedRequest};
 pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
+pub mod wire;

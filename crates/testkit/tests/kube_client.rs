@@ -1,5 +1,5 @@
 //! The fake API server as `kube::Client` sees it: real HTTP, real semantics.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,0 +1,339 @@
+//! Serves `nri.pkg.api.v1alpha1.Plugin` for a [`Plugin`]: every per-event RPC, `StateChange`
+//! (how runtimes with NRI < v0.12 deliver most events), split `Synchronize`, and code 12 for
+//! anything unknown so newer runtimes fall back correctly.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::{
+    endpoint::{IncomingRequest, RequestHandler, Status, code},
+    events::valid_events,
+    plugin::{HandlerError, Plugin, RuntimeInfo},
+    proto::api::{
+        ConfigureRequest, ConfigureResponse, Container, CreateContainerRequest, Empty, Event, PodSandbox,
+        PostCreateContainerRequest, PostCreateContainerResponse, PostStartContainerRequest, PostStartContainerResponse,
+        PostUpdateContainerRequest, PostUpdateContainerResponse, PostUpdatePodSandboxRequest,
+        PostUpdatePodSandboxResponse, RemoveContainerRequest, RemoveContainerResponse, RemovePodSandboxRequest,
+        RemovePodSandboxResponse, RunPodSandboxRequest, RunPodSandboxResponse, StartContainerRequest,
+        StartContainerResponse, StateChangeEvent, StopContainerRequest, StopPodSandboxRequest, StopPodSandboxResponse,
+        SynchronizeRequest, SynchronizeResponse, UpdateContainerRequest, UpdatePodSandboxRequest,
+        UpdatePodSandboxResponse, ValidateContainerAdjustmentRequest,
+    },
+};
+
+/// The fully qualified service name the runtime calls.
+pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+/// The fully qualified service name the plugin calls.
+pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
+/// The runtime's default request timeout, until `Configure` says otherwise.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one connection's service learned, shared with the connection runner.
+#[derive(Default)]
+pub(crate) struct Session {
+    pub(crate) runtime: Mutex<Option<RuntimeInfo>>,
+    /// Pods and containers of a split `Synchronize` received so far.
+    sync_buffer: Mutex<(Vec<PodSandbox>, Vec<Container>)>,
+    /// Becomes true once the final `Synchronize` was answered.
+    pub(crate) synchronized: watch::Sender<bool>,
+}
+
+impl Session {
+    pub(crate) fn request_timeout(&self) -> Duration {
+        lock(&self.runtime)
+            .as_ref()
+            .map_or(DEFAULT_REQUEST_TIMEOUT, |r| r.request_timeout)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `Plugin` service of one connection.
+pub(crate) struct PluginService<P> {
+    pub(crate) plugin: Arc<P>,
+    pub(crate) session: Arc<Session>,
+}
+
+fn decode<M: Message + Default>(method: &str, payload: &[u8]) -> Result<M, Status> {
+    M::decode(payload).map_err(|e| Status::new(code::INVALID_ARGUMENT, format!("malformed {method} request: {e}")))
+}
+
+fn failed(method: &str, pod: Option<&PodSandbox>, error: HandlerError) -> Status {
+    let message = error.to_string();
+    match pod {
+        Some(p) => {
+            tracing::warn!(method, pod = %format!("{}/{}", p.namespace, p.name), pod_uid = %p.uid, %message, "NRI handler failed")
+        }
+        None => tracing::warn!(method, %message, "NRI handler failed"),
+    }
+    Status::new(code::UNKNOWN, message)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl<P: Plugin> RequestHandler for PluginService<P> {
+    async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, Status> {
+        if request.service != PLUGIN_SERVICE {
+            return Err(Status::new(code::UNIMPLEMENTED, format!("service {}", request.service)));
+        }
+        let started = Instant::now();
+        let result = self.dispatch(&request.method, &request.payload).await;
+        let elapsed = started.elapsed();
+        let budget = request.timeout.unwrap_or_else(|| self.session.request_timeout());
+        if elapsed > budget / 2 {
+            tracing::warn!(
+                method = %request.method,
+                elapsed_ms = ms(elapsed),
+                timeout_ms = ms(budget),
+                "NRI handler used more than half of the runtime's request timeout; past it the runtime drops the plugin"
+            );
+        }
+        result
+    }
+}
+
+impl<P: Plugin> PluginService<P> {
+    async fn dispatch(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, Status> {
+        let p = &*self.plugin;
+        Ok(match method {
+            "Configure" => self.configure(decode(method, payload)?).await?.encode_to_vec(),
+            "Synchronize" => self.synchronize(decode(method, payload)?).await?.encode_to_vec(),
+            "Shutdown" => {
+                p.shutdown().await;
+                Empty {}.encode_to_vec()
+            }
+            "StateChange" => {
+                let e: StateChangeEvent = decode(method, payload)?;
+                let event = Event::try_from(e.event).unwrap_or(Event::Unknown);
+                self.event(event, e.pod.unwrap_or_default(), e.container.unwrap_or_default())
+                    .await?;
+                Empty {}.encode_to_vec()
+            }
+            "RunPodSandbox" => {
+                let r: RunPodSandboxRequest = decode(method, payload)?;
+                self.event(Event::RunPodSandbox, r.pod.unwrap_or_default(), Container::default())
+                    .await?;
+                RunPodSandboxResponse {}.encode_to_vec()
+            }
+            "StopPodSandbox" => {
+                let r: StopPodSandboxRequest = decode(method, payload)?;
+                self.event(Event::StopPodSandbox, r.pod.unwrap_or_default(), Container::default())
+                    .await?;
+                StopPodSandboxResponse {}.encode_to_vec()
+            }
+            "RemovePodSandbox" => {
+                let r: RemovePodSandboxRequest = decode(method, payload)?;
+                self.event(Event::RemovePodSandbox, r.pod.unwrap_or_default(), Container::default())
+                    .await?;
+                RemovePodSandboxResponse {}.encode_to_vec()
+            }
+            "PostUpdatePodSandbox" => {
+                let r: PostUpdatePodSandboxRequest = decode(method, payload)?;
+                self.event(
+                    Event::PostUpdatePodSandbox,
+                    r.pod.unwrap_or_default(),
+                    Container::default(),
+                )
+                .await?;
+                PostUpdatePodSandboxResponse {}.encode_to_vec()
+            }
+            "PostCreateContainer" => {
+                let r: PostCreateContainerRequest = decode(method, payload)?;
+                self.event(
+                    Event::PostCreateContainer,
+                    r.pod.unwrap_or_default(),
+                    r.container.unwrap_or_default(),
+                )
+                .await?;
+                PostCreateContainerResponse {}.encode_to_vec()
+            }
+            "StartContainer" => {
+                let r: StartContainerRequest = decode(method, payload)?;
+                self.event(
+                    Event::StartContainer,
+                    r.pod.unwrap_or_default(),
+                    r.container.unwrap_or_default(),
+                )
+                .await?;
+                StartContainerResponse {}.encode_to_vec()
+            }
+            "PostStartContainer" => {
+                let r: PostStartContainerRequest = decode(method, payload)?;
+                self.event(
+                    Event::PostStartContainer,
+                    r.pod.unwrap_or_default(),
+                    r.container.unwrap_or_default(),
+                )
+                .await?;
+                PostStartContainerResponse {}.encode_to_vec()
+            }
+            "PostUpdateContainer" => {
+                let r: PostUpdateContainerRequest = decode(method, payload)?;
+                self.event(
+                    Event::PostUpdateContainer,
+                    r.pod.unwrap_or_default(),
+                    r.container.unwrap_or_default(),
+                )
+                .await?;
+                PostUpdateContainerResponse {}.encode_to_vec()
+            }
+            "RemoveContainer" => {
+                let r: RemoveContainerRequest = decode(method, payload)?;
+                self.event(
+                    Event::RemoveContainer,
+                    r.pod.unwrap_or_default(),
+                    r.container.unwrap_or_default(),
+                )
+                .await?;
+                RemoveContainerResponse {}.encode_to_vec()
+            }
+            "CreateContainer" => {
+                let r: CreateContainerRequest = decode(method, payload)?;
+                let (pod, container) = (r.pod.unwrap_or_default(), r.container.unwrap_or_default());
+                p.create_container(&pod, &container)
+                    .await
+                    .map_err(|e| failed(method, Some(&pod), e))?
+                    .encode_to_vec()
+            }
+            "UpdateContainer" => {
+                let r: UpdateContainerRequest = decode(method, payload)?;
+                p.update_container(&r)
+                    .await
+                    .map_err(|e| failed(method, r.pod.as_ref(), e))?
+                    .encode_to_vec()
+            }
+            "StopContainer" => {
+                let r: StopContainerRequest = decode(method, payload)?;
+                let (pod, container) = (r.pod.unwrap_or_default(), r.container.unwrap_or_default());
+                p.stop_container(&pod, &container)
+                    .await
+                    .map_err(|e| failed(method, Some(&pod), e))?
+                    .encode_to_vec()
+            }
+            "UpdatePodSandbox" => {
+                let r: UpdatePodSandboxRequest = decode(method, payload)?;
+                p.update_pod_sandbox(&r)
+                    .await
+                    .map_err(|e| failed(method, r.pod.as_ref(), e))?;
+                UpdatePodSandboxResponse {}.encode_to_vec()
+            }
+            "ValidateContainerAdjustment" => {
+                let r: ValidateContainerAdjustmentRequest = decode(method, payload)?;
+                p.validate_container_adjustment(&r)
+                    .await
+                    .map_err(|e| failed(method, r.pod.as_ref(), e))?
+                    .encode_to_vec()
+            }
+            other => return Err(Status::new(code::UNIMPLEMENTED, format!("method {other}"))),
+        })
+    }
+
+    /// Delivers a pod or container event that has no response payload (via its own RPC or
+    /// via `StateChange`).
+    async fn event(&self, event: Event, pod: PodSandbox, container: Container) -> Result<(), Status> {
+        let p = &*self.plugin;
+        let (pod, c) = (&pod, &container);
+        let result = match event {
+            Event::RunPodSandbox => p.run_pod_sandbox(pod).await,
+            Event::StopPodSandbox => p.stop_pod_sandbox(pod).await,
+            Event::RemovePodSandbox => p.remove_pod_sandbox(pod).await,
+            Event::PostUpdatePodSandbox => p.post_update_pod_sandbox(pod).await,
+            Event::CreateContainer => p.create_container(pod, c).await.map(drop),
+            Event::PostCreateContainer => p.post_create_container(pod, c).await,
+            Event::StartContainer => p.start_container(pod, c).await,
+            Event::PostStartContainer => p.post_start_container(pod, c).await,
+            Event::UpdateContainer => Ok(()),
+            Event::PostUpdateContainer => p.post_update_container(pod, c).await,
+            Event::StopContainer => p.stop_container(pod, c).await.map(drop),
+            Event::RemoveContainer => p.remove_container(pod, c).await,
+            other => {
+                return Err(Status::new(
+                    code::UNIMPLEMENTED,
+                    format!("event {} is not delivered through StateChange", other.as_str_name()),
+                ));
+            }
+        };
+        result.map_err(|e| failed(event.as_str_name(), Some(pod), e))
+    }
+
+    async fn configure(&self, r: ConfigureRequest) -> Result<ConfigureResponse, Status> {
+        let info = RuntimeInfo {
+            name: r.runtime_name,
+            version: r.runtime_version,
+            nri_version: r.nri_version,
+            config: r.config,
+            request_timeout: positive_ms(r.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            registration_timeout: positive_ms(r.registration_timeout).unwrap_or(Duration::from_secs(5)),
+        };
+        let wanted = self.plugin.events();
+        let accepted = valid_events(&info.nri_version);
+        let events = wanted.intersection(accepted);
+        let dropped = wanted.difference(accepted);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                runtime = %info.name, nri_version = %info.nri_version, dropped_mask = format!("{:#x}", dropped.mask()),
+                "the runtime does not support some subscribed events; not subscribing to them"
+            );
+        }
+        if events.is_empty() {
+            // A zero mask would subscribe the plugin to every event.
+            return Err(Status::new(
+                code::INVALID_ARGUMENT,
+                "the plugin subscribes to no event this runtime supports",
+            ));
+        }
+        self.plugin
+            .configure(&info)
+            .await
+            .map_err(|e| failed("Configure", None, e))?;
+        tracing::info!(
+            runtime = %info.name, version = %info.version, request_timeout_ms = ms(info.request_timeout),
+            events = format!("{:#x}", events.mask()), "configured by the runtime"
+        );
+        *lock(&self.session.runtime) = Some(info);
+        Ok(ConfigureResponse {
+            events: i32::try_from(events.mask()).unwrap_or(0),
+        })
+    }
+
+    async fn synchronize(&self, r: SynchronizeRequest) -> Result<SynchronizeResponse, Status> {
+        let (pods, containers) = {
+            let mut buffer = lock(&self.session.sync_buffer);
+            buffer.0.extend(r.pods);
+            buffer.1.extend(r.containers);
+            if r.more {
+                // A chunk of a split Synchronize: the runtime insists on exactly this answer.
+                return Ok(SynchronizeResponse {
+                    update: vec![],
+                    more: true,
+                });
+            }
+            std::mem::take(&mut *buffer)
+        };
+        tracing::info!(
+            pods = pods.len(),
+            containers = containers.len(),
+            "synchronizing with the runtime"
+        );
+        let update = self
+            .plugin
+            .synchronize(pods, containers)
+            .await
+            .map_err(|e| failed("Synchronize", None, e))?;
+        self.session.synchronized.send_replace(true);
+        Ok(SynchronizeResponse { update, more: false })
+    }
+}
+
+fn positive_ms(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().filter(|v| *v > 0).map(Duration::from_millis)
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine (root); every step is skipped when
+# already done. Called by scripts/test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# protoc: only for the CRI client test dependency (k8s-cri's build script); netdra's own
+# protos are compiled with protox.
+if ! command -v protoc >/dev/null; then
+    say "apt: protobuf-compiler (for the k8s-cri test dependency)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
+fi
+
+# The kubelet-faithful peer is Python grpcio (an independent gRPC implementation).
+if ! .venv/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
+    say "python venv with grpcio for the kubelet peer"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet -r tests/kubelet-peer/requirements.txt
+fi
+
+# A private containerd 1.7 and 2.x with NRI, CRI, runc and CNI for the NRI end-to-end tests.
+say "containerd e2e environment"
+bash tests/e2e/containerd.sh setup

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# A private containerd with NRI, CRI, runc and CNI for netdra's end-to-end tests, without a
+# registry and without touching the system's apt sources or containerd configuration.
+#
+#   containerd.sh setup               install runc/gcc (apt), fetch containerd 1.7 (Debian trixie)
+#                                     and 2.x (Debian sid) plus CNI plugins with private apt lists,
+#                                     extract them under $NETDRA_E2E_DIR, build the pause image
+#   containerd.sh start   FLAVOR      start containerd FLAVOR (1.7 or 2); prints its environment
+#   containerd.sh stop    FLAVOR      stop it (by recorded PID); running pods survive in their shims
+#   containerd.sh restart FLAVOR      stop, then start (the NRI socket is recreated)
+#   containerd.sh teardown FLAVOR     stop it and end the shims it left (by recorded PID files)
+#   containerd.sh env     FLAVOR      print CRI_SOCKET=..., NRI_SOCKET=...
+#
+# Everything lives in $NETDRA_E2E_DIR (default /tmp/netdra-e2e). Root is required.
+set -euo pipefail
+
+E2E=${NETDRA_E2E_DIR:-/tmp/netdra-e2e}
+HERE=$(cd "$(dirname "$0")" && pwd)
+log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+flavor_vars() {
+    case "${1:-}" in
+        1.7) SUITE=trixie; CONFIG_VERSION=2; SUBNET=10.244.17.0/24 ;;
+        2) SUITE=sid; CONFIG_VERSION=3; SUBNET=10.244.20.0/24 ;;
+        *) die "unknown flavor '${1:-}' (use 1.7 or 2)" ;;
+    esac
+    FLAVOR=$1
+    DIR=$E2E/ctrd-$FLAVOR
+    BIN=$DIR/root/usr/bin
+    CRI_SOCKET=$DIR/run/containerd.sock
+    NRI_SOCKET=$DIR/run/nri.sock
+    PIDFILE=$DIR/containerd.pid
+}
+
+apt_private() { # SUITE, then apt-get arguments
+    local suite=$1; shift
+    local a=$E2E/apt/$suite
+    mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/parts"
+    cat > "$a/parts/netdra-e2e.sources" <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $suite
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt-get -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$a/parts" \
+        -o Dir::State::Lists="$a/lists" -o Dir::Cache="$a/cache" "$@"
+}
+
+fetch_suite() { # SUITE DEST PACKAGES...
+    local suite=$1 dest=$2; shift 2
+    apt_private "$suite" update -qq
+    local debs=$E2E/debs/$suite
+    mkdir -p "$debs" "$dest"
+    local pkg
+    for pkg in "$@"; do
+        (cd "$debs" && apt_private "$suite" download -qq "$pkg/$suite" 2>&1 | grep -v 'Download is performed unsandboxed' || true)
+    done
+    local deb
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$dest"; done
+    # Only bookworm's runc runs on this glibc; never pick up a newer one from the suite.
+    rm -f "$dest/usr/sbin/runc" "$dest/usr/bin/runc"
+}
+
+setup() {
+    [ "$(id -u)" = 0 ] || die "root is required"
+    if [ -f "$E2E/ready" ]; then log "already set up in $E2E"; return; fi
+    mkdir -p "$E2E"
+    log "apt: runc, gcc, iproute2 (bookworm)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        runc gcc libc6-dev iproute2 debian-archive-keyring >/dev/null
+    log "containerd 1.7 and CNI plugins from trixie (private apt lists)"
+    fetch_suite trixie "$E2E/ctrd-1.7/root" containerd containernetworking-plugins
+    log "containerd 2.x from sid (private apt lists)"
+    fetch_suite sid "$E2E/ctrd-2/root" containerd
+    [ -x "$E2E/ctrd-1.7/root/usr/bin/containerd" ] || die "containerd 1.7 was not extracted"
+    [ -x "$E2E/ctrd-2/root/usr/bin/containerd" ] || die "containerd 2 was not extracted"
+    [ -x "$E2E/ctrd-1.7/root/usr/lib/cni/ptp" ] || die "CNI plugins were not extracted"
+    log "containerd: $("$E2E/ctrd-1.7/root/usr/bin/containerd" --version) / $("$E2E/ctrd-2/root/usr/bin/containerd" --version)"
+    log "pause image"
+    mkdir -p "$E2E/pause"
+    gcc -static -Os -s -o "$E2E/pause/pause" "$HERE/pause.c"
+    python3 "$HERE/mkimage.py" "$E2E/pause/pause.tar" localhost/pause:netdra /pause "$E2E/pause/pause:/pause"
+    rm -rf "$E2E/debs"
+    touch "$E2E/ready"
+}
+
+write_config() {
+    mkdir -p "$DIR/run" "$DIR/cni-conf" "$DIR/nri-plugins" "$DIR/nri-conf" "$DIR/podlogs" "$DIR/cdi"
+    cat > "$DIR/cni-conf/10-netdra-e2e.conflist" <<EOF
+{"cniVersion":"1.0.0","name":"netdra-e2e-$FLAVOR","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
+ "ipam":{"type":"host-local","dataDir":"$DIR/cni-ipam","ranges":[[{"subnet":"$SUBNET"}]]}}]}
+EOF
+    local cni_bin=$E2E/ctrd-1.7/root/usr/lib/cni
+    if [ "$CONFIG_VERSION" = 2 ]; then
+        cat > "$DIR/config.toml" <<EOF
+version = 2
+root = "$DIR/root-state"
+state = "$DIR/state"
+[grpc]
+  address = "$CRI_SOCKET"
+[ttrpc]
+  address = "$CRI_SOCKET.ttrpc"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = false
+  socket_path = "$NRI_SOCKET"
+  plugin_path = "$DIR/nri-plugins"
+  plugin_config_path = "$DIR/nri-conf"
+  plugin_registration_timeout = "5s"
+  plugin_request_timeout = "2s"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:netdra"
+  restrict_oom_score_adj = true
+  enable_cdi = true
+  cdi_spec_dirs = ["$DIR/cdi"]
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        Root = "$DIR/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$cni_bin"
+    conf_dir = "$DIR/cni-conf"
+EOF
+    else
+        cat > "$DIR/config.toml" <<EOF
+version = 3
+root = "$DIR/root-state"
+state = "$DIR/state"
+[grpc]
+  address = "$CRI_SOCKET"
+[ttrpc]
+  address = "$CRI_SOCKET.ttrpc"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = false
+  socket_path = "$NRI_SOCKET"
+  plugin_path = "$DIR/nri-plugins"
+  plugin_config_path = "$DIR/nri-conf"
+  plugin_registration_timeout = "5s"
+  plugin_request_timeout = "2s"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "localhost/pause:netdra"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  enable_cdi = true
+  cdi_spec_dirs = ["$DIR/cdi"]
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        Root = "$DIR/runc"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$cni_bin"]
+    conf_dir = "$DIR/cni-conf"
+EOF
+    fi
+}
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+start() {
+    [ -f "$E2E/ready" ] || die "not set up: run '$0 setup' first"
+    if running; then log "containerd $FLAVOR already running (pid $(cat "$PIDFILE"))"; print_env; return; fi
+    write_config
+    PATH=$BIN:$PATH nohup "$BIN/containerd" --config "$DIR/config.toml" >> "$DIR/containerd.log" 2>&1 &
+    echo $! > "$PIDFILE"
+    local i
+    for i in $(seq 100); do
+        [ -S "$NRI_SOCKET" ] && [ -S "$CRI_SOCKET" ] && break
+        running || { tail -20 "$DIR/containerd.log" >&2; die "containerd $FLAVOR exited during start"; }
+        sleep 0.1
+    done
+    [ -S "$NRI_SOCKET" ] || { tail -20 "$DIR/containerd.log" >&2; die "containerd $FLAVOR did not create $NRI_SOCKET"; }
+    "$BIN/ctr" -a "$CRI_SOCKET" -n k8s.io images import "$E2E/pause/pause.tar" >/dev/null
+    log "containerd $FLAVOR running (pid $(cat "$PIDFILE"), $("$BIN/containerd" --version | awk '{print $3}'))"
+    print_env
+}
+
+stop() {
+    if ! running; then rm -f "$PIDFILE"; return; fi
+    local pid i
+    pid=$(cat "$PIDFILE")
+    kill -TERM "$pid"
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; sleep 0.2; fi
+    rm -f "$PIDFILE"
+    log "containerd $FLAVOR stopped (pid $pid)"
+}
+
+teardown() {
+    stop
+    # Shims outlive containerd; each recorded its PID in the state directory.
+    local f pid
+    for f in "$DIR"/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        kill -KILL "$pid" 2>/dev/null && log "ended leftover shim pid $pid ($f)"
+    done
+    # Mounts (sandbox rootfs, shm) that containerd made under our own directory.
+    local m
+    for m in $(awk -v d="$DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+        umount -l "$m" && log "unmounted leftover $m"
+    done
+}
+
+print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET"; }
+
+cmd=${1:-}
+case "$cmd" in
+    setup) setup ;;
+    start | stop | restart | teardown | env)
+        flavor_vars "${2:-}"
+        case "$cmd" in
+            start) start ;;
+            stop) stop ;;
+            restart) stop; start ;;
+            teardown) teardown ;;
+            env) print_env ;;
+        esac
+        ;;
+    *) die "usage: $0 setup | start|stop|restart|teardown|env FLAVOR" ;;
+esac
