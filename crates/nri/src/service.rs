@@ -337,3 +337,64 @@ impl<P: Plugin> PluginService<P> {
 fn positive_ms(ms: i64) -> Option<Duration> {
     u64::try_from(ms).ok().filter(|v| *v > 0).map(Duration::from_millis)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventSet;
+    use proptest::prelude::*;
+
+    struct Quiet;
+
+    impl Plugin for Quiet {
+        fn events(&self) -> EventSet {
+            EventSet::pod_lifecycle()
+        }
+    }
+
+    const METHODS: &[&str] = &[
+        "Configure",
+        "Synchronize",
+        "Shutdown",
+        "StateChange",
+        "RunPodSandbox",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+        "UpdatePodSandbox",
+        "PostUpdatePodSandbox",
+        "CreateContainer",
+        "PostCreateContainer",
+        "StartContainer",
+        "PostStartContainer",
+        "UpdateContainer",
+        "PostUpdateContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "ValidateContainerAdjustment",
+        "NoSuchMethod",
+    ];
+
+    proptest! {
+        #[test]
+        fn every_method_decoder_takes_arbitrary_bytes_without_panicking(
+            method in proptest::sample::select(METHODS),
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let service = PluginService { plugin: Arc::new(Quiet), session: Arc::default() };
+            let request = IncomingRequest {
+                service: PLUGIN_SERVICE.into(),
+                method: method.into(),
+                payload: bytes::Bytes::from(payload),
+                timeout: None,
+            };
+            match rt.block_on(service.handle(request)) {
+                Ok(_) => {}
+                Err(status) => prop_assert!(
+                    [code::INVALID_ARGUMENT, code::UNIMPLEMENTED, code::UNKNOWN].contains(&status.code),
+                    "{status}"
+                ),
+            }
+        }
+    }
+}

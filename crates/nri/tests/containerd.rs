@@ -181,6 +181,55 @@ impl Plugin for Recorder {
     }
 }
 
+/// The nri_logger example binary, built next to this test by `cargo test`.
+fn start_logger(socket: &Path) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().unwrap().parent().unwrap().join("examples/nri_logger");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the whole test suite",
+        binary.display()
+    );
+    let mut child = tokio::process::Command::new(binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--name", "nri-logger", "--index", "20"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Collects lines until one contains `needle` (true) or 10 s pass (false).
+async fn wait_line(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+) -> bool {
+    if seen.iter().any(|l| l.contains(needle)) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
 async fn lifecycle(ctrd: &Containerd) {
     let flavor = ctrd.flavor.replace('.', "");
     let logs = e2e_dir().join(format!("ctrd-{}", ctrd.flavor)).join("podlogs");
@@ -202,8 +251,22 @@ async fn lifecycle(ctrd: &Containerd) {
         "a pod created before the plugin connected appears in Synchronize: {first_sync:?}"
     );
 
+    // The SDK's quick-start example runs next to it, as a second plugin.
+    let (mut logger, mut logger_lines) = start_logger(&ctrd.nri);
+    let mut lines = Vec::new();
+    let connected = wait_line(&mut logger_lines, &mut lines, "connected session=1").await;
+    assert!(connected, "nri_logger did not connect: {lines:?}");
+
     let pod = format!("pod-{flavor}");
     let id = run_pod(&mut cri, &pod, &logs).await.unwrap();
+    let logged = wait_line(
+        &mut logger_lines,
+        &mut lines,
+        &format!("event=RUN_POD_SANDBOX pod=default/{pod} uid=uid-{pod} netns=/var/run/netns/cni-"),
+    )
+    .await;
+    assert!(logged, "nri_logger did not log the pod: {lines:?}");
+    let _ = logger.kill().await;
     let log = recorder.log();
     let run = log
         .iter()
