@@ -220,3 +220,34 @@ async fn without_an_api_server_every_claim_gets_an_error() {
     }
     plugin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_prepares_of_one_claim_are_serialised_and_idempotent() {
+    let api = FakeApiServer::start().await.unwrap();
+    seed_claim(&api, "ns", "slow-a", "uid-a", DRIVER, &["eth1"]);
+    seed_claim(&api, "ns", "slow-b", "uid-b", DRIVER, &["eth2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let driver = RecordingDriver::default();
+    let plugin = kubeletplugin::start(
+        options(dir.path(), ClaimCacheMode::Watch),
+        driver.clone(),
+        Ok(client_for(&api)),
+    )
+    .await
+    .unwrap();
+    wait_for_cache(&plugin, 2).await;
+    let channel = uds_channel(plugin.dra_socket()).await;
+    // The kubelet retrying while the first call still runs, plus another claim in parallel.
+    let (first, second, other) = tokio::join!(
+        prepare_v1(&channel, vec![claim("ns", "slow-a", "uid-a")]),
+        prepare_v1(&channel, vec![claim("ns", "slow-a", "uid-a")]),
+        prepare_v1(&channel, vec![claim("ns", "slow-b", "uid-b")]),
+    );
+    assert_eq!(first.claims["uid-a"], second.claims["uid-a"]);
+    assert_eq!(first.claims["uid-a"].devices[0].device_name, "eth1");
+    assert_eq!(other.claims["uid-b"].devices[0].device_name, "eth2");
+    assert_eq!(driver.prepares.load(Ordering::SeqCst), 2, "one driver call per claim");
+    // The two claims overlapped in the driver; the duplicate waited and was answered from state.
+    assert_eq!(driver.max_in_flight.load(Ordering::SeqCst), 2);
+    plugin.shutdown().await;
+}

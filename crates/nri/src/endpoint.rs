@@ -440,6 +440,16 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn request_decoding_takes_arbitrary_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let response = rt.block_on(serve_request(&Echo, &data));
+            // Whatever came in, a well-formed ttrpc.Response goes out.
+            proptest::prop_assert!(ttrpc::Response::decode(&response[..]).is_ok());
+        }
+    }
+
     #[tokio::test]
     async fn malformed_input_closes_the_connection_with_a_reason() {
         let (a, mut b) = tokio::io::duplex(1 << 16);

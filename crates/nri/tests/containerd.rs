@@ -276,7 +276,9 @@ async fn lifecycle(ctrd: &Containerd) {
         run.contains(" /var/run/netns/cni-") && run.ends_with("exists=true"),
         "{run}"
     );
+    let netns = run.split(' ').nth(2).unwrap().to_string();
     stop_and_remove(&mut cri, &id).await;
+    assert!(!Path::new(&netns).exists(), "{netns} is gone once the pod is removed");
     let log = recorder.log();
     assert!(log.contains(&format!("stop {pod}")), "{log:?}");
     assert!(log.contains(&format!("remove {pod}")), "{log:?}");

@@ -164,6 +164,11 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
     let runtime = listener.accept(RuntimeOptions::default()).await.unwrap();
     runtime.run_pod_sandbox(pod("a")).await.unwrap();
     runtime.stop_pod_sandbox(pod("a")).await.unwrap();
+    let remove = nri::proto::api::RemovePodSandboxRequest { pod: Some(pod("a")) };
+    runtime
+        .call::<_, nri::proto::api::RemovePodSandboxResponse>("RemovePodSandbox", &remove)
+        .await
+        .unwrap();
     runtime
         .state_change(Event::RunPodSandbox, pod("b"), None)
         .await
@@ -181,6 +186,7 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
         [
             "run a /var/run/netns/cni-a",
             "stop a",
+            "remove a",
             "run b /var/run/netns/cni-b",
             "stop b",
             "remove b"

@@ -23,17 +23,26 @@ use tonic::transport::{Channel, Endpoint};
 
 pub const DRIVER: &str = "net.example.com";
 
-/// A driver that records its calls and fails claims whose name starts with `fail-`.
+/// A driver that records its calls, fails claims named `fail-*` and takes 200 ms for `slow-*`.
 #[derive(Default, Clone)]
 pub struct RecordingDriver {
     pub prepares: Arc<AtomicUsize>,
     pub unprepares: Arc<AtomicUsize>,
     pub unprepared: Arc<Mutex<Vec<PreparedClaim>>>,
+    /// Prepares running now, and the most that ever ran at once.
+    pub in_flight: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
 }
 
 impl DraDriver for RecordingDriver {
     async fn prepare(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
         self.prepares.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if claim.claim.name.starts_with("slow-") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if claim.claim.name.starts_with("fail-") {
             return Err(format!("device {} is on fire", claim.devices[0].device).into());
         }
