@@ -3,7 +3,7 @@
 //! File format: one header line `netdra-kubeletplugin-checkpoint v<VERSION> crc32=<8 hex>`,
 //! then the JSON body whose CRC-32 the header carries. The checksum catches a torn or
 //! bit-flipped file that would still parse as JSON. Writes are atomic (temporary file, fsync,
-//! rename, fsync of the directory). A file that is corrupt or of an unknown version is reported
+//! rename). A file that is corrupt or of an unknown version is reported
 //! with its path and never overwritten: prepared state that cannot be read could mean
 //! interfaces still sitting in pods, so an operator decides, not the plugin.
 
@@ -152,6 +152,12 @@ impl Checkpoint {
     }
 
     /// Writes the checkpoint atomically: a crash leaves either the old or the new file.
+    ///
+    /// The file is fsynced before the rename; the directory is not. Prepared state only means
+    /// something within one boot (after a power loss every pod on the node is gone), so
+    /// making the rename itself survive a power loss would buy nothing, and it would add a
+    /// journal commit to every NodePrepareResources call. The kubelet's own checkpoints are
+    /// written the same way.
     pub fn store(&self, claims: &PreparedClaims) -> Result<(), CheckpointError> {
         self.write_bytes(&encode(claims)).map_err(|source| CheckpointError::Io {
             path: self.path.clone(),
@@ -168,9 +174,7 @@ impl Checkpoint {
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, &self.path)?;
-        // Make the rename itself durable.
-        File::open(dir)?.sync_all()
+        fs::rename(&tmp, &self.path)
     }
 }
 

@@ -42,6 +42,7 @@ mod plugin;
 mod preparer;
 pub mod proto;
 mod services;
+pub mod slices;
 pub mod sockets;
 
 pub use claims::{ClaimCacheMode, ClaimError};

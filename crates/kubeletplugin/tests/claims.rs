@@ -16,17 +16,12 @@ async fn mixed_batch_gets_one_correct_answer_per_claim() {
     seed_claim(&api, "ns", "recreated", "uid-new", DRIVER, &["eth2"]);
     seed_claim(&api, "ns", "gpu-only", "uid-gpu", "gpu.example.com", &["gpu0"]);
     seed_claim(&api, "ns", "fail-me", "uid-fail", DRIVER, &["eth3"]);
-    let dir = tempfile::tempdir().unwrap();
-    let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::Watch),
-        driver.clone(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    wait_for_cache(&plugin, 4).await;
-    let channel = uds_channel(plugin.dra_socket()).await;
+    let Running {
+        dir: _dir,
+        driver,
+        plugin,
+        channel,
+    } = start_plugin(&api, ClaimCacheMode::Watch).await;
 
     let response = prepare_v1(
         &channel,
@@ -97,15 +92,12 @@ async fn mixed_batch_gets_one_correct_answer_per_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_is_a_grpc_error() {
     let api = FakeApiServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::GetOnly),
-        RecordingDriver::default(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    let channel = uds_channel(plugin.dra_socket()).await;
+    let Running {
+        dir: _dir,
+        driver: _,
+        plugin,
+        channel,
+    } = start_plugin(&api, ClaimCacheMode::GetOnly).await;
     let mut c = kubeletplugin::proto::dra::v1::dra_plugin_client::DraPluginClient::new(channel);
     let status = c
         .node_prepare_resources(kubeletplugin::proto::dra::v1::NodePrepareResourcesRequest {
@@ -123,16 +115,12 @@ async fn warm_cache_makes_no_api_requests() {
     for i in 0..5 {
         seed_claim(&api, "ns", &format!("c{i}"), &format!("u{i}"), DRIVER, &["eth1"]);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::Watch),
-        RecordingDriver::default(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    wait_for_cache(&plugin, 5).await;
-    let channel = uds_channel(plugin.dra_socket()).await;
+    let Running {
+        dir: _dir,
+        driver: _,
+        plugin,
+        channel,
+    } = start_plugin(&api, ClaimCacheMode::Watch).await;
     api.clear_requests();
     let response = prepare_v1(
         &channel,
@@ -165,15 +153,12 @@ async fn cold_cache_makes_exactly_one_get_per_claim() {
     for i in 0..3 {
         seed_claim(&api, "ns", &format!("c{i}"), &format!("u{i}"), DRIVER, &["eth1"]);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::GetOnly),
-        RecordingDriver::default(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    let channel = uds_channel(plugin.dra_socket()).await;
+    let Running {
+        dir: _dir,
+        driver: _,
+        plugin,
+        channel,
+    } = start_plugin(&api, ClaimCacheMode::GetOnly).await;
     let response = prepare_v1(
         &channel,
         (0..3)
@@ -226,17 +211,12 @@ async fn concurrent_prepares_of_one_claim_are_serialised_and_idempotent() {
     let api = FakeApiServer::start().await.unwrap();
     seed_claim(&api, "ns", "slow-a", "uid-a", DRIVER, &["eth1"]);
     seed_claim(&api, "ns", "slow-b", "uid-b", DRIVER, &["eth2"]);
-    let dir = tempfile::tempdir().unwrap();
-    let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::Watch),
-        driver.clone(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    wait_for_cache(&plugin, 2).await;
-    let channel = uds_channel(plugin.dra_socket()).await;
+    let Running {
+        dir: _dir,
+        driver,
+        plugin,
+        channel,
+    } = start_plugin(&api, ClaimCacheMode::Watch).await;
     // The kubelet retrying while the first call still runs, plus another claim in parallel.
     let (first, second, other) = tokio::join!(
         prepare_v1(&channel, vec![claim("ns", "slow-a", "uid-a")]),

@@ -14,16 +14,12 @@ async fn kubelet_peer_registers_and_calls_both_versions_with_every_authority_for
     let Some(python) = peer_python() else { return };
     let api = FakeApiServer::start().await.unwrap();
     seed_claim(&api, "default", "claim-a", "uid-a", DRIVER, &["eth1", "eth2"]);
-    let dir = tempfile::tempdir().unwrap();
-    let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(
-        options(dir.path(), ClaimCacheMode::Watch),
-        driver.clone(),
-        Ok(client_for(&api)),
-    )
-    .await
-    .unwrap();
-    wait_for_cache(&plugin, 1).await;
+    let Running {
+        dir: _dir,
+        driver,
+        plugin,
+        channel: _,
+    } = start_plugin(&api, ClaimCacheMode::Watch).await;
     assert_eq!(plugin.registration(), RegistrationState::Pending);
 
     let lines = run_peer(

@@ -111,6 +111,34 @@ pub async fn wait_for_cache<D: DraDriver>(plugin: &PluginHandle<D>, claims: usiz
     .await;
 }
 
+/// A plugin started for a test: its directory, driver, handle and a DRA-socket channel.
+pub struct Running {
+    pub dir: tempfile::TempDir,
+    pub driver: RecordingDriver,
+    pub plugin: PluginHandle<RecordingDriver>,
+    pub channel: Channel,
+}
+
+/// Starts a plugin with a [`RecordingDriver`] against `api`; in watch mode, waits until the
+/// cache holds every claim the API has.
+pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = RecordingDriver::default();
+    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), Ok(client_for(api)))
+        .await
+        .unwrap();
+    if cache == ClaimCacheMode::Watch {
+        wait_for_cache(&plugin, api.objects(&RESOURCE_CLAIMS).len()).await;
+    }
+    let channel = uds_channel(plugin.dra_socket()).await;
+    Running {
+        dir,
+        driver,
+        plugin,
+        channel,
+    }
+}
+
 /// A gRPC channel over a unix socket (tonic client; authority `localhost`).
 pub async fn uds_channel(path: &Path) -> Channel {
     let path = path.to_path_buf();
