@@ -41,6 +41,7 @@ pub mod normalized_stream;
 mod plugin;
 mod preparer;
 pub mod proto;
+pub mod publisher;
 mod services;
 pub mod slices;
 pub mod sockets;
