@@ -202,6 +202,7 @@ mod tests {
                 }],
                 data: serde_json::json!({"ifName": "net1"}),
             },
+            boot_id: "b1".into(),
         };
         BTreeMap::from([("u1".to_string(), prepared)])
     }
@@ -210,7 +211,7 @@ mod tests {
     fn golden_bytes() {
         let bytes = encode(&sample());
         let text = String::from_utf8(bytes.clone()).unwrap();
-        let body = r#"{"claims":{"u1":{"claim":{"namespace":"ns","name":"c","uid":"u1"},"preparation":{"devices":[{"requests":["net"],"pool":"node1","device":"eth1"}],"data":{"ifName":"net1"}}}}}"#;
+        let body = r#"{"claims":{"u1":{"claim":{"namespace":"ns","name":"c","uid":"u1"},"preparation":{"devices":[{"requests":["net"],"pool":"node1","device":"eth1"}],"data":{"ifName":"net1"}},"boot_id":"b1"}}}"#;
         assert_eq!(
             text,
             format!(
@@ -269,7 +270,7 @@ mod tests {
                 .into_iter()
                 .map(|(uid, name)| {
                     let claim = ClaimRef { namespace: "ns".into(), name, uid: uid.clone() };
-                    (uid, PreparedClaim { claim, preparation: Preparation::default() })
+                    (uid, PreparedClaim { claim, preparation: Preparation::default(), boot_id: "b".into() })
                 })
                 .collect();
             prop_assert_eq!(decode(Path::new("x"), &encode(&claims)).unwrap(), claims);

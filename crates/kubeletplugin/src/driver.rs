@@ -130,6 +130,11 @@ pub struct PreparedClaim {
     pub claim: ClaimRef,
     /// What the driver prepared.
     pub preparation: Preparation,
+    /// The kernel boot it was prepared in. A claim from an earlier boot is prepared again when
+    /// the kubelet asks (whatever prepare set up did not survive the reboot), and is still
+    /// handed to `unprepare` if the kubelet releases it instead.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// The driver logic behind the kubelet's DRA calls.

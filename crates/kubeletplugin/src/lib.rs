@@ -52,7 +52,7 @@ pub use driver::{
     PreparedDevice, ResolvedClaim,
 };
 pub use plugin::{
-    DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions, shutdown_signal, start,
-    validate_driver_name,
+    DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions, current_boot_id,
+    shutdown_signal, start, validate_driver_name,
 };
 pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};

@@ -59,11 +59,22 @@ pub struct PluginOptions {
     pub call_timeout: Duration,
     /// How often the sockets are checked for removal.
     pub socket_check_interval: Duration,
+    /// Identity of this kernel boot, kept with every prepared claim so that claims prepared
+    /// before a reboot are prepared again. Defaults to `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+}
+
+/// This kernel boot's ID (`/proc/sys/kernel/random/boot_id`), or empty if it cannot be read.
+pub fn current_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl PluginOptions {
     /// Defaults for `driver_name`: `/var/lib/kubelet/plugins_registry`,
-    /// `/var/lib/kubelet/plugins/<driver>`, a watch cache, 40 s calls, 1 s socket checks.
+    /// `/var/lib/kubelet/plugins/<driver>`, a watch cache, 40 s calls, 1 s socket checks, the
+    /// current boot ID.
     pub fn new(driver_name: impl Into<String>) -> Self {
         let driver_name = driver_name.into();
         Self {
@@ -73,6 +84,7 @@ impl PluginOptions {
             claim_cache: ClaimCacheMode::Watch,
             call_timeout: Duration::from_secs(40),
             socket_check_interval: Duration::from_secs(1),
+            boot_id: current_boot_id(),
         }
     }
 
@@ -151,6 +163,7 @@ pub async fn start<D: DraDriver>(
         lookup,
         Checkpoint::new(options.checkpoint_file()),
         options.call_timeout,
+        options.boot_id.clone(),
     )?);
     let cache_task = cache_future.map(tokio::spawn);
 

@@ -54,6 +54,8 @@ pub(crate) struct Preparer<D> {
     /// always reflects the latest map.
     prepared: Mutex<PreparedClaims>,
     call_timeout: Duration,
+    /// This boot; prepared claims of another boot are prepared again.
+    boot_id: String,
 }
 
 impl<D: DraDriver> Preparer<D> {
@@ -64,6 +66,7 @@ impl<D: DraDriver> Preparer<D> {
         lookup: ClaimLookup,
         checkpoint: Checkpoint,
         call_timeout: Duration,
+        boot_id: String,
     ) -> Result<Self, CheckpointError> {
         let prepared = checkpoint.load()?;
         if !prepared.is_empty() {
@@ -77,6 +80,7 @@ impl<D: DraDriver> Preparer<D> {
             checkpoint,
             prepared: Mutex::new(prepared),
             call_timeout,
+            boot_id,
         })
     }
 
@@ -124,7 +128,10 @@ impl<D: DraDriver> Preparer<D> {
 
     async fn prepare_one(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, String> {
         if let Some(done) = self.prepared.lock().await.get(&claim.uid) {
-            return Ok(done.preparation.devices.clone());
+            if done.boot_id == self.boot_id {
+                return Ok(done.preparation.devices.clone());
+            }
+            tracing::info!(claim = %claim, prepared_in_boot = %done.boot_id, "claim was prepared before a reboot; preparing it again");
         }
         let object = self.lookup.fetch(claim).await.map_err(|e| e.to_string())?;
         let resolved = resolve_for_driver(&self.driver_name, claim, object).map_err(|e| e.to_string())?;
@@ -139,6 +146,7 @@ impl<D: DraDriver> Preparer<D> {
         let prepared = PreparedClaim {
             claim: claim.clone(),
             preparation,
+            boot_id: self.boot_id.clone(),
         };
         let devices = prepared.preparation.devices.clone();
         if let Err(e) = self

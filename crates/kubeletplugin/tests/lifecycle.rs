@@ -68,6 +68,35 @@ async fn prepared_state_survives_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_prepared_before_a_reboot_are_prepared_again() {
+    let api = FakeApiServer::start().await.unwrap();
+    seed_claim(&api, "ns", "c", "uid-c", DRIVER, &["eth1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), ClaimCacheMode::GetOnly);
+    opts.boot_id = "boot-1".into();
+    let before = RecordingDriver::default();
+    let plugin = kubeletplugin::start(opts.clone(), before.clone(), Ok(client_for(&api)))
+        .await
+        .unwrap();
+    prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
+    plugin.shutdown().await;
+
+    // Same boot: answered from the checkpoint. Another boot: the driver prepares it again.
+    for (boot, prepares) in [("boot-1", 0), ("boot-2", 1)] {
+        opts.boot_id = boot.into();
+        let driver = RecordingDriver::default();
+        let plugin = kubeletplugin::start(opts.clone(), driver.clone(), Ok(client_for(&api)))
+            .await
+            .unwrap();
+        let response = prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
+        assert_eq!(response.claims["uid-c"].devices.len(), 1);
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), prepares, "boot {boot}");
+        assert_eq!(plugin.prepared_claims().await[0].boot_id, boot);
+        plugin.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_checkpoint_is_a_clear_start_error_and_is_kept() {
     let api = FakeApiServer::start().await.unwrap();
     seed_claim(&api, "ns", "c", "uid-c", DRIVER, &["eth1"]);
