@@ -159,7 +159,12 @@ impl Checkpoint {
     /// journal commit to every NodePrepareResources call. The kubelet's own checkpoints are
     /// written the same way.
     pub fn store(&self, claims: &PreparedClaims) -> Result<(), CheckpointError> {
-        self.write_bytes(&encode(claims)).map_err(|source| CheckpointError::Io {
+        self.store_encoded(&encode(claims))
+    }
+
+    /// Writes bytes made by [`encode`], as [`store`](Self::store) does.
+    pub fn store_encoded(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        self.write_bytes(bytes).map_err(|source| CheckpointError::Io {
             path: self.path.clone(),
             source,
         })

@@ -189,9 +189,10 @@ impl<D: DraDriver> Preparer<D> {
         let mut prepared = self.prepared.lock().await;
         let mut next = prepared.clone();
         change(&mut next);
+        // Encoded here, so the writer thread gets bytes rather than another copy of the map.
+        let bytes = crate::checkpoint::encode(&next);
         let checkpoint = self.checkpoint.clone();
-        let to_write = next.clone();
-        tokio::task::spawn_blocking(move || checkpoint.store(&to_write))
+        tokio::task::spawn_blocking(move || checkpoint.store_encoded(&bytes))
             .await
             .map_err(|e| CheckpointError::Io {
                 path: self.checkpoint.path().to_path_buf(),

@@ -242,7 +242,10 @@ impl Endpoint {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex even if a panicking holder poisoned it: the guarded data here (pending calls,
+/// session facts) stays consistent across a panic, and one failed handler must not wedge the
+/// connection.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

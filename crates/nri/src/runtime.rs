@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status, code},
+    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status, code, lock},
     events::{EventSet, valid_events},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     proto::api::{
@@ -303,7 +303,7 @@ impl RequestHandler for RuntimeService {
                 let r = RegisterPluginRequest::decode(request.payload)
                     .map_err(|e| Status::new(code::INVALID_ARGUMENT, e.to_string()))?;
                 let check = StubOptions::new(r.plugin_name.clone(), r.plugin_idx.clone()).validate();
-                let sender = self.registered.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let sender = lock(&self.registered).take();
                 let Some(sender) = sender else {
                     return Err(Status::new(code::INVALID_ARGUMENT, "plugin already registered"));
                 };

@@ -11,18 +11,15 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::{
-    endpoint::{IncomingRequest, RequestHandler, Status, code},
+    endpoint::{IncomingRequest, RequestHandler, Status, code, lock},
     events::valid_events,
     plugin::{HandlerError, Plugin, RuntimeInfo},
     proto::api::{
         ConfigureRequest, ConfigureResponse, Container, CreateContainerRequest, Empty, Event, PodSandbox,
-        PostCreateContainerRequest, PostCreateContainerResponse, PostStartContainerRequest, PostStartContainerResponse,
-        PostUpdateContainerRequest, PostUpdateContainerResponse, PostUpdatePodSandboxRequest,
-        PostUpdatePodSandboxResponse, RemoveContainerRequest, RemoveContainerResponse, RemovePodSandboxRequest,
-        RemovePodSandboxResponse, RunPodSandboxRequest, RunPodSandboxResponse, StartContainerRequest,
-        StartContainerResponse, StateChangeEvent, StopContainerRequest, StopPodSandboxRequest, StopPodSandboxResponse,
-        SynchronizeRequest, SynchronizeResponse, UpdateContainerRequest, UpdatePodSandboxRequest,
-        UpdatePodSandboxResponse, ValidateContainerAdjustmentRequest,
+        PostCreateContainerRequest, PostStartContainerRequest, PostUpdateContainerRequest, PostUpdatePodSandboxRequest,
+        RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StateChangeEvent,
+        StopContainerRequest, StopPodSandboxRequest, SynchronizeRequest, SynchronizeResponse, UpdateContainerRequest,
+        UpdatePodSandboxRequest, UpdatePodSandboxResponse, ValidateContainerAdjustmentRequest,
     },
 };
 
@@ -49,10 +46,6 @@ impl Session {
             .as_ref()
             .map_or(DEFAULT_REQUEST_TIMEOUT, |r| r.request_timeout)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The `Plugin` service of one connection.
@@ -119,82 +112,73 @@ impl<P: Plugin> PluginService<P> {
                 Empty {}.encode_to_vec()
             }
             "RunPodSandbox" => {
-                let r: RunPodSandboxRequest = decode(method, payload)?;
-                self.event(Event::RunPodSandbox, r.pod.unwrap_or_default(), Container::default())
-                    .await?;
-                RunPodSandboxResponse {}.encode_to_vec()
+                self.pod_event(Event::RunPodSandbox, method, payload, |r: RunPodSandboxRequest| {
+                    (r.pod, None)
+                })
+                .await?
             }
             "StopPodSandbox" => {
-                let r: StopPodSandboxRequest = decode(method, payload)?;
-                self.event(Event::StopPodSandbox, r.pod.unwrap_or_default(), Container::default())
-                    .await?;
-                StopPodSandboxResponse {}.encode_to_vec()
+                self.pod_event(Event::StopPodSandbox, method, payload, |r: StopPodSandboxRequest| {
+                    (r.pod, None)
+                })
+                .await?
             }
             "RemovePodSandbox" => {
-                let r: RemovePodSandboxRequest = decode(method, payload)?;
-                self.event(Event::RemovePodSandbox, r.pod.unwrap_or_default(), Container::default())
-                    .await?;
-                RemovePodSandboxResponse {}.encode_to_vec()
+                self.pod_event(
+                    Event::RemovePodSandbox,
+                    method,
+                    payload,
+                    |r: RemovePodSandboxRequest| (r.pod, None),
+                )
+                .await?
             }
             "PostUpdatePodSandbox" => {
-                let r: PostUpdatePodSandboxRequest = decode(method, payload)?;
-                self.event(
+                self.pod_event(
                     Event::PostUpdatePodSandbox,
-                    r.pod.unwrap_or_default(),
-                    Container::default(),
+                    method,
+                    payload,
+                    |r: PostUpdatePodSandboxRequest| (r.pod, None),
                 )
-                .await?;
-                PostUpdatePodSandboxResponse {}.encode_to_vec()
+                .await?
             }
             "PostCreateContainer" => {
-                let r: PostCreateContainerRequest = decode(method, payload)?;
-                self.event(
+                self.pod_event(
                     Event::PostCreateContainer,
-                    r.pod.unwrap_or_default(),
-                    r.container.unwrap_or_default(),
+                    method,
+                    payload,
+                    |r: PostCreateContainerRequest| (r.pod, r.container),
                 )
-                .await?;
-                PostCreateContainerResponse {}.encode_to_vec()
+                .await?
             }
             "StartContainer" => {
-                let r: StartContainerRequest = decode(method, payload)?;
-                self.event(
-                    Event::StartContainer,
-                    r.pod.unwrap_or_default(),
-                    r.container.unwrap_or_default(),
-                )
-                .await?;
-                StartContainerResponse {}.encode_to_vec()
+                self.pod_event(Event::StartContainer, method, payload, |r: StartContainerRequest| {
+                    (r.pod, r.container)
+                })
+                .await?
             }
             "PostStartContainer" => {
-                let r: PostStartContainerRequest = decode(method, payload)?;
-                self.event(
+                self.pod_event(
                     Event::PostStartContainer,
-                    r.pod.unwrap_or_default(),
-                    r.container.unwrap_or_default(),
+                    method,
+                    payload,
+                    |r: PostStartContainerRequest| (r.pod, r.container),
                 )
-                .await?;
-                PostStartContainerResponse {}.encode_to_vec()
+                .await?
             }
             "PostUpdateContainer" => {
-                let r: PostUpdateContainerRequest = decode(method, payload)?;
-                self.event(
+                self.pod_event(
                     Event::PostUpdateContainer,
-                    r.pod.unwrap_or_default(),
-                    r.container.unwrap_or_default(),
+                    method,
+                    payload,
+                    |r: PostUpdateContainerRequest| (r.pod, r.container),
                 )
-                .await?;
-                PostUpdateContainerResponse {}.encode_to_vec()
+                .await?
             }
             "RemoveContainer" => {
-                let r: RemoveContainerRequest = decode(method, payload)?;
-                self.event(
-                    Event::RemoveContainer,
-                    r.pod.unwrap_or_default(),
-                    r.container.unwrap_or_default(),
-                )
-                .await?;
-                RemoveContainerResponse {}.encode_to_vec()
+                self.pod_event(Event::RemoveContainer, method, payload, |r: RemoveContainerRequest| {
+                    (r.pod, r.container)
+                })
+                .await?
             }
             "CreateContainer" => {
                 let r: CreateContainerRequest = decode(method, payload)?;
@@ -235,6 +219,23 @@ impl<P: Plugin> PluginService<P> {
             }
             other => return Err(Status::new(code::UNIMPLEMENTED, format!("method {other}"))),
         })
+    }
+
+    /// Serves the dedicated RPC of an event whose answer carries nothing: decodes the request,
+    /// takes its pod (and container) out with `parts`, and delivers the event.
+    async fn pod_event<M: Message + Default>(
+        &self,
+        event: Event,
+        method: &str,
+        payload: &[u8],
+        parts: fn(M) -> (Option<PodSandbox>, Option<Container>),
+    ) -> Result<Vec<u8>, Status> {
+        let (pod, container) = parts(decode(method, payload)?);
+        self.event(event, pod.unwrap_or_default(), container.unwrap_or_default())
+            .await?;
+        // Every one of these responses (RunPodSandboxResponse, ...) is an empty message, whose
+        // encoding is zero bytes.
+        Ok(Vec::new())
     }
 
     /// Delivers a pod or container event that has no response payload (via its own RPC or

@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::{net::UnixStream, sync::watch, task::JoinHandle};
 
 use crate::{
-    endpoint::{Endpoint, Status, code},
+    endpoint::{Endpoint, Status, code, lock},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     plugin::{Plugin, RuntimeInfo},
     proto::api::{
@@ -138,7 +138,7 @@ async fn run<P: Plugin>(
             }
             Err(reason) => reason,
         };
-        *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&current) = None;
         tracing::warn!(socket = %options.socket.display(), %reason, "NRI connection lost");
         if !options.reconnect {
             state.send_replace(ConnectionState::Stopped);
@@ -198,14 +198,9 @@ async fn session<P: Plugin>(
         },
         reason = endpoint.closed() => return Err(format!("closed before synchronization: {reason}")),
     }
-    let runtime = session
-        .runtime
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default();
+    let runtime = lock(&session.runtime).clone().unwrap_or_default();
     tracing::info!(plugin = %format!("{}-{}", options.index, options.name), runtime = %runtime.name, session = number, "connected to the runtime");
-    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoint.clone());
+    *lock(current) = Some(endpoint.clone());
     state.send_replace(ConnectionState::Connected {
         session: number,
         runtime,
@@ -248,7 +243,7 @@ impl PluginHandle {
         update: Vec<ContainerUpdate>,
         evict: Vec<ContainerEviction>,
     ) -> Result<Vec<ContainerUpdate>, Status> {
-        let endpoint = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let endpoint = lock(&self.endpoint).clone();
         let endpoint = endpoint.ok_or_else(|| Status::new(code::UNAVAILABLE, "not connected to the runtime"))?;
         let payload = UpdateContainersRequest { update, evict }.encode_to_vec();
         let reply = endpoint
@@ -263,7 +258,7 @@ impl PluginHandle {
     pub async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
-        if let Some(e) = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(e) = lock(&self.endpoint).take() {
             e.close();
         }
     }
