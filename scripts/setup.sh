@@ -14,6 +14,14 @@ if ! command -v protoc >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
 fi
 
+# iproute2: the privileged network tests and the inventory benchmark create veth pairs and
+# network namespaces with `ip`.
+if ! command -v ip >/dev/null; then
+    say "apt: iproute2 (veth pairs and network namespaces for the privileged tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
+
 # The kubelet-faithful peer is Python grpcio (an independent gRPC implementation).
 if ! .venv/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
     say "python venv with grpcio for the kubelet peer"

@@ -1,0 +1,125 @@
+//! One inventory scan: the namespace's interfaces as the devices to publish.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::resource::v1::Device;
+use rtnetlink::Handle;
+
+use crate::{
+    attributes,
+    device::{self, NetDevice},
+    filter::DeviceFilter,
+    link::NetlinkSnapshot,
+    netlink::{self, NetlinkError},
+    sysfs::Sysfs,
+};
+
+/// What a scan needs: whose devices, where sysfs is, which devices to publish.
+#[derive(Debug)]
+pub struct InventoryConfig {
+    /// The DRA driver name; also the domain of the driver's own attributes.
+    pub driver: String,
+    /// The sysfs tree to read.
+    pub sysfs: Sysfs,
+    /// Which devices are published.
+    pub filter: DeviceFilter,
+}
+
+/// The result of one scan.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Every interface of the namespace.
+    pub devices: Vec<NetDevice>,
+    /// The devices to publish, sorted by name.
+    pub published: Vec<Device>,
+    /// The interfaces left out, with the reason.
+    pub left_out: Vec<(String, String)>,
+    /// Netlink dumps repeated because a concurrent change interrupted them.
+    pub retried_dumps: u32,
+    /// The netlink snapshot was consistent (see [`NetlinkSnapshot::consistent`]).
+    pub consistent: bool,
+}
+
+impl Scan {
+    /// The published device called `name`.
+    pub fn published(&self, name: &str) -> Option<&Device> {
+        self.published.iter().find(|d| d.name == name)
+    }
+}
+
+/// Scans a snapshot: builds the devices (reading sysfs), renders them and applies the filter.
+pub fn select(snapshot: &NetlinkSnapshot, config: &InventoryConfig) -> Scan {
+    let devices = device::build(snapshot, &config.sysfs);
+    let mut published = Vec::new();
+    let mut left_out = Vec::new();
+    for d in &devices {
+        let rendered = attributes::render(d);
+        if config
+            .filter
+            .selects(&config.driver, &rendered, d.default_exclusion.is_none())
+        {
+            published.push(rendered);
+        } else {
+            let reason = match (&config.filter, &d.default_exclusion) {
+                (DeviceFilter::Default, Some(why)) => why.to_string(),
+                _ => "not selected by the device filter".to_owned(),
+            };
+            left_out.push((d.if_name.clone(), reason));
+        }
+    }
+    published.sort_by(|a, b| a.name.cmp(&b.name));
+    Scan {
+        devices,
+        published,
+        left_out,
+        retried_dumps: snapshot.retried_dumps,
+        consistent: snapshot.consistent,
+    }
+}
+
+/// The inventory of the caller's network namespace.
+#[derive(Clone)]
+pub struct Inventory {
+    handle: Handle,
+    config: Arc<InventoryConfig>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inventory {
+    /// An inventory reading netlink through a new connection (spawned on the current runtime).
+    pub fn new(config: InventoryConfig) -> Result<Self, NetlinkError> {
+        Ok(Self::with_handle(netlink::connect()?, config))
+    }
+
+    /// An inventory reading netlink through `handle`.
+    pub fn with_handle(handle: Handle, config: InventoryConfig) -> Self {
+        Self {
+            handle,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &InventoryConfig {
+        &self.config
+    }
+
+    /// Dumps netlink and builds the devices. The sysfs reads run on a blocking thread.
+    pub async fn scan(&self) -> Result<Scan, NetlinkError> {
+        let snapshot = netlink::snapshot(&self.handle).await?;
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || select(&snapshot, &config))
+            .await
+            .map_err(|e| NetlinkError::Dump {
+                what: "sysfs",
+                message: format!("the scan task failed: {e}"),
+            })
+    }
+}

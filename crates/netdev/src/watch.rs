@@ -1,0 +1,312 @@
+//! Keeping the published devices current: a rescan on netlink link, address and route
+//! notifications (coalesced and rate-limited), a periodic full resync, and holds that keep an
+//! allocated device published while it sits in a pod's namespace.
+//!
+//! Why a full rescan per burst instead of applying each notification: a scan of 1,000
+//! interfaces costs a few tens of milliseconds, a burst of notifications (a pod start moves a
+//! link, adds addresses and routes) becomes one scan, and the result cannot drift from the
+//! kernel the way an incrementally patched cache can after a lost notification (a multicast
+//! socket drops messages when it overflows).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::resource::v1::Device;
+use rtnetlink::MulticastGroup;
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
+
+use crate::{
+    inventory::{Inventory, Scan},
+    netlink::NetlinkError,
+};
+
+/// How the watcher paces its scans.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// Quiet time gathered after a notification before scanning, so a burst costs one scan.
+    pub settle: Duration,
+    /// Least time between the starts of two scans.
+    pub min_interval: Duration,
+    /// A full rescan happens at least this often, notifications or not.
+    pub resync: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            settle: Duration::from_millis(50),
+            min_interval: Duration::from_millis(200),
+            resync: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Devices kept published while they are allocated, even when the scan no longer sees them
+/// (they were moved into a pod's namespace). Cheap to clone; all clones share the holds.
+#[derive(Clone, Default)]
+pub struct DeviceHolds {
+    inner: Arc<Mutex<HoldState>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct HoldState {
+    /// Held device names, with the last published form of each (if one is known).
+    held: BTreeMap<String, Option<Device>>,
+    /// The last scan's published devices, to take a held device's form from.
+    last_scan: BTreeMap<String, Device>,
+}
+
+impl std::fmt::Debug for DeviceHolds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<String> = self.lock().held.keys().cloned().collect();
+        f.debug_struct("DeviceHolds").field("held", &held).finish()
+    }
+}
+
+impl DeviceHolds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps device `name` published as it was last published, until [`Self::release`].
+    pub fn hold(&self, name: &str) {
+        let mut state = self.lock();
+        let form = state.last_scan.get(name).cloned();
+        state.held.insert(name.to_owned(), form);
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Keeps `device` published in this form while the scan does not see it (for a driver
+    /// restarting with devices already in pods: the form comes from its checkpoint).
+    pub fn hold_as(&self, device: Device) {
+        self.lock().held.insert(device.name.clone(), Some(device));
+        self.changed.notify_one();
+    }
+
+    /// Stops holding device `name`: from now on it is published only when the scan sees it.
+    pub fn release(&self, name: &str) {
+        self.lock().held.remove(name);
+        self.changed.notify_one();
+    }
+
+    /// Whether device `name` is held.
+    pub fn is_held(&self, name: &str) -> bool {
+        self.lock().held.contains_key(name)
+    }
+
+    /// The published set: the scan's devices, plus held devices it does not see. A held
+    /// device the scan sees is refreshed from it.
+    fn merge(&self, scan: &Scan) -> Vec<Device> {
+        let mut state = self.lock();
+        state.last_scan = scan.published.iter().map(|d| (d.name.clone(), d.clone())).collect();
+        let HoldState { held, last_scan } = &mut *state;
+        let mut out = last_scan.clone();
+        for (name, form) in held.iter_mut() {
+            match last_scan.get(name) {
+                Some(current) => *form = Some(current.clone()),
+                None => {
+                    if let Some(form) = form {
+                        out.insert(name.clone(), form.clone());
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+}
+
+/// Watches the namespace and keeps a `watch` channel of the devices to publish current.
+pub struct InventoryWatcher {
+    devices: watch::Receiver<Vec<Device>>,
+    holds: DeviceHolds,
+    scans: Arc<AtomicU64>,
+    rescan: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InventoryWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A notice that something changed; what changed does not matter, a scan reads it all.
+type Notifications = tokio::sync::mpsc::UnboundedReceiver<()>;
+
+/// Subscribes to link, address and route notifications. The connection runs on a task that
+/// ends when the receiver is dropped (at the next message) or the socket fails.
+fn subscribe() -> Result<Notifications, NetlinkError> {
+    let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ])
+    .map_err(NetlinkError::Socket)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let forward = async {
+            while messages.next().await.is_some() {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = connection => {}
+            () = forward => {}
+        }
+    });
+    Ok(rx)
+}
+
+impl InventoryWatcher {
+    /// Subscribes to notifications, runs the first scan (its failure is returned), and keeps
+    /// scanning in the background.
+    pub async fn start(inventory: Inventory, options: WatchOptions) -> Result<Self, NetlinkError> {
+        // Subscribed before the first scan, so no change falls between the two.
+        let notifications = subscribe()?;
+        let first = inventory.scan().await?;
+        log_scan(&first);
+        let holds = DeviceHolds::default();
+        let (tx, devices) = watch::channel(holds.merge(&first));
+        let scans = Arc::new(AtomicU64::new(1));
+        let rescan = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            inventory,
+            options,
+            first,
+            notifications,
+            tx,
+            holds.clone(),
+            scans.clone(),
+            rescan.clone(),
+        ));
+        Ok(Self {
+            devices,
+            holds,
+            scans,
+            rescan,
+            task,
+        })
+    }
+
+    /// The devices to publish, updated after every scan or hold change.
+    pub fn devices(&self) -> watch::Receiver<Vec<Device>> {
+        self.devices.clone()
+    }
+
+    /// The holds on allocated devices.
+    pub fn holds(&self) -> DeviceHolds {
+        self.holds.clone()
+    }
+
+    /// How many scans completed.
+    pub fn scans(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
+    }
+
+    /// Asks for a scan now (still paced by the minimum interval).
+    pub fn rescan(&self) {
+        self.rescan.notify_one();
+    }
+}
+
+fn log_scan(scan: &Scan) {
+    tracing::debug!(
+        interfaces = scan.devices.len(),
+        published = scan.published.len(),
+        left_out = ?scan.left_out,
+        "inventory scanned"
+    );
+}
+
+#[allow(clippy::too_many_arguments)] // one private loop, its state passed once
+async fn run(
+    inventory: Inventory,
+    options: WatchOptions,
+    mut last: Scan,
+    notifications: Notifications,
+    tx: watch::Sender<Vec<Device>>,
+    holds: DeviceHolds,
+    scans: Arc<AtomicU64>,
+    rescan: Arc<Notify>,
+) {
+    let mut notifications = Some(notifications);
+    let mut last_start = Instant::now();
+    let mut next_resync = Instant::now() + options.resync;
+    loop {
+        if notifications.is_none() {
+            notifications = subscribe()
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "cannot subscribe to netlink notifications; relying on resyncs"),
+                )
+                .ok();
+        }
+        let mut scan_wanted = false;
+        tokio::select! {
+            message = next_notification(&mut notifications) => {
+                if message.is_none() {
+                    tracing::warn!("netlink notifications stopped; subscribing again and rescanning");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    notifications = None;
+                }
+                scan_wanted = true;
+            }
+            () = rescan.notified() => scan_wanted = true,
+            () = tokio::time::sleep_until(next_resync) => scan_wanted = true,
+            () = holds.changed.notified() => {}
+        }
+        if scan_wanted {
+            // Coalesce: wait for the burst to settle, keep the pace, then take what queued up.
+            tokio::time::sleep(options.settle).await;
+            tokio::time::sleep_until(last_start + options.min_interval).await;
+            if let Some(n) = notifications.as_mut() {
+                while n.try_recv().is_ok() {}
+            }
+            last_start = Instant::now();
+            next_resync = last_start + options.resync;
+            match inventory.scan().await {
+                Ok(scan) => {
+                    log_scan(&scan);
+                    if !scan.consistent {
+                        // A storm of changes outlasted the dump retries: look again shortly.
+                        rescan.notify_one();
+                    }
+                    last = scan;
+                    scans.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "inventory scan failed; keeping the last result"),
+            }
+        }
+        let published = holds.merge(&last);
+        tx.send_if_modified(|current| {
+            let changed = *current != published;
+            if changed {
+                *current = published;
+            }
+            changed
+        });
+    }
+}
+
+async fn next_notification(notifications: &mut Option<Notifications>) -> Option<()> {
+    match notifications {
+        Some(n) => n.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,143 @@
+//! Shared by the privileged tests and the benchmark: root detection, and links and network
+//! namespaces that are removed by the names recorded at creation, even when a test fails.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::process::Command;
+
+/// Whether this process may create links and namespaces. Under `CI=true` a missing privilege
+/// fails loudly; elsewhere the caller skips with the printed reason.
+pub fn privileged(what: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    let reason = format!("{what} needs root and iproute2 (root: {root}, ip: {ip})");
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{reason}");
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Feeds `commands` to `ip -batch -` (one process for many links).
+pub fn ip_batch(commands: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ip -batch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(commands.as_bytes())
+        .expect("write batch");
+    let out = child.wait_with_output().expect("wait ip -batch");
+    assert!(
+        out.status.success(),
+        "ip -batch: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Whether link `name` exists in the host namespace.
+pub fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The names of the host namespace's links, from one `ip -o link show`.
+pub fn host_links() -> std::collections::BTreeSet<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+/// Links and namespaces this test created, removed by name when dropped.
+#[derive(Default)]
+pub struct Created {
+    links: Vec<String>,
+    netns: Vec<String>,
+}
+
+impl Created {
+    /// A veth pair in the host namespace; `peer_netns` puts the peer in that namespace.
+    pub fn veth(&mut self, name: &str, peer: &str, peer_netns: Option<&str>) {
+        self.links.push(name.to_owned());
+        match peer_netns {
+            Some(ns) => ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", ns]),
+            None => {
+                self.links.push(peer.to_owned());
+                ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+            }
+        }
+    }
+
+    /// Records a link created some other way (e.g. by a batch).
+    pub fn record_link(&mut self, name: &str) {
+        self.links.push(name.to_owned());
+    }
+
+    /// A named network namespace.
+    pub fn netns(&mut self, name: &str) {
+        self.netns.push(name.to_owned());
+        ip(&["netns", "add", name]);
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        // Namespaces first: deleting one destroys the veth ends inside it, and with them
+        // their peers on the host.
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        // A namespace is dismantled asynchronously: give its veths' host ends a moment to go.
+        let mut existing = host_links();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !self.netns.is_empty()
+            && self.links.iter().any(|l| existing.contains(l))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            existing = host_links();
+        }
+        let mut batch = String::new();
+        for link in self.links.iter().filter(|l| existing.contains(*l)) {
+            batch.push_str(&format!("link del {link}\n"));
+        }
+        if !batch.is_empty() {
+            let _ = std::panic::catch_unwind(|| ip_batch(&batch));
+        }
+    }
+}
+
+/// A prefix for link names unique to this process (link names are at most 15 bytes).
+pub fn prefix(tag: &str) -> String {
+    format!("{tag}{:04}", std::process::id() % 10_000)
+}
