@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         driver: args.driver_name.clone(),
         sysfs: Sysfs::new(&args.sysfs_root),
         filter,
-    })?;
+    });
     let scan = inventory.scan().await.context("scanning the node's interfaces")?;
     for (interface, why) in &scan.left_out {
         eprintln!("left out {interface}: {why}");

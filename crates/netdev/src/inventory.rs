@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::resource::v1::Device;
-use rtnetlink::Handle;
 
 use crate::{
     attributes,
@@ -77,31 +76,16 @@ pub fn select(snapshot: &NetlinkSnapshot, config: &InventoryConfig) -> Scan {
     }
 }
 
-/// The inventory of the caller's network namespace.
-#[derive(Clone)]
+/// The inventory of the host network namespace (the one the runtime's blocking threads are in).
+#[derive(Debug, Clone)]
 pub struct Inventory {
-    handle: Handle,
     config: Arc<InventoryConfig>,
 }
 
-impl std::fmt::Debug for Inventory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inventory")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Inventory {
-    /// An inventory reading netlink through a new connection (spawned on the current runtime).
-    pub fn new(config: InventoryConfig) -> Result<Self, NetlinkError> {
-        Ok(Self::with_handle(netlink::connect()?, config))
-    }
-
-    /// An inventory reading netlink through `handle`.
-    pub fn with_handle(handle: Handle, config: InventoryConfig) -> Self {
+    /// An inventory with this configuration.
+    pub fn new(config: InventoryConfig) -> Self {
         Self {
-            handle,
             config: Arc::new(config),
         }
     }
@@ -111,15 +95,15 @@ impl Inventory {
         &self.config
     }
 
-    /// Dumps netlink and builds the devices. The sysfs reads run on a blocking thread.
+    /// Dumps netlink and builds the devices, on a blocking thread (netlink and sysfs reads
+    /// block).
     pub async fn scan(&self) -> Result<Scan, NetlinkError> {
-        let snapshot = netlink::snapshot(&self.handle).await?;
         let config = self.config.clone();
-        tokio::task::spawn_blocking(move || select(&snapshot, &config))
+        tokio::task::spawn_blocking(move || Ok(select(&netlink::snapshot()?, &config)))
             .await
             .map_err(|e| NetlinkError::Dump {
-                what: "sysfs",
+                what: "inventory",
                 message: format!("the scan task failed: {e}"),
-            })
+            })?
     }
 }

@@ -51,8 +51,7 @@ async fn host_interfaces_are_published_and_unpublished_and_held_ones_stay() {
             r#"device.attributes["{DRIVER}"].ifName.startsWith("{p}")"#
         )))
         .unwrap(),
-    })
-    .unwrap();
+    });
     let watcher = InventoryWatcher::start(inventory, WatchOptions::default())
         .await
         .unwrap();
@@ -117,8 +116,28 @@ async fn host_interfaces_are_published_and_unpublished_and_held_ones_stay() {
         !published(&api).contains(&c)
     })
     .await;
+    // A burst (20 pairs in one batch) is coalesced: a few scans, not one per notification.
+    let scans_before = watcher.scans();
+    let mut batch = String::new();
+    let burst: Vec<String> = (0..20).map(|i| format!("{p}e{i}")).collect();
+    for (i, name) in burst.iter().enumerate() {
+        batch.push_str(&format!("link add {name} type veth peer name {p}f{i}\n"));
+        created.record_link(name, None);
+    }
+    ip_batch(&batch);
+    let burst_published = within("a burst of 40 interfaces published", Duration::from_secs(1), || {
+        let names = published(&api);
+        burst.iter().all(|n| names.contains(n))
+    })
+    .await;
+    let burst_scans = watcher.scans() - scans_before;
+    assert!(
+        (1..=4).contains(&burst_scans),
+        "{burst_scans} scans for one burst of 40 links (each link sends several notifications)"
+    );
+
     println!(
-        "veth published after {appeared:?}, unpublished after {disappeared:?}, released device unpublished after {released:?}"
+        "veth published after {appeared:?}, unpublished after {disappeared:?}, released device unpublished after {released:?}, burst of 40 published after {burst_published:?} in {burst_scans} scans"
     );
     publishing.abort();
     drop(created);

@@ -81,26 +81,28 @@ pub fn host_links() -> std::collections::BTreeSet<String> {
 /// Links and namespaces this test created, removed by name when dropped.
 #[derive(Default)]
 pub struct Created {
-    links: Vec<String>,
+    /// Host links, with the namespace their veth peer was created in (if not the host's).
+    links: Vec<(String, Option<String>)>,
     netns: Vec<String>,
 }
 
 impl Created {
     /// A veth pair in the host namespace; `peer_netns` puts the peer in that namespace.
     pub fn veth(&mut self, name: &str, peer: &str, peer_netns: Option<&str>) {
-        self.links.push(name.to_owned());
+        self.links.push((name.to_owned(), peer_netns.map(str::to_owned)));
         match peer_netns {
             Some(ns) => ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", ns]),
             None => {
-                self.links.push(peer.to_owned());
+                self.links.push((peer.to_owned(), None));
                 ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);
             }
         }
     }
 
-    /// Records a link created some other way (e.g. by a batch).
-    pub fn record_link(&mut self, name: &str) {
-        self.links.push(name.to_owned());
+    /// Records a host link created some other way (e.g. by a batch), whose veth peer, if any,
+    /// is in `peer_netns`.
+    pub fn record_link(&mut self, name: &str, peer_netns: Option<&str>) {
+        self.links.push((name.to_owned(), peer_netns.map(str::to_owned)));
     }
 
     /// A named network namespace.
@@ -112,23 +114,27 @@ impl Created {
 
 impl Drop for Created {
     fn drop(&mut self) {
-        // Namespaces first: deleting one destroys the veth ends inside it, and with them
-        // their peers on the host.
+        // Namespaces first: the kernel dismantles a namespace's veths in one batch, and their
+        // host peers with them, far faster than deleting 1,000 links one by one.
         for ns in &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
-        // A namespace is dismantled asynchronously: give its veths' host ends a moment to go.
+        // That happens asynchronously: wait (bounded) for those host peers to go.
+        let in_deleted_ns = |peer_ns: &Option<String>| peer_ns.as_ref().is_some_and(|ns| self.netns.contains(ns));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut existing = host_links();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !self.netns.is_empty()
-            && self.links.iter().any(|l| existing.contains(l))
+        while self
+            .links
+            .iter()
+            .any(|(l, ns)| in_deleted_ns(ns) && existing.contains(l))
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(20));
             existing = host_links();
         }
+        // Whatever is left goes by name.
         let mut batch = String::new();
-        for link in self.links.iter().filter(|l| existing.contains(*l)) {
+        for (link, _) in self.links.iter().filter(|(l, _)| existing.contains(l)) {
             batch.push_str(&format!("link del {link}\n"));
         }
         if !batch.is_empty() {
