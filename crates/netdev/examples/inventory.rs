@@ -49,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
     for (interface, why) in &scan.left_out {
         eprintln!("left out {interface}: {why}");
     }
+    for (device, action) in &scan.limited {
+        eprintln!("{device}: {action}");
+    }
     let pool = PoolSpec {
         driver: args.driver_name,
         pool: node_name.clone(),

@@ -105,8 +105,10 @@ pub fn join_within(items: &[String]) -> String {
     out
 }
 
-/// The `Device` netdra publishes for `device`, within the limits.
-pub fn render(device: &NetDevice) -> Device {
+/// The `Device` netdra publishes for `device`, within the limits, and what keeping within
+/// them changed (the caller decides how loudly to say so; a rescan renders the same device
+/// again).
+pub fn render(device: &NetDevice) -> (Device, Vec<LimitAction>) {
     let mut a: BTreeMap<String, DeviceAttribute> = BTreeMap::new();
     let mut put = |name: &str, value: DeviceAttribute| {
         a.insert(name.to_owned(), value);
@@ -179,10 +181,8 @@ pub fn render(device: &NetDevice) -> Device {
         attributes: Some(a),
         ..Default::default()
     };
-    for action in enforce_limits(&mut rendered) {
-        tracing::warn!(device = %device.name, interface = %device.if_name, "{action}");
-    }
-    rendered
+    let actions = enforce_limits(&mut rendered);
+    (rendered, actions)
 }
 
 /// What [`enforce_limits`] changed.

@@ -33,6 +33,8 @@ pub struct Scan {
     pub published: Vec<Device>,
     /// The interfaces left out, with the reason.
     pub left_out: Vec<(String, String)>,
+    /// What keeping within the API's per-device limits changed, by device name.
+    pub limited: Vec<(String, attributes::LimitAction)>,
     /// Netlink dumps repeated because a concurrent change interrupted them.
     pub retried_dumps: u32,
     /// The netlink snapshot was consistent (see [`NetlinkSnapshot::consistent`]).
@@ -51,8 +53,10 @@ pub fn select(snapshot: &NetlinkSnapshot, config: &InventoryConfig) -> Scan {
     let devices = device::build(snapshot, &config.sysfs);
     let mut published = Vec::new();
     let mut left_out = Vec::new();
+    let mut limited = Vec::new();
     for d in &devices {
-        let rendered = attributes::render(d);
+        let (rendered, actions) = attributes::render(d);
+        limited.extend(actions.into_iter().map(|a| (d.name.clone(), a)));
         if config
             .filter
             .selects(&config.driver, &rendered, d.default_exclusion.is_none())
@@ -71,6 +75,7 @@ pub fn select(snapshot: &NetlinkSnapshot, config: &InventoryConfig) -> Scan {
         devices,
         published,
         left_out,
+        limited,
         retried_dumps: snapshot.retried_dumps,
         consistent: snapshot.consistent,
     }

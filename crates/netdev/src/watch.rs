@@ -181,7 +181,7 @@ impl InventoryWatcher {
         // Subscribed before the first scan, so no change falls between the two.
         let notifications = subscribe()?;
         let first = inventory.scan().await?;
-        log_scan(&first);
+        log_scan(&first, None);
         let holds = DeviceHolds::default();
         let (tx, devices) = watch::channel(holds.merge(&first));
         let scans = Arc::new(AtomicU64::new(1));
@@ -226,7 +226,14 @@ impl InventoryWatcher {
     }
 }
 
-fn log_scan(scan: &Scan) {
+/// Logs a scan; what the limits changed is a warning the first time it appears, not on every
+/// rescan of the same device.
+fn log_scan(scan: &Scan, previous: Option<&Scan>) {
+    for (device, action) in &scan.limited {
+        if !previous.is_some_and(|p| p.limited.iter().any(|(d, a)| d == device && a == action)) {
+            tracing::warn!(%device, "{action}");
+        }
+    }
     tracing::debug!(
         interfaces = scan.devices.len(),
         published = scan.published.len(),
@@ -282,7 +289,7 @@ async fn run(
             next_resync = last_start + options.resync;
             match inventory.scan().await {
                 Ok(scan) => {
-                    log_scan(&scan);
+                    log_scan(&scan, Some(&last));
                     if !scan.consistent {
                         // A storm of changes outlasted the dump retries: look again shortly.
                         rescan.notify_one();

@@ -394,3 +394,23 @@ fn rendered_resource_slice_matches_the_snapshot() {
     let expected = fs::read_to_string(&path).expect("snapshot exists (NETDRA_UPDATE_SNAPSHOTS=1 creates it)");
     assert_eq!(yaml, expected, "rendered slice differs from {}", path.display());
 }
+
+#[test]
+fn a_value_over_the_limit_is_cut_and_reported() {
+    let (tree, mut snapshot) = node();
+    let long = "uplink to the storage fabric, rack 12, top-of-rack switch B, port 48, do not unplug";
+    snapshot.links[5].alias = Some(long.into());
+    let scan = select(&snapshot, &config(&tree, None));
+    let nic = scan.published("pci-0000-af-00-0").expect("RDMA NIC published");
+    assert_eq!(s(nic, "alias"), &long[..netdev::attributes::MAX_VALUE]);
+    assert_eq!(
+        scan.limited,
+        [(
+            "pci-0000-af-00-0".to_owned(),
+            netdev::attributes::LimitAction::Cut {
+                name: "alias".into(),
+                length: long.len()
+            }
+        )]
+    );
+}
