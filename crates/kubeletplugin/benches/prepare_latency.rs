@@ -41,21 +41,17 @@ struct Run {
     api_requests: usize,
 }
 
+/// The `p` quantile of `sorted`, in milliseconds.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1e3
+    testkit::percentile(sorted, p).as_secs_f64() * 1e3
 }
 
 /// Prepares each claim once (timed) and unprepares it (untimed, keeps the checkpoint small).
 async fn measure(api: &FakeApiServer, plugin_dir: &std::path::Path, mode: ClaimCacheMode) -> (Run, usize) {
     let heap_before = ALLOCATOR.allocated();
-    let plugin = kubeletplugin::start(
-        options(plugin_dir, mode),
-        RecordingDriver::default(),
-        Ok(client_for(api)),
-    )
-    .await
-    .unwrap();
+    let plugin = kubeletplugin::start(options(plugin_dir, mode), RecordingDriver::default(), Ok(api.client()))
+        .await
+        .unwrap();
     if mode == ClaimCacheMode::Watch {
         wait_for_cache(&plugin, CLAIMS).await;
     }

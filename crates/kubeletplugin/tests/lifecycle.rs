@@ -24,7 +24,7 @@ async fn prepared_state_survives_a_restart() {
     let plugin = kubeletplugin::start(
         options(dir.path(), ClaimCacheMode::GetOnly),
         first.clone(),
-        Ok(client_for(&api)),
+        Ok(api.client()),
     )
     .await
     .unwrap();
@@ -40,7 +40,7 @@ async fn prepared_state_survives_a_restart() {
     let plugin = kubeletplugin::start(
         options(dir.path(), ClaimCacheMode::GetOnly),
         second.clone(),
-        Ok(client_for(&api)),
+        Ok(api.client()),
     )
     .await
     .unwrap();
@@ -75,7 +75,7 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     let mut opts = options(dir.path(), ClaimCacheMode::GetOnly);
     opts.boot_id = "boot-1".into();
     let before = RecordingDriver::default();
-    let plugin = kubeletplugin::start(opts.clone(), before.clone(), Ok(client_for(&api)))
+    let plugin = kubeletplugin::start(opts.clone(), before.clone(), Ok(api.client()))
         .await
         .unwrap();
     prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -85,7 +85,7 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     for (boot, prepares) in [("boot-1", 0), ("boot-2", 1)] {
         opts.boot_id = boot.into();
         let driver = RecordingDriver::default();
-        let plugin = kubeletplugin::start(opts.clone(), driver.clone(), Ok(client_for(&api)))
+        let plugin = kubeletplugin::start(opts.clone(), driver.clone(), Ok(api.client()))
             .await
             .unwrap();
         let response = prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -102,7 +102,7 @@ async fn truncated_checkpoint_is_a_clear_start_error_and_is_kept() {
     seed_claim(&api, "ns", "c", "uid-c", DRIVER, &["eth1"]);
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path(), ClaimCacheMode::GetOnly);
-    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(client_for(&api)))
+    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(api.client()))
         .await
         .unwrap();
     prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -112,7 +112,7 @@ async fn truncated_checkpoint_is_a_clear_start_error_and_is_kept() {
     let bytes = std::fs::read(&path).unwrap();
     let truncated = &bytes[..bytes.len() / 2];
     std::fs::write(&path, truncated).unwrap();
-    let Err(error) = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(client_for(&api))).await else {
+    let Err(error) = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(api.client())).await else {
         panic!("a truncated checkpoint must stop start-up");
     };
     assert!(
@@ -163,15 +163,7 @@ async fn stale_socket_does_not_block_start_and_deleted_socket_comes_back() {
 
 /// The example binary, built next to this test by `cargo test`.
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples/minimal_driver");
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole test suite (cargo test builds examples)",
-        path.display()
-    );
-    path
+    testkit::example_binary("minimal_driver")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

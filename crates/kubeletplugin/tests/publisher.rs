@@ -38,7 +38,7 @@ fn devices(n: usize) -> Vec<Device> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_once_and_then_only_what_changed() {
     let api = FakeApiServer::start().await.unwrap();
-    let publisher = SlicePublisher::start(client_for(&api), pool("node1")).await;
+    let publisher = SlicePublisher::start(api.client(), pool("node1")).await;
     assert_eq!(publisher.publish(&devices(3)).await.unwrap().writes, 1);
     let slices = api.objects(&RESOURCE_SLICES);
     assert_eq!(slices.len(), 1);
@@ -57,7 +57,7 @@ async fn publishes_once_and_then_only_what_changed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_devices_make_three_slices() {
     let api = FakeApiServer::start().await.unwrap();
-    let publisher = SlicePublisher::start(client_for(&api), pool("big")).await;
+    let publisher = SlicePublisher::start(api.client(), pool("big")).await;
     assert_eq!(publisher.publish(&devices(300)).await.unwrap().writes, 3);
     let slices = api.objects(&RESOURCE_SLICES);
     assert_eq!(slices.len(), 3);
@@ -71,7 +71,7 @@ async fn three_hundred_devices_make_three_slices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_deleted_behind_its_back_are_republished() {
     let api = FakeApiServer::start().await.unwrap();
-    let publisher = SlicePublisher::start(client_for(&api), pool("node1")).await;
+    let publisher = SlicePublisher::start(api.client(), pool("node1")).await;
     let (tx, rx) = tokio::sync::watch::channel(devices(2));
     let task = tokio::spawn(publisher.run(rx));
     wait_until("first publication", Duration::from_secs(5), || {
@@ -107,7 +107,7 @@ async fn slices_deleted_behind_its_back_are_republished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_is_retried() {
     let api = FakeApiServer::start().await.unwrap();
-    let publisher = SlicePublisher::start(client_for(&api), pool("node1")).await;
+    let publisher = SlicePublisher::start(api.client(), pool("node1")).await;
     publisher.publish(&devices(1)).await.unwrap();
     api.inject_failure(InjectedFailure {
         method: http::Method::PUT,

@@ -19,7 +19,7 @@ use common::*;
 use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
 use netdev::{DeviceFilter, Inventory, InventoryConfig, Sysfs};
 use peak_alloc::PeakAlloc;
-use testkit::{FakeApiServer, RESOURCE_SLICES};
+use testkit::{FakeApiServer, RESOURCE_SLICES, percentile};
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
@@ -27,11 +27,6 @@ static ALLOCATOR: PeakAlloc = PeakAlloc;
 const INTERFACES: usize = 1000;
 const RUNS: usize = 21;
 const DRIVER: &str = "netdra.bench";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -118,14 +113,13 @@ async fn bench() {
 
     // Publishing: slices for 1,000 devices, then an unchanged re-scan.
     let api = FakeApiServer::start().await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let pool = PoolSpec {
         driver: DRIVER.into(),
         node_name: "bench-node".into(),
         pool: "bench-node".into(),
         owner: None,
     };
-    let publisher = SlicePublisher::start(client, pool).await;
+    let publisher = SlicePublisher::start(api.client(), pool).await;
     let first = publisher
         .publish(&inventory.scan().await.unwrap().published)
         .await

@@ -196,7 +196,7 @@ fn kind_of(link: &LinkFacts, facts: &SysfsFacts) -> Kind {
         Kind::SriovVf
     } else if link.info_kind.as_deref() == Some("veth") {
         Kind::Veth
-    } else if facts.has_device && !facts.virtual_device && !link.loopback {
+    } else if facts.has_device && !link.loopback {
         Kind::Physical
     } else {
         Kind::Virtual

@@ -20,10 +20,8 @@ pub struct Sysfs {
 /// The facts sysfs holds about one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SysfsFacts {
-    /// The interface lives under `devices/virtual/net` (veth, bridge, tunnels…).
-    pub virtual_device: bool,
     /// The interface has a parent device (`device` link): it is backed by hardware or a
-    /// hypervisor's device, not purely by software.
+    /// hypervisor's device. False for software interfaces (under `devices/virtual/net`).
     pub has_device: bool,
     /// The kernel driver bound to the interface's parent device (`device/driver`).
     pub kernel_driver: Option<String>,
@@ -96,10 +94,7 @@ impl Sysfs {
             return SysfsFacts::default();
         };
         if target.components().any(|c| c.as_os_str() == "virtual") {
-            return SysfsFacts {
-                virtual_device: true,
-                ..SysfsFacts::default()
-            };
+            return SysfsFacts::default();
         }
         let mut facts = SysfsFacts {
             speed_mbps: read_trimmed(&class_dir.join("speed"))

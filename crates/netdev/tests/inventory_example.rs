@@ -6,15 +6,7 @@
 use std::{path::PathBuf, process::Command};
 
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples/inventory");
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole test suite (cargo test builds examples)",
-        path.display()
-    );
-    path
+    testkit::example_binary("inventory")
 }
 
 #[test]

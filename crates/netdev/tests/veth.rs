@@ -42,7 +42,6 @@ async fn host_interfaces_are_published_and_unpublished_and_held_ones_stay() {
     let mut created = Created::default();
 
     let api = FakeApiServer::start().await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let inventory = Inventory::new(InventoryConfig {
         driver: DRIVER.into(),
         sysfs: Sysfs::default(),
@@ -56,7 +55,7 @@ async fn host_interfaces_are_published_and_unpublished_and_held_ones_stay() {
         .await
         .unwrap();
     let publisher = SlicePublisher::start(
-        client,
+        api.client(),
         PoolSpec {
             driver: DRIVER.into(),
             node_name: "veth-node".into(),

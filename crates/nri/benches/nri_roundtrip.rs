@@ -92,7 +92,7 @@ fn pod(i: usize) -> PodSandbox {
 
 fn summary(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
-    let q = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
+    let q = |p: f64| testkit::percentile(&samples, p).as_secs_f64() * 1e6;
     (q(0.5), q(0.99), q(1.0))
 }
 

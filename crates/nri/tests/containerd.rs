@@ -31,16 +31,13 @@ fn e2e_dir() -> PathBuf {
 
 /// Whether the containerd environment is there; fails loudly in CI when it is not.
 fn e2e_ready() -> bool {
-    if e2e_dir().join("ready").exists() {
-        return true;
-    }
-    let reason = format!(
-        "containerd e2e environment missing in {} (run tests/e2e/containerd.sh setup, as scripts/test.sh does)",
-        e2e_dir().display()
-    );
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{reason}");
-    eprintln!("SKIPPED: {reason}");
-    false
+    testkit::available_or_skip(
+        e2e_dir().join("ready").exists(),
+        &format!(
+            "containerd e2e environment missing in {} (run tests/e2e/containerd.sh setup, as scripts/test.sh does)",
+            e2e_dir().display()
+        ),
+    )
 }
 
 fn script(args: &[&str]) -> String {
@@ -183,13 +180,7 @@ impl Plugin for Recorder {
 
 /// The nri_logger example binary, built next to this test by `cargo test`.
 fn start_logger(socket: &Path) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().unwrap().parent().unwrap().join("examples/nri_logger");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the whole test suite",
-        binary.display()
-    );
+    let binary = testkit::example_binary("nri_logger");
     let mut child = tokio::process::Command::new(binary)
         .arg("--socket")
         .arg(socket)

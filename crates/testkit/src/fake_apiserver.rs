@@ -103,6 +103,15 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
+    /// A `kube::Client` talking to this server.
+    ///
+    /// # Panics
+    /// Never in practice: the URL is always a valid `http://` URI.
+    pub fn client(&self) -> kube::Client {
+        let url = self.url().parse().expect("the server's URL is a valid URI");
+        kube::Client::try_from(kube::Config::new(url)).expect("a plain-HTTP client needs no TLS setup")
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()

@@ -7,10 +7,12 @@
 //! server-side-apply patches) and logs every request so tests can count API traffic.
 
 mod fake_apiserver;
+mod harness;
 mod path;
 mod resources;
 mod store;
 
 pub use fake_apiserver::{FakeApiServer, InjectedFailure, RecordedRequest};
+pub use harness::{available_or_skip, example_binary, percentile};
 pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
 pub mod wire;

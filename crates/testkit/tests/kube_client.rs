@@ -6,15 +6,11 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
 };
 use serde_json::json;
 use testkit::{FakeApiServer, InjectedFailure, RESOURCE_CLAIMS};
-
-fn client(api: &FakeApiServer) -> Client {
-    Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap()
-}
 
 fn slice(name: &str, node: &str) -> ResourceSlice {
     serde_json::from_value(json!({
@@ -35,7 +31,7 @@ fn api_error(e: kube::Error) -> (u16, String) {
 #[tokio::test]
 async fn crud_conflicts_and_field_selectors() {
     let fake = FakeApiServer::start().await.unwrap();
-    let slices: Api<ResourceSlice> = Api::all(client(&fake));
+    let slices: Api<ResourceSlice> = Api::all(fake.client());
     let created = slices.create(&PostParams::default(), &slice("s1", "n1")).await.unwrap();
     let rv1 = created.metadata.resource_version.clone().unwrap();
     assert!(created.metadata.uid.is_some());
@@ -76,7 +72,7 @@ async fn crud_conflicts_and_field_selectors() {
 #[tokio::test]
 async fn server_side_apply_and_status_subresource() {
     let fake = FakeApiServer::start().await.unwrap();
-    let slices: Api<ResourceSlice> = Api::all(client(&fake));
+    let slices: Api<ResourceSlice> = Api::all(fake.client());
     let pp = PatchParams::apply("netdra").force();
     let applied = slices.patch("s1", &pp, &Patch::Apply(slice("s1", "n1"))).await.unwrap();
     assert_eq!(applied.spec.node_name.as_deref(), Some("n1"));
@@ -97,7 +93,7 @@ async fn server_side_apply_and_status_subresource() {
         "ns",
         json!({"metadata": {"name": "c", "uid": "u1"}, "spec": {}}),
     );
-    let claims: Api<ResourceClaim> = Api::namespaced(client(&fake), "ns");
+    let claims: Api<ResourceClaim> = Api::namespaced(fake.client(), "ns");
     let status = json!({"status": {"devices": [{"driver": "net.example.com", "pool": "n1", "device": "eth1",
         "networkData": {"interfaceName": "net1", "ips": ["192.0.2.5/24"]}}]}});
     let patched = claims
@@ -120,7 +116,7 @@ async fn server_side_apply_and_status_subresource() {
 #[tokio::test]
 async fn watch_streams_events_from_a_resource_version() {
     let fake = FakeApiServer::start().await.unwrap();
-    let slices: Api<ResourceSlice> = Api::all(client(&fake));
+    let slices: Api<ResourceSlice> = Api::all(fake.client());
     let first = slices.create(&PostParams::default(), &slice("s1", "n1")).await.unwrap();
     let rv = first.metadata.resource_version.unwrap();
     let mut events = slices
@@ -155,7 +151,7 @@ async fn injected_failures_are_answered_then_used_up() {
         code: 409,
         times: 1,
     });
-    let slices: Api<ResourceSlice> = Api::all(client(&fake));
+    let slices: Api<ResourceSlice> = Api::all(fake.client());
     let (code, _) = api_error(
         slices
             .create(&PostParams::default(), &slice("s1", "n1"))

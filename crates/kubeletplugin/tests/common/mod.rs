@@ -79,11 +79,6 @@ pub fn seed_claim(api: &FakeApiServer, namespace: &str, name: &str, uid: &str, d
     );
 }
 
-pub fn client_for(api: &FakeApiServer) -> kube::Client {
-    let config = kube::Config::new(api.url().parse().unwrap());
-    kube::Client::try_from(config).unwrap()
-}
-
 pub fn options(dir: &Path, cache: ClaimCacheMode) -> PluginOptions {
     let mut o = PluginOptions::new(DRIVER);
     o.registry_dir = dir.join("plugins_registry");
@@ -124,7 +119,7 @@ pub struct Running {
 pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), Ok(client_for(api)))
+    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), Ok(api.client()))
         .await
         .unwrap();
     if cache == ClaimCacheMode::Watch {

@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests and benchmarks of every crate: finding an example
+//! binary, skipping (or, in CI, failing) when the machine lacks something, and percentiles.
+
+use std::{path::PathBuf, time::Duration};
+
+/// The example binary `name`, which `cargo test` builds next to the running test binary.
+///
+/// # Panics
+/// When it is not there (the test was built alone, without its package's examples).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in <profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole test suite (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// Whether what a test needs is `available`. When it is not, the test must not pass silently:
+/// under `CI=true` this panics with `reason`; elsewhere it prints `SKIPPED: reason` and the
+/// caller returns early.
+pub fn available_or_skip(available: bool, reason: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{reason}");
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// The `p` quantile (0.0–1.0, nearest rank) of `sorted`, which is sorted ascending.
+///
+/// # Panics
+/// When `sorted` is empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let ms: Vec<Duration> = (1..=101).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&ms, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&ms, 0.99), Duration::from_millis(100));
+        assert_eq!(percentile(&ms, 1.0), Duration::from_millis(101));
+        assert_eq!(percentile(&ms[..1], 0.99), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn what_is_there_is_never_skipped() {
+        assert!(available_or_skip(true, "unused"));
+    }
+}
