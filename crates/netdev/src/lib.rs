@@ -1,26 +1,45 @@
 //! Linux network devices for DRA network drivers.
 //!
+//! What a node has:
 //! - [`inventory`]: a scan of the node's interfaces (a netlink dump plus sysfs) into the
 //!   `resource.k8s.io/v1` devices to publish, with [`names`] that are stable DNS labels,
 //!   [`attributes`] within the API's limits, and a [`filter`] (a default rule or CEL).
 //! - [`watch`]: keeps that list current on netlink notifications and periodic resyncs, and
 //!   keeps allocated devices published while they sit in a pod.
 //!
-//! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`]) take plain data
-//! and a sysfs root, so they are tested on fixture trees without root.
+//! What a pod gets:
+//! - [`config`]: an interface's configuration inside a pod and the pure rules that validate it.
+//! - [`netns`]: a network namespace, checked to be one before anything moves into it.
+//! - [`attach`](mod@attach): interfaces moved into a pod's namespace and configured, all or
+//!   none, with a [`record`] of what to restore; [`detach`](mod@detach) brings them back.
+//!
+//! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`]) take
+//! plain data and a sysfs root, so they are tested without root.
 
+pub mod attach;
 pub mod attributes;
+pub mod config;
+pub mod detach;
 pub mod device;
 pub mod filter;
 pub mod inventory;
 pub mod link;
 pub mod names;
 pub mod netlink;
+pub mod netns;
+pub mod record;
+mod rtnl;
 pub mod sysfs;
 pub mod watch;
 
+pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all};
+pub use config::{ConfigError, InterfaceConfig, Mac, RouteConfig, ValidConfig};
+pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use device::{Exclusion, Kind, NetDevice};
 pub use filter::{DeviceFilter, FilterError};
 pub use inventory::{Inventory, InventoryConfig, Scan};
+pub use netns::{Netns, NetnsError};
+pub use record::RestoreRecord;
+pub use rtnl::{KernelError, RtnlError};
 pub use sysfs::Sysfs;
 pub use watch::{DeviceHolds, InventoryWatcher, WatchOptions};

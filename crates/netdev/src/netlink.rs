@@ -164,7 +164,7 @@ pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
 
 /// How the dumps of one snapshot went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Retries {
+pub(crate) struct Retries {
     /// Dumps repeated after an interruption.
     repeated: u32,
     /// Dumps still interrupted after every attempt, used as they were.
@@ -173,13 +173,13 @@ struct Retries {
 
 /// One dump's result: what was kept, and whether the kernel flagged it interrupted.
 #[derive(Debug, PartialEq, Eq)]
-struct Dumped<T> {
+pub(crate) struct Dumped<T> {
     items: Vec<T>,
     interrupted: bool,
 }
 
 /// Repeats `attempt` while its dump comes back interrupted, at most [`DUMP_ATTEMPTS`] times.
-fn dump_with_retries<T>(
+pub(crate) fn dump_with_retries<T>(
     what: &'static str,
     retries: &mut Retries,
     mut attempt: impl FnMut() -> Result<Dumped<T>, NetlinkError>,
@@ -207,7 +207,7 @@ fn dump_with_retries<T>(
 }
 
 /// Sends one dump request and reads its answer, reducing each message with `keep`.
-fn dump<T>(
+pub(crate) fn dump<T>(
     socket: &Socket,
     buffer: &mut Vec<u8>,
     what: &'static str,

@@ -1,0 +1,633 @@
+//! Moving host interfaces into a pod's network namespace and configuring them there, all or
+//! none.
+//!
+//! The kernel work per interface, in order:
+//! 1. On the host socket: read the link, its addresses and its routes ([`crate::record`]).
+//! 2. On a socket inside the pod: check that the name it will take is free there.
+//! 3. On the host socket, **one** `RTM_SETLINK` by index carrying `IFLA_NET_NS_FD`, the new
+//!    name, the MTU, the MAC address and `IFF_UP`: the kernel moves the link first and applies
+//!    the rest inside the pod's namespace (`do_setlink`).
+//! 4. On the pod socket, one datagram with every address and then every route; the kernel
+//!    answers each message on its own. IPv6 addresses are added without duplicate address
+//!    detection (`IFA_F_NODAD`): they were assigned, and a tentative address would hold up the
+//!    pod's first packets and the routes that use it as source.
+//!
+//! Any failure after step 3 returns every interface of the call to the host under its own name,
+//! MTU, MAC and up/down state, with its addresses and routes, and the error names the step that
+//! failed and how the rollback went.
+//!
+//! Everything here blocks and must run in the host namespace: a caller on an async runtime uses
+//! a blocking thread (`spawn_blocking`). Attaches into different namespaces can run in
+//! parallel (each call has its own sockets; the kernel serialises the moves themselves under
+//! its rtnl lock). Two calls working on the **same** interface at once — an attach racing a
+//! detach — are the caller's to prevent: each call re-reads the kernel's state rather than
+//! trusting a cache, so neither corrupts the other's record, but the interface ends wherever
+//! the later call left it.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope as KernelScope, RouteType},
+};
+use nix::errno::Errno;
+
+use crate::config::{Mac, Route, RouteScope, ValidConfig};
+use crate::netns::{Netns, NetnsError};
+use crate::record::{HostInterface, HostRoute, LinkSelector, MAIN_TABLE, RestoreRecord, get_link, record_host};
+use crate::rtnl::{KernelError, Rtnl, RtnlError};
+use crate::sysfs::Sysfs;
+
+/// One interface to attach, and how to configure it.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachRequest<'a> {
+    /// The interface's name on the host.
+    pub device: &'a str,
+    /// Its configuration inside the pod.
+    pub config: &'a ValidConfig,
+}
+
+/// An attach that did not happen. Every variant leaves the host as it was, except
+/// [`AttachError::Failed`] whose [`Rollback`] says whether that held.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// No interface of that name on the host.
+    #[error("attach {device}: no such interface on the host")]
+    NoSuchDevice {
+        /// The interface asked for.
+        device: String,
+    },
+    /// The interface's name in the pod is already used there.
+    #[error("attach {device}: the name {name} is already taken in {netns}", netns = netns.display())]
+    NameTaken {
+        /// The interface asked for.
+        device: String,
+        /// The name it would take.
+        name: String,
+        /// The pod's namespace.
+        netns: PathBuf,
+    },
+    /// Two interfaces of one call would take the same name in the pod.
+    #[error("attach {device}: {other} would also be named {name} in the pod")]
+    DuplicateName {
+        /// The interface asked for.
+        device: String,
+        /// The other interface.
+        other: String,
+        /// The name both would take.
+        name: String,
+    },
+    /// The target namespace could not be used.
+    #[error("attach: {0}")]
+    Netns(#[from] NetnsError),
+    /// Reading the host's state failed; nothing was changed.
+    #[error("attach {device}: {step}: {source}")]
+    Read {
+        /// The interface asked for.
+        device: String,
+        /// What was being read.
+        step: String,
+        /// Why it failed.
+        #[source]
+        source: RtnlError,
+    },
+    /// A change failed; every interface of the call was then returned to the host.
+    #[error("attach {device}: {step}: {source}; {rollback}")]
+    Failed {
+        /// The interface whose step failed.
+        device: String,
+        /// The step: `add route 10.20.0.0/16 via 10.10.0.1 in /var/run/netns/X`.
+        step: String,
+        /// The kernel's answer (or the socket's failure).
+        #[source]
+        source: RtnlError,
+        /// How returning the interfaces went.
+        rollback: Rollback,
+    },
+}
+
+/// How the rollback after a failed attach went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// Every interface is back on the host as it was.
+    Restored,
+    /// Some of it could not be undone; each entry says what.
+    Incomplete(Vec<String>),
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Restored => f.write_str("rolled back: the host interfaces are as they were"),
+            Self::Incomplete(problems) => write!(f, "rolling back failed too: {}", problems.join("; ")),
+        }
+    }
+}
+
+/// Attaches one interface; see [`attach_all`].
+pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<RestoreRecord, AttachError> {
+    let mut records = attach_all(netns, &[AttachRequest { device, config }])?;
+    records
+        .pop()
+        .ok_or_else(|| AttachError::NoSuchDevice { device: device.into() })
+}
+
+/// Attaches every requested interface into `netns`, or none: a failure returns those already
+/// moved. The records, in request order, are what [`crate::detach`] needs; persist them before
+/// anything else can fail.
+pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
+    for (i, request) in requests.iter().enumerate() {
+        let name = pod_name(request);
+        if let Some(other) = requests[..i].iter().find(|r| pod_name(r) == name) {
+            return Err(AttachError::DuplicateName {
+                device: request.device.into(),
+                other: other.device.into(),
+                name: name.into(),
+            });
+        }
+    }
+    let host_ns = Netns::current()?;
+    let mut host = Rtnl::new().map_err(|source| AttachError::Read {
+        device: requests.first().map(|r| r.device.to_owned()).unwrap_or_default(),
+        step: "open a routing netlink socket".into(),
+        source,
+    })?;
+    let sysfs = Sysfs::default();
+
+    // Read everything first: a missing interface changes nothing.
+    let mut records = Vec::with_capacity(requests.len());
+    for request in requests {
+        let read = |step: &str| {
+            let step = step.to_owned();
+            let device = request.device.to_owned();
+            move |source| AttachError::Read { device, step, source }
+        };
+        let link = get_link(&mut host, LinkSelector::Name(request.device))
+            .map_err(read("read the link"))?
+            .ok_or_else(|| AttachError::NoSuchDevice {
+                device: request.device.into(),
+            })?;
+        let pci = sysfs.interface(&link.name).pci.map(|p| p.address);
+        let host_state = record_host(&mut host, link, pci).map_err(read("read its addresses and routes"))?;
+        records.push(RestoreRecord {
+            netns: netns.path().to_owned(),
+            name_in_pod: pod_name(request).to_owned(),
+            mac_in_pod: request.config.hardware_address.or(host_state.mac),
+            host: host_state,
+        });
+    }
+
+    let mut pod = Rtnl::from_socket(netns.socket()?);
+    for record in &records {
+        let taken =
+            get_link(&mut pod, LinkSelector::Name(&record.name_in_pod)).map_err(|source| AttachError::Read {
+                device: record.host.name.clone(),
+                step: format!("look for {} in {}", record.name_in_pod, netns.path().display()),
+                source,
+            })?;
+        if taken.is_some() {
+            return Err(AttachError::NameTaken {
+                device: record.host.name.clone(),
+                name: record.name_in_pod.clone(),
+                netns: netns.path().to_owned(),
+            });
+        }
+    }
+
+    for (done, (request, record)) in requests.iter().zip(&records).enumerate() {
+        if let Err((step, source)) = move_and_configure(&mut host, &mut pod, netns, request.config, record) {
+            let rollback = roll_back(&mut host, &mut pod, &host_ns, &records[..=done]);
+            return Err(AttachError::Failed {
+                device: record.host.name.clone(),
+                step,
+                source,
+                rollback,
+            });
+        }
+    }
+    Ok(records)
+}
+
+fn pod_name<'a>(request: &AttachRequest<'a>) -> &'a str {
+    request.config.name.as_deref().unwrap_or(request.device)
+}
+
+/// Steps 3 and 4 for one interface; the error names the step.
+fn move_and_configure(
+    host: &mut Rtnl,
+    pod: &mut Rtnl,
+    netns: &Netns,
+    config: &ValidConfig,
+    record: &RestoreRecord,
+) -> Result<(), (String, RtnlError)> {
+    let ns = netns.path().display();
+    let name = &record.name_in_pod;
+    let move_in = set_link(&LinkChange {
+        index: record.host.index,
+        netns_fd: Some(netns.raw_fd()),
+        name: Some(name),
+        mtu: config.mtu,
+        mac: config.hardware_address,
+        up: config.up.then_some(true),
+    });
+    let step = || format!("move {} into {ns} as {name}", record.host.name);
+    single(host.execute(vec![(move_in, 0)])).map_err(|e| (step(), e))?;
+
+    if config.addresses.is_empty() && config.routes.is_empty() {
+        return Ok(());
+    }
+    // The kernel keeps the index on a move unless the pod already uses it: ask.
+    let index = get_link(pod, LinkSelector::Name(name))
+        .map_err(|e| (format!("find {name} in {ns}"), e))?
+        .ok_or_else(|| {
+            (
+                format!("find {name} in {ns}"),
+                RtnlError::Kernel(KernelError {
+                    errno: Errno::ENODEV,
+                    message: None,
+                }),
+            )
+        })?
+        .index;
+    let mut requests = Vec::with_capacity(config.addresses.len() + config.routes.len());
+    let mut steps = Vec::with_capacity(requests.capacity());
+    for address in &config.addresses {
+        requests.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push(format!("add address {address} to {name} in {ns}"));
+    }
+    for route in &config.routes {
+        requests.push((add_route(index, &pod_route(route)), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push(format!("add route {route} in {ns}"));
+    }
+    let answers = pod
+        .execute(requests)
+        .map_err(|e| (format!("configure {name} in {ns}"), e))?;
+    match answers
+        .into_iter()
+        .zip(steps)
+        .find_map(|(answer, step)| answer.err().map(|e| (step, e)))
+    {
+        Some((step, error)) => Err((step, RtnlError::Kernel(error))),
+        None => Ok(()),
+    }
+}
+
+/// A configured route in the form the kernel takes.
+fn pod_route(route: &Route) -> HostRoute {
+    HostRoute {
+        destination: route.destination,
+        gateway: route.gateway,
+        source: route.source,
+        metric: route.metric,
+        table: MAIN_TABLE,
+        scope: match route.scope {
+            RouteScope::Global => u8::from(KernelScope::Universe),
+            RouteScope::Link => u8::from(KernelScope::Link),
+            RouteScope::Host => u8::from(KernelScope::Host),
+        },
+        protocol: u8::from(RouteProtocol::Static),
+    }
+}
+
+/// Returns each recorded interface to the host, wherever it got to; what could not be undone.
+fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[RestoreRecord]) -> Rollback {
+    let mut problems = Vec::new();
+    for record in records.iter().rev() {
+        if let Err(problem) = return_to_host(host, pod, host_ns, record) {
+            problems.push(problem);
+        }
+        problems.extend(restore_addresses_and_routes(host, &record.host));
+    }
+    if problems.is_empty() {
+        Rollback::Restored
+    } else {
+        Rollback::Incomplete(problems)
+    }
+}
+
+/// Moves the interface back from the pod if it is there (under either name), restoring
+/// name, MTU, MAC and up/down state in the same message; if it never left, puts those back on
+/// the host. The error says what could not be done.
+fn return_to_host(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, record: &RestoreRecord) -> Result<(), String> {
+    let original = &record.host;
+    let in_pod = [record.name_in_pod.as_str(), original.name.as_str()]
+        .into_iter()
+        .find_map(|name| get_link(pod, LinkSelector::Name(name)).ok().flatten())
+        .filter(|link| record.identifies(link, None));
+    match in_pod {
+        Some(link) => {
+            let message = set_link(&restoring(link.index, Some(host_ns.raw_fd()), original));
+            single(pod.execute(vec![(message, 0)])).map_err(|e| {
+                format!(
+                    "move {} from {} back to the host as {}: {e}",
+                    link.name,
+                    record.netns.display(),
+                    original.name
+                )
+            })
+        }
+        None => {
+            let link = get_link(host, LinkSelector::Index(original.index))
+                .map_err(|e| format!("find {} on the host: {e}", original.name))?
+                .filter(|link| record.identifies(link, None))
+                .ok_or_else(|| {
+                    format!(
+                        "{} is neither in {} nor on the host",
+                        original.name,
+                        record.netns.display()
+                    )
+                })?;
+            let message = set_link(&restoring(link.index, None, original));
+            single(host.execute(vec![(message, 0)])).map_err(|e| format!("restore {} on the host: {e}", original.name))
+        }
+    }
+}
+
+/// The one message that gives a link back its recorded name, MTU, MAC and state (and moves it,
+/// with `netns_fd`).
+pub(crate) fn restoring(index: u32, netns_fd: Option<RawFd>, original: &HostInterface) -> LinkChange<'_> {
+    LinkChange {
+        index,
+        netns_fd,
+        name: Some(&original.name),
+        mtu: Some(original.mtu),
+        mac: original.mac,
+        up: Some(original.up),
+    }
+}
+
+/// Re-adds recorded addresses, then routes, on the host (the link is found by its recorded
+/// name); ones that already exist are fine. What failed, as messages.
+pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInterface) -> Vec<String> {
+    if original.addresses.is_empty() && original.routes.is_empty() {
+        return Vec::new();
+    }
+    let index = match get_link(host, LinkSelector::Name(&original.name)) {
+        Ok(Some(link)) => link.index,
+        Ok(None) => return vec![format!("{} is not on the host to restore its addresses", original.name)],
+        Err(e) => return vec![format!("find {} on the host: {e}", original.name)],
+    };
+    let mut requests = Vec::new();
+    let mut steps = Vec::new();
+    for address in &original.addresses {
+        requests.push((
+            add_address(index, address.address, address.broadcast, address.scope),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ));
+        steps.push(format!("restore address {} on {}", address.address, original.name));
+    }
+    for route in &original.routes {
+        requests.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push(format!("restore route to {} on {}", route.destination, original.name));
+    }
+    match host.execute(requests) {
+        Err(e) => vec![format!("restore addresses and routes of {}: {e}", original.name)],
+        Ok(answers) => answers
+            .into_iter()
+            .zip(steps)
+            .filter_map(|(answer, step)| match answer {
+                Err(e) if e.errno != Errno::EEXIST => Some(format!("{step}: {e}")),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// The one answer of a one-message request.
+pub(crate) fn single(answers: Result<Vec<Result<(), KernelError>>, RtnlError>) -> Result<(), RtnlError> {
+    match answers?.pop() {
+        Some(answer) => answer.map_err(RtnlError::Kernel),
+        None => Err(RtnlError::Decode("no answer to a request".into())),
+    }
+}
+
+/// The changes one `RTM_SETLINK` makes; `None` leaves a property as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkChange<'a> {
+    pub(crate) index: u32,
+    pub(crate) netns_fd: Option<RawFd>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) mtu: Option<u32>,
+    pub(crate) mac: Option<Mac>,
+    pub(crate) up: Option<bool>,
+}
+
+pub(crate) fn set_link(change: &LinkChange<'_>) -> RouteNetlinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = change.index;
+    if let Some(up) = change.up {
+        link.header.change_mask = LinkFlags::Up;
+        if up {
+            link.header.flags = LinkFlags::Up;
+        }
+    }
+    // The namespace first: the kernel applies the rest inside the target namespace.
+    if let Some(fd) = change.netns_fd {
+        link.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
+    if let Some(name) = change.name {
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    }
+    if let Some(mtu) = change.mtu {
+        link.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = change.mac {
+        link.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    RouteNetlinkMessage::SetLink(link)
+}
+
+pub(crate) fn add_address(
+    index: u32,
+    address: IpNet,
+    broadcast: Option<std::net::Ipv4Addr>,
+    scope: u8,
+) -> RouteNetlinkMessage {
+    let mut message = AddressMessage::default();
+    message.header.index = index;
+    message.header.prefix_len = address.prefix_len();
+    message.header.scope = AddressScope::from(scope);
+    let ip = address.addr();
+    match ip {
+        std::net::IpAddr::V4(_) => {
+            message.header.family = AddressFamily::Inet;
+            message.attributes.push(AddressAttribute::Local(ip));
+        }
+        std::net::IpAddr::V6(_) => {
+            message.header.family = AddressFamily::Inet6;
+            message.header.flags = AddressHeaderFlags::Nodad;
+        }
+    }
+    message.attributes.push(AddressAttribute::Address(ip));
+    if let Some(broadcast) = broadcast {
+        message.attributes.push(AddressAttribute::Broadcast(broadcast));
+    }
+    RouteNetlinkMessage::NewAddress(message)
+}
+
+pub(crate) fn add_route(index: u32, route: &HostRoute) -> RouteNetlinkMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = match route.destination {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.destination_prefix_length = route.destination.prefix_len();
+    message.header.protocol = RouteProtocol::from(route.protocol);
+    message.header.scope = KernelScope::from(route.scope);
+    message.header.kind = RouteType::Unicast;
+    // Tables above 255 only fit the attribute.
+    message.header.table = u8::try_from(route.table).unwrap_or(0);
+    message.attributes.push(RouteAttribute::Table(route.table));
+    if route.destination.prefix_len() > 0 {
+        message
+            .attributes
+            .push(RouteAttribute::Destination(route.destination.addr().into()));
+    }
+    if let Some(gateway) = route.gateway {
+        message.attributes.push(RouteAttribute::Gateway(gateway.into()));
+    }
+    if let Some(source) = route.source {
+        message.attributes.push(RouteAttribute::PrefSource(source.into()));
+    }
+    if let Some(metric) = route.metric {
+        message.attributes.push(RouteAttribute::Priority(metric));
+    }
+    message.attributes.push(RouteAttribute::Oif(index));
+    RouteNetlinkMessage::NewRoute(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InterfaceConfig;
+
+    #[test]
+    fn the_move_carries_namespace_name_mtu_mac_and_up_in_one_message() {
+        let mac = Mac([2, 0xaa, 0, 0, 0, 1]);
+        let RouteNetlinkMessage::SetLink(link) = set_link(&LinkChange {
+            index: 7,
+            netns_fd: Some(9),
+            name: Some("net1"),
+            mtu: Some(1400),
+            mac: Some(mac),
+            up: Some(true),
+        }) else {
+            panic!("a set-link message");
+        };
+        assert_eq!(link.header.index, 7);
+        assert_eq!(link.header.flags, LinkFlags::Up);
+        assert_eq!(link.header.change_mask, LinkFlags::Up);
+        assert_eq!(
+            link.attributes,
+            [
+                LinkAttribute::NetNsFd(9),
+                LinkAttribute::IfName("net1".into()),
+                LinkAttribute::Mtu(1400),
+                LinkAttribute::Address(mac.0.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bringing_down_clears_the_flag_under_the_mask_and_absent_fields_stay_out() {
+        let RouteNetlinkMessage::SetLink(link) = set_link(&LinkChange {
+            index: 3,
+            netns_fd: None,
+            name: None,
+            mtu: None,
+            mac: None,
+            up: Some(false),
+        }) else {
+            panic!("a set-link message");
+        };
+        assert!(link.header.flags.is_empty());
+        assert_eq!(link.header.change_mask, LinkFlags::Up);
+        assert!(link.attributes.is_empty());
+    }
+
+    #[test]
+    fn addresses_and_routes_are_the_messages_ip_would_send() {
+        let RouteNetlinkMessage::NewAddress(v4) = add_address(4, "10.10.0.2/24".parse().expect("cidr"), None, 0) else {
+            panic!("an address message");
+        };
+        assert_eq!(v4.header.family, AddressFamily::Inet);
+        assert_eq!(v4.header.prefix_len, 24);
+        assert!(
+            v4.attributes
+                .contains(&AddressAttribute::Local("10.10.0.2".parse().expect("ip")))
+        );
+        let RouteNetlinkMessage::NewAddress(v6) = add_address(4, "fd00::2/64".parse().expect("cidr"), None, 0) else {
+            panic!("an address message");
+        };
+        assert_eq!(v6.header.flags, AddressHeaderFlags::Nodad);
+
+        let config = InterfaceConfig {
+            addresses: vec!["fd00::2/64".into()],
+            routes: vec![crate::config::RouteConfig {
+                destination: "default".into(),
+                gateway: Some("fd00::1".into()),
+                metric: Some(10),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        let RouteNetlinkMessage::NewRoute(route) = add_route(4, &pod_route(&config.routes[0])) else {
+            panic!("a route message");
+        };
+        assert_eq!(route.header.address_family, AddressFamily::Inet6);
+        assert_eq!(route.header.destination_prefix_length, 0);
+        assert_eq!(route.header.table, 254);
+        assert_eq!(route.header.scope, KernelScope::Universe);
+        assert_eq!(route.header.protocol, RouteProtocol::Static);
+        assert!(
+            !route
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Destination(_)))
+        );
+        assert!(route.attributes.contains(&RouteAttribute::Oif(4)));
+        assert!(route.attributes.contains(&RouteAttribute::Priority(10)));
+    }
+
+    #[test]
+    fn two_interfaces_named_alike_in_one_pod_are_refused_before_any_change() {
+        let config = InterfaceConfig {
+            name: Some("net1".into()),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        // No root needed: the names are compared before anything is opened.
+        let netns = Netns::current().expect("own namespace");
+        let err = attach_all(
+            &netns,
+            &[
+                AttachRequest {
+                    device: "eth1",
+                    config: &config,
+                },
+                AttachRequest {
+                    device: "eth2",
+                    config: &config,
+                },
+            ],
+        )
+        .expect_err("duplicate");
+        assert_eq!(err.to_string(), "attach eth2: eth1 would also be named net1 in the pod");
+    }
+
+    #[test]
+    fn rollback_reports_name_every_problem() {
+        assert_eq!(
+            Rollback::Incomplete(vec!["a".into(), "b".into()]).to_string(),
+            "rolling back failed too: a; b"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Bringing an interface back from a pod to the host, as it was before the attach.
+//!
+//! Best effort and idempotent. The interface is looked for in the pod's namespace first (under
+//! its pod name, else by identity); if it is there, one `RTM_SETLINK` on a socket inside the pod
+//! moves it to the host under its original name with its MTU, MAC and up/down state. If the
+//! namespace is gone, or the interface is not in it, it is looked for on the host: the kernel
+//! returns a physical interface to the host when its namespace is destroyed, under a name of
+//! its own choosing (`dev7`), so it is found by its recorded identity (PCI function, else
+//! permanent MAC, else the MAC it had) and given back its name and settings. Either way its
+//! addresses and routes are added again. A veth dies with its namespace: then there is nothing
+//! to bring back, which is not an error.
+//!
+//! Like [`crate::attach`], this blocks and runs in the host namespace.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use crate::attach::{LinkChange, restore_addresses_and_routes, restoring, set_link, single};
+use crate::netns::{Netns, NetnsError};
+use crate::record::{LinkSelector, LinkView, RestoreRecord, dump_links, get_link};
+use crate::rtnl::{Rtnl, RtnlError};
+use crate::sysfs::Sysfs;
+
+/// Where the interface was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetachOutcome {
+    /// In the pod, and moved back.
+    Returned,
+    /// Already on the host (the kernel or someone else moved it), under this name.
+    FoundOnHost {
+        /// The name it had when found.
+        name: String,
+    },
+    /// Nowhere: it ceased to exist with its namespace (a veth does).
+    Vanished,
+}
+
+/// A detach that happened, possibly with parts that could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detached {
+    /// Where the interface was found.
+    pub outcome: DetachOutcome,
+    /// Restore steps that failed (an address the host refused…), as messages; empty when the
+    /// interface is back exactly as recorded.
+    pub incomplete: Vec<String>,
+}
+
+/// A detach that could not bring the interface back.
+#[derive(Debug, thiserror::Error)]
+pub enum DetachError {
+    /// The host's own namespace or netlink could not be used.
+    #[error("detach {device}: {source}")]
+    Host {
+        /// The interface's original name.
+        device: String,
+        /// Why.
+        #[source]
+        source: RtnlError,
+    },
+    /// The pod's namespace exists but could not be entered.
+    #[error("detach {device}: {source}")]
+    Netns {
+        /// The interface's original name.
+        device: String,
+        /// Why.
+        #[source]
+        source: NetnsError,
+    },
+    /// The interface is in the pod and the kernel refused to move it out.
+    #[error("detach {device}: move {name} out of {netns} to the host: {source}", netns = netns.display())]
+    Stranded {
+        /// The interface's original name.
+        device: String,
+        /// Its name in the pod.
+        name: String,
+        /// The pod's namespace.
+        netns: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: RtnlError,
+    },
+}
+
+/// Brings the recorded interface back to the host (see the module documentation).
+pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
+    let device = record.host.name.clone();
+    let host_error = |source| DetachError::Host {
+        device: device.clone(),
+        source,
+    };
+    let host_ns = Netns::current().map_err(|source| DetachError::Netns {
+        device: device.clone(),
+        source,
+    })?;
+    let mut host = Rtnl::new().map_err(host_error)?;
+
+    match Netns::open(&record.netns) {
+        Ok(pod_ns) => {
+            let mut pod = Rtnl::from_socket(pod_ns.socket().map_err(|source| DetachError::Netns {
+                device: device.clone(),
+                source,
+            })?);
+            if let Some(link) = find_in_pod(&mut pod, record).map_err(host_error)? {
+                move_out(&mut pod, &host_ns, &link, record)?;
+                return Ok(Detached {
+                    outcome: DetachOutcome::Returned,
+                    incomplete: restore_addresses_and_routes(&mut host, &record.host),
+                });
+            }
+        }
+        // Gone, or its path is no longer a namespace (unmounted): look on the host.
+        Err(NetnsError::Missing { .. } | NetnsError::NotANetworkNamespace { .. }) => {}
+        Err(source) => return Err(DetachError::Netns { device, source }),
+    }
+
+    let Some(link) = find_on_host(&mut host, record).map_err(host_error)? else {
+        tracing::info!(
+            device = %record.host.name,
+            netns = %record.netns.display(),
+            "interface gone with its namespace; nothing to bring back"
+        );
+        return Ok(Detached {
+            outcome: DetachOutcome::Vanished,
+            incomplete: Vec::new(),
+        });
+    };
+    let mut incomplete = restore_in_place(&mut host, &link, record);
+    incomplete.extend(restore_addresses_and_routes(&mut host, &record.host));
+    Ok(Detached {
+        outcome: DetachOutcome::FoundOnHost { name: link.name },
+        incomplete,
+    })
+}
+
+/// The interface in the pod: under its pod name if that is it, else by identity.
+fn find_in_pod(pod: &mut Rtnl, record: &RestoreRecord) -> Result<Option<LinkView>, RtnlError> {
+    if let Some(link) = get_link(pod, LinkSelector::Name(&record.name_in_pod))?
+        && record.identifies(&link, None)
+    {
+        return Ok(Some(link));
+    }
+    Ok(dump_links(pod)?.into_iter().find(|l| record.identifies(l, None)))
+}
+
+/// The interface on the host: under its original name if that is it, else by identity.
+fn find_on_host(host: &mut Rtnl, record: &RestoreRecord) -> Result<Option<LinkView>, RtnlError> {
+    let sysfs = Sysfs::default();
+    let pci = |name: &str| {
+        record
+            .host
+            .pci_address
+            .as_ref()
+            .and_then(|_| sysfs.interface(name).pci.map(|p| p.address))
+    };
+    if let Some(link) = get_link(host, LinkSelector::Name(&record.host.name))?
+        && record.identifies(&link, pci(&link.name).as_deref())
+    {
+        return Ok(Some(link));
+    }
+    Ok(dump_links(host)?
+        .into_iter()
+        .find(|l| record.identifies(l, pci(&l.name).as_deref())))
+}
+
+/// Moves `link` out of the pod, restoring it in the same message. If the original name is
+/// taken on the host, the interface still comes out (under its pod name, or one the kernel
+/// picks), since stranded is worse than misnamed.
+fn move_out(pod: &mut Rtnl, host_ns: &Netns, link: &LinkView, record: &RestoreRecord) -> Result<(), DetachError> {
+    let full = set_link(&restoring(link.index, Some(host_ns.raw_fd()), &record.host));
+    let first = single(pod.execute(vec![(full, 0)]));
+    let Err(error) = first else { return Ok(()) };
+    // A rename refused after the move leaves it on the host: done, misnamed.
+    if error.errno() == Some(Errno::EEXIST) && get_link(pod, LinkSelector::Index(link.index)).ok().flatten().is_none() {
+        tracing::warn!(
+            device = %record.host.name,
+            name = %link.name,
+            "interface back on the host but its name is taken there: {error}"
+        );
+        return Ok(());
+    }
+    let bare = set_link(&LinkChange {
+        index: link.index,
+        netns_fd: Some(host_ns.raw_fd()),
+        name: None,
+        mtu: Some(record.host.mtu),
+        mac: record.host.mac,
+        up: None,
+    });
+    single(pod.execute(vec![(bare, 0)])).map_err(|_| DetachError::Stranded {
+        device: record.host.name.clone(),
+        name: link.name.clone(),
+        netns: record.netns.clone(),
+        source: error,
+    })?;
+    tracing::warn!(
+        device = %record.host.name,
+        name = %link.name,
+        "interface back on the host under its pod name: {} is taken",
+        record.host.name
+    );
+    Ok(())
+}
+
+/// Gives a link found on the host its recorded name and settings. A rename needs the link
+/// down, so an up link is brought down first.
+fn restore_in_place(host: &mut Rtnl, link: &LinkView, record: &RestoreRecord) -> Vec<String> {
+    let mut problems = Vec::new();
+    if link.name != record.host.name && link.up {
+        let down = set_link(&LinkChange {
+            index: link.index,
+            netns_fd: None,
+            name: None,
+            mtu: None,
+            mac: None,
+            up: Some(false),
+        });
+        if let Err(e) = single(host.execute(vec![(down, 0)])) {
+            problems.push(format!("bring {} down to rename it: {e}", link.name));
+        }
+    }
+    let restore = set_link(&restoring(link.index, None, &record.host));
+    if let Err(e) = single(host.execute(vec![(restore, 0)])) {
+        problems.push(format!(
+            "restore {} as {} (mtu {}, {}): {e}",
+            link.name,
+            record.host.name,
+            record.host.mtu,
+            if record.host.up { "up" } else { "down" }
+        ));
+    }
+    problems
+}

@@ -1,0 +1,220 @@
+//! A network namespace, held open by a file descriptor that was checked to be one.
+//!
+//! A path handed over by a runtime (`/var/run/netns/cni-…`, `/proc/PID/ns/net`) is checked
+//! before anything is moved into it: its file system must be `nsfs`, and the namespace it
+//! names must be a network namespace. The kernel answers the second question in
+//! `setns(fd, CLONE_NEWNET)`, which fails with `EINVAL` for any other kind of namespace (the
+//! `NS_GET_NSTYPE` ioctl has no safe wrapper, and this workspace forbids `unsafe`).
+//!
+//! That `setns` is not wasted: a netlink socket belongs to the namespace of the thread that
+//! created it, so [`Netns::open`] starts a short-lived OS thread that enters the namespace,
+//! creates the routing netlink socket later requests go through, and ends. No other thread,
+//! and never an async runtime's worker, changes namespace.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+
+/// Why a namespace could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The path does not exist (any more).
+    #[error("network namespace {path}: does not exist")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path exists but could not be opened or inspected.
+    #[error("network namespace {path}: {source}")]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path is not a network namespace: a regular file, another namespace type…
+    #[error("{path} is not a network namespace: {reason}")]
+    NotANetworkNamespace {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// Entering the namespace or creating a socket in it failed.
+    #[error("netlink socket in network namespace {path}: {source}")]
+    Socket {
+        /// The namespace's path.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An open network namespace.
+pub struct Netns {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// The routing netlink socket made inside it while checking it, until a request takes it.
+    socket: Mutex<Option<netlink_sys::Socket>>,
+}
+
+impl std::fmt::Debug for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netns")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Netns {
+    /// Opens `path` and checks that it is a network namespace.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
+        let path = path.as_ref().to_owned();
+        let file = File::open(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => NetnsError::Missing { path: path.clone() },
+            _ => NetnsError::Io {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        Self::from_fd(file.into(), path)
+    }
+
+    /// The calling thread's own network namespace (`/proc/thread-self/ns/net`): the kernel
+    /// made it a network namespace, so it is not entered to check.
+    pub fn current() -> Result<Self, NetnsError> {
+        let path = PathBuf::from("/proc/thread-self/ns/net");
+        let file = File::open(&path).map_err(|source| NetnsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            fd: file.into(),
+            path,
+            socket: Mutex::new(None),
+        })
+    }
+
+    /// Takes an already open descriptor, checked like a path; `label` names it in errors.
+    pub fn from_fd(fd: OwnedFd, label: impl Into<PathBuf>) -> Result<Self, NetnsError> {
+        let path = label.into();
+        let stat = fstatfs(&fd).map_err(|errno| NetnsError::Io {
+            path: path.clone(),
+            source: errno.into(),
+        })?;
+        if stat.filesystem_type() != NSFS_MAGIC {
+            return Err(NetnsError::NotANetworkNamespace {
+                path,
+                reason: format!("its file system is not nsfs (magic {:#x})", stat.filesystem_type().0),
+            });
+        }
+        let socket = socket_inside(&fd).map_err(|source| match source.raw_os_error() {
+            Some(code) if code == Errno::EINVAL as i32 => NetnsError::NotANetworkNamespace {
+                path: path.clone(),
+                reason: "it is another kind of namespace".into(),
+            },
+            _ => NetnsError::Socket {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        Ok(Self {
+            fd,
+            path,
+            socket: Mutex::new(Some(socket)),
+        })
+    }
+
+    /// The path (or label) this namespace was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The identity of the namespace: the inode of its nsfs file (what `ip netns identify`
+    /// and `/proc/PID/ns/net` show as `net:[N]`).
+    pub fn inode(&self) -> Result<u64, NetnsError> {
+        nix::sys::stat::fstat(&self.fd)
+            .map(|s| s.st_ino)
+            .map_err(|errno| NetnsError::Io {
+                path: self.path.clone(),
+                source: errno.into(),
+            })
+    }
+
+    /// A routing netlink socket that belongs to this namespace: the one made while checking
+    /// it, else a new one from a short-lived thread that enters it.
+    pub(crate) fn socket(&self) -> Result<netlink_sys::Socket, NetnsError> {
+        let made = self
+            .socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match made {
+            Some(socket) => Ok(socket),
+            None => socket_inside(&self.fd).map_err(|source| NetnsError::Socket {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The descriptor, for `IFLA_NET_NS_FD`.
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Creates a routing netlink socket inside the namespace `fd` on a thread of its own, which
+/// ends with the call (see the module documentation).
+fn socket_inside(fd: &OwnedFd) -> std::io::Result<netlink_sys::Socket> {
+    let fd = fd.as_fd();
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netdev-netns".into())
+            .spawn_scoped(scope, move || -> std::io::Result<netlink_sys::Socket> {
+                nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)?;
+                crate::rtnl::new_socket()
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_namespace_is_a_network_namespace() {
+        let own = Netns::current().expect("own namespace");
+        assert!(own.inode().expect("inode") > 0);
+    }
+
+    #[test]
+    fn a_regular_file_is_refused() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let err = Netns::open(file.path()).expect_err("not a namespace");
+        assert!(matches!(err, NetnsError::NotANetworkNamespace { .. }), "{err}");
+        assert!(err.to_string().contains("not nsfs"), "{err}");
+    }
+
+    #[test]
+    fn another_namespace_type_is_refused() {
+        let err = Netns::open("/proc/self/ns/mnt").expect_err("a mount namespace");
+        assert!(matches!(err, NetnsError::NotANetworkNamespace { .. }), "{err}");
+        assert!(err.to_string().contains("another kind of namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_path_says_so() {
+        let err = Netns::open("/nonexistent/netns/pod").expect_err("missing");
+        assert!(matches!(err, NetnsError::Missing { .. }), "{err}");
+    }
+}
