@@ -3,12 +3,16 @@
 //!
 //! The kernel work per interface, in order:
 //! 1. On the host socket: read the link, its addresses and its routes ([`crate::record`]).
-//! 2. On a socket inside the pod: check that the name it will take is free there.
+//! 2. On a socket inside the pod: check that the name it will take is free there (and whether
+//!    its index is).
 //! 3. On the host socket, **one** `RTM_SETLINK` by index carrying `IFLA_NET_NS_FD`, the new
 //!    name, the MTU, the MAC address and `IFF_UP`: the kernel moves the link first and applies
-//!    the rest inside the pod's namespace (`do_setlink`).
-//! 4. On the pod socket, one datagram with every address and then every route; the kernel
-//!    answers each message on its own. IPv6 addresses are added without duplicate address
+//!    the rest inside the pod's namespace (`do_setlink`). When the interface's index is free in
+//!    the pod, the message asks to keep it (`IFLA_NEW_IFINDEX`), so it is known without a
+//!    lookup.
+//! 4. Once every interface has moved, on the pod socket, one datagram with every address and
+//!    then every route; the kernel answers each message on its own. IPv6 addresses are added
+//!    without duplicate address
 //!    detection (`IFA_F_NODAD`): they were assigned, and a tentative address would hold up the
 //!    pod's first packets and the routes that use it as source.
 //!
@@ -39,7 +43,7 @@ use nix::errno::Errno;
 
 use crate::config::{Mac, Route, RouteScope, ValidConfig};
 use crate::netns::{Netns, NetnsError};
-use crate::record::{HostInterface, HostRoute, LinkSelector, MAIN_TABLE, RestoreRecord, get_link, record_host};
+use crate::record::{HostInterface, HostRoute, LinkSelector, MAIN_TABLE, RestoreRecord, get_link, record_hosts};
 use crate::rtnl::{KernelError, Rtnl, RtnlError};
 use crate::sysfs::Sysfs;
 
@@ -160,50 +164,95 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
     let sysfs = Sysfs::default();
 
     // Read everything first: a missing interface changes nothing.
-    let mut records = Vec::with_capacity(requests.len());
+    let mut links = Vec::with_capacity(requests.len());
     for request in requests {
-        let read = |step: &str| {
-            let step = step.to_owned();
-            let device = request.device.to_owned();
-            move |source| AttachError::Read { device, step, source }
-        };
         let link = get_link(&mut host, LinkSelector::Name(request.device))
-            .map_err(read("read the link"))?
+            .map_err(|source| AttachError::Read {
+                device: request.device.into(),
+                step: "read the link".into(),
+                source,
+            })?
             .ok_or_else(|| AttachError::NoSuchDevice {
                 device: request.device.into(),
             })?;
         let pci = sysfs.interface(&link.name).pci.map(|p| p.address);
-        let host_state = record_host(&mut host, link, pci).map_err(read("read its addresses and routes"))?;
-        records.push(RestoreRecord {
+        links.push((link, pci));
+    }
+    let hosts = record_hosts(&mut host, links).map_err(|source| AttachError::Read {
+        device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
+        step: "read addresses and routes".into(),
+        source,
+    })?;
+    let records: Vec<RestoreRecord> = requests
+        .iter()
+        .zip(hosts)
+        .map(|(request, host_state)| RestoreRecord {
             netns: netns.path().to_owned(),
             name_in_pod: pod_name(request).to_owned(),
             mac_in_pod: request.config.hardware_address.or(host_state.mac),
             host: host_state,
-        });
-    }
+        })
+        .collect();
 
     let mut pod = Rtnl::from_socket(netns.socket()?);
+    let mut keep_index = Vec::with_capacity(records.len());
     for record in &records {
-        let taken =
-            get_link(&mut pod, LinkSelector::Name(&record.name_in_pod)).map_err(|source| AttachError::Read {
-                device: record.host.name.clone(),
-                step: format!("look for {} in {}", record.name_in_pod, netns.path().display()),
-                source,
-            })?;
-        if taken.is_some() {
+        let look = |what: &str| {
+            let step = format!("look for {what} in {}", netns.path().display());
+            let device = record.host.name.clone();
+            move |source| AttachError::Read { device, step, source }
+        };
+        if get_link(&mut pod, LinkSelector::Name(&record.name_in_pod))
+            .map_err(look(&record.name_in_pod))?
+            .is_some()
+        {
             return Err(AttachError::NameTaken {
                 device: record.host.name.clone(),
                 name: record.name_in_pod.clone(),
                 netns: netns.path().to_owned(),
             });
         }
+        let index_free = get_link(&mut pod, LinkSelector::Index(record.host.index))
+            .map_err(look(&format!("interface index {}", record.host.index)))?
+            .is_none();
+        keep_index.push(index_free);
     }
 
-    for (done, (request, record)) in requests.iter().zip(&records).enumerate() {
-        if let Err((step, source)) = move_and_configure(&mut host, &mut pod, netns, request.config, record) {
-            let rollback = roll_back(&mut host, &mut pod, &host_ns, &records[..=done]);
+    // Every move first, then one datagram configuring them all: each move holds the kernel's
+    // rtnl lock for milliseconds and leaves work behind that requests in between would wait for.
+    let mut batch = Vec::new();
+    let mut steps = Vec::new();
+    for (at, ((request, record), keep)) in requests.iter().zip(&records).zip(keep_index).enumerate() {
+        let index = match move_in(&mut host, &mut pod, netns, request.config, record, keep) {
+            Ok(index) => index,
+            Err((step, source)) => {
+                let rollback = roll_back(&mut host, &mut pod, &host_ns, &records[..=at]);
+                return Err(AttachError::Failed {
+                    device: record.host.name.clone(),
+                    step,
+                    source,
+                    rollback,
+                });
+            }
+        };
+        configure(&mut batch, &mut steps, at, index, netns, request.config, record);
+    }
+    if !batch.is_empty() {
+        let failed = match pod.execute(batch) {
+            Err(source) => Some((
+                0,
+                format!("configure the interfaces in {}", netns.path().display()),
+                source,
+            )),
+            Ok(answers) => answers
+                .into_iter()
+                .zip(steps)
+                .find_map(|(answer, (at, step))| answer.err().map(|e| (at, step, RtnlError::Kernel(e)))),
+        };
+        if let Some((at, step, source)) = failed {
+            let rollback = roll_back(&mut host, &mut pod, &host_ns, &records);
             return Err(AttachError::Failed {
-                device: record.host.name.clone(),
+                device: records[at].host.name.clone(),
                 step,
                 source,
                 rollback,
@@ -217,17 +266,20 @@ fn pod_name<'a>(request: &AttachRequest<'a>) -> &'a str {
     request.config.name.as_deref().unwrap_or(request.device)
 }
 
-/// Steps 3 and 4 for one interface; the error names the step.
-fn move_and_configure(
+/// Step 3 for one interface: the one message that moves it, renamed and set up; its index in
+/// the pod. When its host index is free in the pod it is asked to keep it
+/// (`IFLA_NEW_IFINDEX`: the move fails rather than pick another), so no lookup follows.
+fn move_in(
     host: &mut Rtnl,
     pod: &mut Rtnl,
     netns: &Netns,
     config: &ValidConfig,
     record: &RestoreRecord,
-) -> Result<(), (String, RtnlError)> {
+    keep_index: bool,
+) -> Result<u32, (String, RtnlError)> {
     let ns = netns.path().display();
     let name = &record.name_in_pod;
-    let move_in = set_link(&LinkChange {
+    let mut message = set_link(&LinkChange {
         index: record.host.index,
         netns_fd: Some(netns.raw_fd()),
         name: Some(name),
@@ -235,50 +287,58 @@ fn move_and_configure(
         mac: config.hardware_address,
         up: config.up.then_some(true),
     });
-    let step = || format!("move {} into {ns} as {name}", record.host.name);
-    single(host.execute(vec![(move_in, 0)])).map_err(|e| (step(), e))?;
-
-    if config.addresses.is_empty() && config.routes.is_empty() {
-        return Ok(());
+    if keep_index
+        && let RouteNetlinkMessage::SetLink(link) = &mut message
+        && let Ok(index) = i32::try_from(record.host.index)
+    {
+        link.attributes.push(LinkAttribute::NewIfIndex(index));
     }
-    // The kernel keeps the index on a move unless the pod already uses it: ask.
-    let index = get_link(pod, LinkSelector::Name(name))
-        .map_err(|e| (format!("find {name} in {ns}"), e))?
-        .ok_or_else(|| {
-            (
-                format!("find {name} in {ns}"),
-                RtnlError::Kernel(KernelError {
-                    errno: Errno::ENODEV,
-                    message: None,
-                }),
-            )
-        })?
-        .index;
-    let mut requests = Vec::with_capacity(config.addresses.len() + config.routes.len());
-    let mut steps = Vec::with_capacity(requests.capacity());
+    let start = std::time::Instant::now();
+    let moved = single(host.execute(vec![(message, 0)]));
+    crate::floor::record_move(start.elapsed());
+    moved.map_err(|e| (format!("move {} into {ns} as {name}", record.host.name), e))?;
+    if keep_index {
+        return Ok(record.host.index);
+    }
+    let find = || format!("find {name} in {ns}");
+    match get_link(pod, LinkSelector::Name(name)) {
+        Ok(Some(link)) => Ok(link.index),
+        Ok(None) => Err((
+            find(),
+            RtnlError::Kernel(KernelError {
+                errno: Errno::ENODEV,
+                message: None,
+            }),
+        )),
+        Err(e) => Err((find(), e)),
+    }
+}
+
+/// Step 4 for one interface: its addresses and routes, added to `batch`, each with its step
+/// and the position `at` of the interface in the call.
+fn configure(
+    batch: &mut Vec<(RouteNetlinkMessage, u16)>,
+    steps: &mut Vec<(usize, String)>,
+    at: usize,
+    index: u32,
+    netns: &Netns,
+    config: &ValidConfig,
+    record: &RestoreRecord,
+) {
+    let ns = netns.path().display();
+    let name = &record.name_in_pod;
     for address in &config.addresses {
-        requests.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push(format!("add address {address} to {name} in {ns}"));
+        batch.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push((at, format!("add address {address} to {name} in {ns}")));
     }
     for route in &config.routes {
-        requests.push((add_route(index, &pod_route(route)), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push(format!("add route {route} in {ns}"));
-    }
-    let answers = pod
-        .execute(requests)
-        .map_err(|e| (format!("configure {name} in {ns}"), e))?;
-    match answers
-        .into_iter()
-        .zip(steps)
-        .find_map(|(answer, step)| answer.err().map(|e| (step, e)))
-    {
-        Some((step, error)) => Err((step, RtnlError::Kernel(error))),
-        None => Ok(()),
+        batch.push((add_route(index, &pod_route(route)), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push((at, format!("add route {route} in {ns}")));
     }
 }
 
 /// A configured route in the form the kernel takes.
-fn pod_route(route: &Route) -> HostRoute {
+pub(crate) fn pod_route(route: &Route) -> HostRoute {
     HostRoute {
         destination: route.destination,
         gateway: route.gateway,

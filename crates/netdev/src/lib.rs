@@ -22,6 +22,8 @@ pub mod config;
 pub mod detach;
 pub mod device;
 pub mod filter;
+#[doc(hidden)]
+pub mod floor;
 pub mod inventory;
 pub mod link;
 pub mod names;

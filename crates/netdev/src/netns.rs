@@ -173,7 +173,7 @@ impl Netns {
 
 /// Creates a routing netlink socket inside the namespace `fd` on a thread of its own, which
 /// ends with the call (see the module documentation).
-fn socket_inside(fd: &OwnedFd) -> std::io::Result<netlink_sys::Socket> {
+pub(crate) fn socket_inside(fd: &OwnedFd) -> std::io::Result<netlink_sys::Socket> {
     let fd = fd.as_fd();
     std::thread::scope(|scope| {
         std::thread::Builder::new()

@@ -204,45 +204,68 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 
-/// Reads the host-side state of `link` (its addresses and routes too).
-pub(crate) fn record_host(
+/// Reads the host-side state of each of `links` (with its PCI address): its addresses, and
+/// the routes through it.
+///
+/// Routes are the expensive part on a node with a large routing table: the kernel walks every
+/// table for a dump, whatever the filter (about 1 µs per route here). Each interface's routes
+/// come from a dump the kernel filters by output interface: one unfiltered dump shared by
+/// several interfaces was measured slower, as every route then crosses into user space.
+pub(crate) fn record_hosts(
     rtnl: &mut Rtnl,
-    link: LinkView,
-    pci_address: Option<String>,
-) -> Result<HostInterface, RtnlError> {
-    let mut request = AddressMessage::default();
-    // With strict checking on, the kernel returns only this interface's addresses.
-    request.header.index = link.index;
-    let addresses = rtnl.dump("address", RouteNetlinkMessage::GetAddress(request), |kind, payload| {
-        if kind != RTM_NEWADDR {
-            return Ok(None);
-        }
-        let message = AddressMessage::parse(payload)?;
-        Ok(host_address(&message, link.index))
-    })?;
+    links: Vec<(LinkView, Option<String>)>,
+) -> Result<Vec<HostInterface>, RtnlError> {
+    let mut recorded = Vec::with_capacity(links.len());
+    for (link, pci_address) in links {
+        let index = link.index;
+        let mut request = RouteMessage::default();
+        // With strict checking on, the kernel returns only routes through this interface.
+        request.attributes.push(RouteAttribute::Oif(index));
+        let routes = rtnl.dump("route", RouteNetlinkMessage::GetRoute(request), |kind, payload| {
+            if kind != RTM_NEWROUTE || !may_be_recorded(payload) {
+                return Ok(None);
+            }
+            Ok(host_route(&RouteMessage::parse(payload)?, index))
+        })?;
+        let mut request = AddressMessage::default();
+        // Likewise, only this interface's addresses.
+        request.header.index = index;
+        let addresses = rtnl.dump("address", RouteNetlinkMessage::GetAddress(request), |kind, payload| {
+            if kind != RTM_NEWADDR {
+                return Ok(None);
+            }
+            Ok(host_address(&AddressMessage::parse(payload)?, index))
+        })?;
+        recorded.push(HostInterface {
+            name: link.name,
+            index,
+            mtu: link.mtu,
+            mac: link.mac,
+            permanent_mac: link.permanent_mac,
+            pci_address,
+            alias: link.alias,
+            up: link.up,
+            addresses,
+            routes,
+        });
+    }
+    Ok(recorded)
+}
 
-    let mut request = RouteMessage::default();
-    request.attributes.push(RouteAttribute::Oif(link.index));
-    let routes = rtnl.dump("route", RouteNetlinkMessage::GetRoute(request), |kind, payload| {
-        if kind != RTM_NEWROUTE {
-            return Ok(None);
-        }
-        let message = RouteMessage::parse(payload)?;
-        Ok(host_route(&message, link.index))
-    })?;
+/// `RTPROT_KERNEL`: routes the kernel makes for an address.
+const RTPROT_KERNEL: u8 = 2;
+/// `RTPROT_RA`: routes from router advertisements.
+const RTPROT_RA: u8 = 9;
+/// `RTN_UNICAST`.
+const RTN_UNICAST: u8 = 1;
 
-    Ok(HostInterface {
-        name: link.name,
-        index: link.index,
-        mtu: link.mtu,
-        mac: link.mac,
-        permanent_mac: link.permanent_mac,
-        pci_address,
-        alias: link.alias,
-        up: link.up,
-        addresses,
-        routes,
-    })
+/// From a route message's fixed header (`struct rtmsg`): whether it may be one to record, that
+/// is a unicast route, not in the local table, made by neither the kernel nor an RA.
+fn may_be_recorded(payload: &[u8]) -> bool {
+    let [_family, _dst_len, _src_len, _tos, table, protocol, _scope, kind, ..] = payload else {
+        return false;
+    };
+    *kind == RTN_UNICAST && u32::from(*table) != LOCAL_TABLE && *protocol != RTPROT_KERNEL && *protocol != RTPROT_RA
 }
 
 fn host_address(message: &AddressMessage, index: u32) -> Option<HostAddress> {
@@ -274,9 +297,8 @@ fn host_address(message: &AddressMessage, index: u32) -> Option<HostAddress> {
     })
 }
 
+/// The route, if it goes through interface `index` and is one to record.
 fn host_route(message: &RouteMessage, index: u32) -> Option<HostRoute> {
-    const RTPROT_KERNEL: u8 = 2;
-    const RTPROT_RA: u8 = 9;
     let header = &message.header;
     let protocol = u8::from(header.protocol);
     if header.kind != RouteType::Unicast || protocol == RTPROT_KERNEL || protocol == RTPROT_RA {
