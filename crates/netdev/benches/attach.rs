@@ -65,8 +65,10 @@ impl Round {
                 b + 2
             ));
         }
+        // The guard exists before the links do, so a failed batch is cleaned up too.
+        let round = Self { ns, hosts };
         ip_batch(&batch);
-        Self { ns, hosts }
+        round
     }
 
     fn path(&self) -> String {

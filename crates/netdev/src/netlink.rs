@@ -228,20 +228,31 @@ pub(crate) fn dump<T>(
         interrupted: false,
     };
     loop {
-        buffer.clear();
-        let length = socket.recv(buffer, 0).map_err(NetlinkError::Socket)?;
-        if length > buffer.len() {
-            return Err(NetlinkError::Dump {
-                what,
-                message: format!("a {length}-byte datagram does not fit the {RECEIVE_BUFFER}-byte buffer"),
-            });
-        }
+        receive(socket, buffer).map_err(NetlinkError::Socket)?;
         let done = read_datagram(buffer, sequence, &mut dumped, &mut keep)
             .map_err(|message| NetlinkError::Dump { what, message })?;
         if done {
             return Ok(dumped);
         }
     }
+}
+
+/// `MSG_TRUNC` (`sys/socket.h`): `recv` then returns a datagram's real length, even when it did
+/// not fit the buffer.
+const MSG_TRUNC: i32 = 0x20;
+
+/// Receives one datagram into `buffer` (cleared first, filled up to its capacity). A datagram
+/// larger than that is an error (`InvalidData`) rather than silently cut.
+pub(crate) fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    buffer.clear();
+    let length = socket.recv(buffer, MSG_TRUNC)?;
+    if length > buffer.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {length}-byte datagram was cut to the {}-byte buffer", buffer.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the messages of one datagram of a dump answer into `dumped`; true once the dump is
@@ -578,6 +589,25 @@ mod tests {
                 .iter()
                 .any(|a| a.index == lo.index && a.cidr == "127.0.0.1/8")
         );
+    }
+
+    #[test]
+    fn a_datagram_larger_than_the_buffer_is_an_error() {
+        let mut socket = Socket::new(NETLINK_ROUTE).expect("socket");
+        socket.bind_auto().expect("bind");
+        socket.connect(&SocketAddr::new(0, 0)).expect("connect");
+        let mut message = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+        message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        message.header.sequence_number = 1;
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        socket.send(&bytes, 0).expect("send");
+        // Every link message is larger than 32 bytes.
+        let mut small = Vec::with_capacity(32);
+        let err = receive(&socket, &mut small).expect_err("truncated");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("was cut to the 32-byte buffer"), "{err}");
     }
 
     #[test]

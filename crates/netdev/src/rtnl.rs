@@ -133,8 +133,7 @@ impl Rtnl {
         let mut answers: Vec<Option<Result<(), KernelError>>> = vec![None; count];
         let mut pending = count;
         while pending > 0 {
-            self.buffer.clear();
-            self.socket.recv(&mut self.buffer, 0).map_err(RtnlError::Socket)?;
+            crate::netlink::receive(&self.socket, &mut self.buffer).map_err(RtnlError::Socket)?;
             for ack in read_acks(&self.buffer).map_err(RtnlError::Decode)? {
                 let slot = ack.sequence.wrapping_sub(first) as usize;
                 if let Some(answer @ None) = answers.get_mut(slot) {
@@ -159,8 +158,7 @@ impl Rtnl {
         message.serialize(&mut bytes);
         self.socket.send(&bytes, 0).map_err(RtnlError::Socket)?;
         loop {
-            self.buffer.clear();
-            self.socket.recv(&mut self.buffer, 0).map_err(RtnlError::Socket)?;
+            crate::netlink::receive(&self.socket, &mut self.buffer).map_err(RtnlError::Socket)?;
             let mut rest = self.buffer.as_slice();
             while !rest.is_empty() {
                 let header = NetlinkBuffer::new_checked(rest).map_err(|e| RtnlError::Decode(e.to_string()))?;
