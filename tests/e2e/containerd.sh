@@ -33,13 +33,36 @@ flavor_vars() {
     PIDFILE=$DIR/containerd.pid
 }
 
+# The Debian archive this machine's apt already uses: the first URI of a source that serves the
+# release's own suite (e.g. bookworm), from deb822 `.sources` files or one-line `.list` files.
+# The same archive serves trixie and sid. No host is named here, so the script works wherever
+# apt does.
+debian_mirror() {
+    local codename uri
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v want="$codename" '
+        function flush() { if (!found && uris != "" && suites ~ ("(^| )" want "( |$)")) { print uris; found = 1 } uris = ""; suites = "" }
+        /^[ \t]*#/ { next }
+        /^[ \t]*$/ { flush(); next }
+        tolower($1) == "uris:" { uris = $2 }
+        tolower($1) == "suites:" { $1 = ""; suites = $0; sub(/^ +/, "", suites) }
+        END { flush() }')
+    if [ -z "$uri" ]; then
+        uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v want="$codename" '
+            $1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == want) { print $i; exit } }')
+    fi
+    [ -n "$uri" ] || die "no apt source for Debian $codename in /etc/apt (needed to fetch containerd from trixie and sid)"
+    echo "$uri"
+}
+
 apt_private() { # SUITE, then apt-get arguments
     local suite=$1; shift
     local a=$E2E/apt/$suite
     mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/parts"
     cat > "$a/parts/netdra-e2e.sources" <<EOF
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $(debian_mirror)
 Suites: $suite
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -45,6 +45,15 @@ pub enum CheckpointError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The thread writing the checkpoint panicked or was cancelled.
+    #[error("checkpoint {path}: the writer task failed: {source}")]
+    WriterFailed {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What became of the task.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// The file was written by a version this code does not understand.
     #[error(
         "checkpoint {path} has version {found}, this plugin reads version {CHECKPOINT_VERSION}; \
@@ -207,7 +216,7 @@ mod tests {
                 }],
                 data: serde_json::json!({"ifName": "net1"}),
             },
-            boot_id: "b1".into(),
+            boot_id: Some("b1".into()),
         };
         BTreeMap::from([("u1".to_string(), prepared)])
     }
@@ -275,7 +284,7 @@ mod tests {
                 .into_iter()
                 .map(|(uid, name)| {
                     let claim = ClaimRef { namespace: "ns".into(), name, uid: uid.clone() };
-                    (uid, PreparedClaim { claim, preparation: Preparation::default(), boot_id: "b".into() })
+                    (uid, PreparedClaim { claim, preparation: Preparation::default(), boot_id: Some("b".into()) })
                 })
                 .collect();
             prop_assert_eq!(decode(Path::new("x"), &encode(&claims)).unwrap(), claims);

@@ -132,9 +132,11 @@ pub struct PreparedClaim {
     pub preparation: Preparation,
     /// The kernel boot it was prepared in. A claim from an earlier boot is prepared again when
     /// the kubelet asks (whatever prepare set up did not survive the reboot), and is still
-    /// handed to `unprepare` if the kubelet releases it instead.
-    #[serde(default)]
-    pub boot_id: String,
+    /// handed to `unprepare` if the kubelet releases it instead. `None`: prepared while reboot
+    /// detection was off (the boot ID could not be read), so it is prepared again once the
+    /// boot is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// The driver logic behind the kubelet's DRA calls.

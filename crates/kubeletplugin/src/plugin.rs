@@ -60,15 +60,24 @@ pub struct PluginOptions {
     /// How often the sockets are checked for removal.
     pub socket_check_interval: Duration,
     /// Identity of this kernel boot, kept with every prepared claim so that claims prepared
-    /// before a reboot are prepared again. Defaults to `/proc/sys/kernel/random/boot_id`.
-    pub boot_id: String,
+    /// before a reboot are prepared again. Defaults to `/proc/sys/kernel/random/boot_id`;
+    /// `None` turns reboot detection off (said in a warning at start).
+    pub boot_id: Option<String>,
 }
 
-/// This kernel boot's ID (`/proc/sys/kernel/random/boot_id`), or empty if it cannot be read.
-pub fn current_boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+/// Where the kernel tells its boot ID.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This kernel boot's ID (`/proc/sys/kernel/random/boot_id`); an empty file is an error too.
+pub fn current_boot_id() -> std::io::Result<String> {
+    let id = std::fs::read_to_string(BOOT_ID_PATH)?.trim().to_owned();
+    if id.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{BOOT_ID_PATH} is empty"),
+        ));
+    }
+    Ok(id)
 }
 
 impl PluginOptions {
@@ -84,7 +93,13 @@ impl PluginOptions {
             claim_cache: ClaimCacheMode::Watch,
             call_timeout: Duration::from_secs(40),
             socket_check_interval: Duration::from_secs(1),
-            boot_id: current_boot_id(),
+            boot_id: match current_boot_id() {
+                Ok(id) => Some(id),
+                Err(error) => {
+                    tracing::warn!("reboot detection off: cannot read {BOOT_ID_PATH}: {error}");
+                    None
+                }
+            },
         }
     }
 
@@ -156,6 +171,9 @@ pub async fn start<D: DraDriver>(
     client: Result<kube::Client, String>,
 ) -> Result<PluginHandle<D>, PluginError> {
     validate_driver_name(&options.driver_name)?;
+    if options.boot_id.is_none() {
+        tracing::warn!("reboot detection off: no boot ID; claims in the checkpoint are trusted after a reboot");
+    }
     let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
     let preparer = Arc::new(Preparer::new(
         options.driver_name.clone(),

@@ -14,9 +14,46 @@ use tokio::sync::Mutex;
 
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, PreparedClaims},
-    claims::{ClaimLookup, resolve_for_driver},
-    driver::{ClaimRef, DraDriver, PreparedClaim, PreparedDevice},
+    claims::{ClaimError, ClaimLookup, resolve_for_driver},
+    driver::{ClaimRef, DraDriver, DriverError, PreparedClaim, PreparedDevice},
 };
+
+/// Why one claim's prepare or unprepare failed. Its text is the claim's `error` in the answer
+/// to the kubelet, so every variant names the claim.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimCallError {
+    /// The claim could not be looked up, or is not what the kubelet named.
+    #[error(transparent)]
+    Lookup(#[from] ClaimError),
+    /// The driver did not answer within the call timeout.
+    #[error("claim {claim}: driver {call} timed out after {after:?}")]
+    Timeout {
+        /// The claim.
+        claim: ClaimRef,
+        /// `prepare` or `unprepare`.
+        call: &'static str,
+        /// The call timeout.
+        after: Duration,
+    },
+    /// The driver failed.
+    #[error("claim {claim}: {source}")]
+    Driver {
+        /// The claim.
+        claim: ClaimRef,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+    },
+    /// The checkpoint could not be written; the claim's state is as before the call.
+    #[error("claim {claim}: {source}")]
+    Checkpoint {
+        /// The claim.
+        claim: ClaimRef,
+        /// Why.
+        #[source]
+        source: CheckpointError,
+    },
+}
 
 /// One lock per claim UID, created on demand and dropped when no call holds or waits for it.
 #[derive(Default)]
@@ -55,7 +92,7 @@ pub(crate) struct Preparer<D> {
     prepared: Mutex<PreparedClaims>,
     call_timeout: Duration,
     /// This boot; prepared claims of another boot are prepared again.
-    boot_id: String,
+    boot_id: Option<String>,
 }
 
 impl<D: DraDriver> Preparer<D> {
@@ -66,7 +103,7 @@ impl<D: DraDriver> Preparer<D> {
         lookup: ClaimLookup,
         checkpoint: Checkpoint,
         call_timeout: Duration,
-        boot_id: String,
+        boot_id: Option<String>,
     ) -> Result<Self, CheckpointError> {
         let prepared = checkpoint.load()?;
         if !prepared.is_empty() {
@@ -96,7 +133,7 @@ impl<D: DraDriver> Preparer<D> {
     pub(crate) async fn prepare_all(
         &self,
         claims: Vec<ClaimRef>,
-    ) -> BTreeMap<String, Result<Vec<PreparedDevice>, String>> {
+    ) -> BTreeMap<String, Result<Vec<PreparedDevice>, ClaimCallError>> {
         let unique: BTreeMap<String, ClaimRef> = claims.into_iter().map(|c| (c.uid.clone(), c)).collect();
         let results = futures::future::join_all(unique.into_values().map(|c| async move {
             let started = Instant::now();
@@ -112,7 +149,7 @@ impl<D: DraDriver> Preparer<D> {
     }
 
     /// Unprepares every claim of a batch concurrently.
-    pub(crate) async fn unprepare_all(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), String>> {
+    pub(crate) async fn unprepare_all(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), ClaimCallError>> {
         let unique: BTreeMap<String, ClaimRef> = claims.into_iter().map(|c| (c.uid.clone(), c)).collect();
         let results = futures::future::join_all(unique.into_values().map(|c| async move {
             let result = self.locks.run(&c.uid, self.unprepare_one(&c)).await;
@@ -126,23 +163,35 @@ impl<D: DraDriver> Preparer<D> {
         results.into_iter().collect()
     }
 
-    async fn prepare_one(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, String> {
+    async fn prepare_one(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, ClaimCallError> {
         if let Some(done) = self.prepared.lock().await.get(&claim.uid) {
-            if done.boot_id == self.boot_id {
+            // Without a boot ID of its own the plugin cannot tell, and trusts the checkpoint.
+            if self.boot_id.is_none() || done.boot_id == self.boot_id {
                 return Ok(done.preparation.devices.clone());
             }
-            tracing::info!(claim = %claim, prepared_in_boot = %done.boot_id, "claim was prepared before a reboot; preparing it again");
+            tracing::info!(
+                claim = %claim,
+                prepared_in_boot = done.boot_id.as_deref().unwrap_or("unknown"),
+                "claim was prepared in another boot; preparing it again"
+            );
         }
-        let object = self.lookup.fetch(claim).await.map_err(|e| e.to_string())?;
-        let resolved = resolve_for_driver(&self.driver_name, claim, object).map_err(|e| e.to_string())?;
+        let object = self.lookup.fetch(claim).await?;
+        let resolved = resolve_for_driver(&self.driver_name, claim, object)?;
         if resolved.devices.is_empty() {
             // Allocated only to other drivers: nothing to do, nothing to remember.
             return Ok(Vec::new());
         }
         let preparation = tokio::time::timeout(self.call_timeout, self.driver.prepare(&resolved))
             .await
-            .map_err(|_| format!("claim {claim}: driver prepare timed out after {:?}", self.call_timeout))?
-            .map_err(|e| format!("claim {claim}: {e}"))?;
+            .map_err(|_| ClaimCallError::Timeout {
+                claim: claim.clone(),
+                call: "prepare",
+                after: self.call_timeout,
+            })?
+            .map_err(|source| ClaimCallError::Driver {
+                claim: claim.clone(),
+                source,
+            })?;
         let prepared = PreparedClaim {
             claim: claim.clone(),
             preparation,
@@ -159,29 +208,37 @@ impl<D: DraDriver> Preparer<D> {
             if let Err(undo) = self.driver.unprepare(&prepared).await {
                 tracing::error!(claim = %claim, error = %undo, "rolling back a prepare after a checkpoint failure also failed");
             }
-            return Err(format!("claim {claim}: {e}"));
+            return Err(ClaimCallError::Checkpoint {
+                claim: claim.clone(),
+                source: e,
+            });
         }
         Ok(devices)
     }
 
-    async fn unprepare_one(&self, claim: &ClaimRef) -> Result<(), String> {
+    async fn unprepare_one(&self, claim: &ClaimRef) -> Result<(), ClaimCallError> {
         let Some(prepared) = self.prepared.lock().await.get(&claim.uid).cloned() else {
             return Ok(());
         };
         tokio::time::timeout(self.call_timeout, self.driver.unprepare(&prepared))
             .await
-            .map_err(|_| {
-                format!(
-                    "claim {claim}: driver unprepare timed out after {:?}",
-                    self.call_timeout
-                )
+            .map_err(|_| ClaimCallError::Timeout {
+                claim: claim.clone(),
+                call: "unprepare",
+                after: self.call_timeout,
             })?
-            .map_err(|e| format!("claim {claim}: {e}"))?;
+            .map_err(|source| ClaimCallError::Driver {
+                claim: claim.clone(),
+                source,
+            })?;
         self.persist(|claims| {
             claims.remove(&claim.uid);
         })
         .await
-        .map_err(|e| format!("claim {claim}: {e}"))
+        .map_err(|source| ClaimCallError::Checkpoint {
+            claim: claim.clone(),
+            source,
+        })
     }
 
     /// Applies `change` and writes the checkpoint; on a write failure the map is left as it was.
@@ -194,9 +251,9 @@ impl<D: DraDriver> Preparer<D> {
         let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || checkpoint.store_encoded(&bytes))
             .await
-            .map_err(|e| CheckpointError::Io {
+            .map_err(|e| CheckpointError::WriterFailed {
                 path: self.checkpoint.path().to_path_buf(),
-                source: std::io::Error::other(e),
+                source: e,
             })??;
         *prepared = next;
         Ok(())

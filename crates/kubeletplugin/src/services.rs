@@ -123,7 +123,7 @@ macro_rules! dra_service {
                             },
                             Err(error) => v::NodePrepareResourceResponse {
                                 devices: vec![],
-                                error,
+                                error: error.to_string(),
                             },
                         };
                         (uid, answer)
@@ -153,7 +153,7 @@ macro_rules! dra_service {
                         (
                             uid,
                             v::NodeUnprepareResourceResponse {
-                                error: result.err().unwrap_or_default(),
+                                error: result.err().map(|e| e.to_string()).unwrap_or_default(),
                             },
                         )
                     })

@@ -73,7 +73,7 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     seed_claim(&api, "ns", "c", "uid-c", DRIVER, &["eth1"]);
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path(), ClaimCacheMode::GetOnly);
-    opts.boot_id = "boot-1".into();
+    opts.boot_id = Some("boot-1".into());
     let before = RecordingDriver::default();
     let plugin = kubeletplugin::start(opts.clone(), before.clone(), Ok(api.client()))
         .await
@@ -82,16 +82,21 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     plugin.shutdown().await;
 
     // Same boot: answered from the checkpoint. Another boot: the driver prepares it again.
-    for (boot, prepares) in [("boot-1", 0), ("boot-2", 1)] {
-        opts.boot_id = boot.into();
+    // Reboot detection off (no boot ID): the checkpoint is trusted, the claim's boot kept.
+    for (boot, prepares, kept) in [
+        (Some("boot-1"), 0, "boot-1"),
+        (Some("boot-2"), 1, "boot-2"),
+        (None, 0, "boot-2"),
+    ] {
+        opts.boot_id = boot.map(str::to_owned);
         let driver = RecordingDriver::default();
         let plugin = kubeletplugin::start(opts.clone(), driver.clone(), Ok(api.client()))
             .await
             .unwrap();
         let response = prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
         assert_eq!(response.claims["uid-c"].devices.len(), 1);
-        assert_eq!(driver.prepares.load(Ordering::SeqCst), prepares, "boot {boot}");
-        assert_eq!(plugin.prepared_claims().await[0].boot_id, boot);
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), prepares, "boot {boot:?}");
+        assert_eq!(plugin.prepared_claims().await[0].boot_id.as_deref(), Some(kept));
         plugin.shutdown().await;
     }
 }

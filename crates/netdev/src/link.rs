@@ -14,7 +14,8 @@ pub struct LinkFacts {
     pub mac: Option<String>,
     /// The MTU.
     pub mtu: Option<u32>,
-    /// The operational state as the kernel names it, lower case: `up`, `down`, `unknown`…
+    /// The operational state: one of `up`, `down`, `dormant`, `lowerlayerdown`, `notpresent`,
+    /// `testing`, `unknown` (see [`crate::netlink::oper_state_name`]).
     pub oper_state: String,
     /// The link kind from `IFLA_INFO_KIND` (`veth`, `bridge`, `vlan`…); physical NICs have none.
     pub info_kind: Option<String>,

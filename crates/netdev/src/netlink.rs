@@ -23,7 +23,7 @@ use netlink_packet_core::{
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage},
+    link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage, State},
     route::{RouteAttribute, RouteMessage, RouteType},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -331,7 +331,7 @@ fn link_facts(link: &LinkMessage) -> LinkFacts {
             LinkAttribute::IfName(name) => facts.name.clone_from(name),
             LinkAttribute::Address(mac) if mac.len() == 6 => facts.mac = Some(format_mac(mac)),
             LinkAttribute::Mtu(mtu) => facts.mtu = Some(*mtu),
-            LinkAttribute::OperState(state) => facts.oper_state = format!("{state:?}").to_ascii_lowercase(),
+            LinkAttribute::OperState(state) => facts.oper_state = oper_state_name(*state).to_owned(),
             LinkAttribute::Controller(index) => facts.controller = Some(*index),
             LinkAttribute::Link(index) if *index != link.header.index && *index != 0 => facts.lower = Some(*index),
             LinkAttribute::LinkNetNsId(_) => link_netns = true,
@@ -351,6 +351,23 @@ fn link_facts(link: &LinkMessage) -> LinkFacts {
         facts.lower = None;
     }
     facts
+}
+
+/// The operational state as the published `state` attribute spells it: one of `up`, `down`,
+/// `dormant`, `lowerlayerdown`, `notpresent`, `testing`, `unknown` (RFC 2863's names, lower
+/// case, as `ip` prints them). A value the kernel may add later is `unknown`.
+pub fn oper_state_name(state: State) -> &'static str {
+    match state {
+        State::Up => "up",
+        State::Down => "down",
+        State::Dormant => "dormant",
+        State::LowerLayerDown => "lowerlayerdown",
+        State::NotPresent => "notpresent",
+        State::Testing => "testing",
+        State::Unknown | State::Other(_) => "unknown",
+        // `State` is non-exhaustive: whatever else it grows is not one of the documented names.
+        _ => "unknown",
+    }
 }
 
 fn format_mac(bytes: &[u8]) -> String {
@@ -608,6 +625,36 @@ mod tests {
         let err = receive(&socket, &mut small).expect_err("truncated");
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("was cut to the 32-byte buffer"), "{err}");
+    }
+
+    #[test]
+    fn operational_states_have_their_documented_names() {
+        let names: Vec<&str> = [
+            State::Up,
+            State::Down,
+            State::Dormant,
+            State::LowerLayerDown,
+            State::NotPresent,
+            State::Testing,
+            State::Unknown,
+            State::Other(42),
+        ]
+        .into_iter()
+        .map(oper_state_name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "up",
+                "down",
+                "dormant",
+                "lowerlayerdown",
+                "notpresent",
+                "testing",
+                "unknown",
+                "unknown"
+            ]
+        );
     }
 
     #[test]

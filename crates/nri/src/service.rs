@@ -292,6 +292,17 @@ impl<P: Plugin> PluginService<P> {
                 "the plugin subscribes to no event this runtime supports",
             ));
         }
+        // The runtime's field is an int32; a mask that does not fit is refused, never sent as 0
+        // (which would subscribe the plugin to every event).
+        let mask = i32::try_from(events.mask()).map_err(|_| {
+            Status::new(
+                code::INVALID_ARGUMENT,
+                format!(
+                    "event mask {:#x} does not fit ConfigureResponse.events (int32)",
+                    events.mask()
+                ),
+            )
+        })?;
         self.plugin
             .configure(&info)
             .await
@@ -301,9 +312,7 @@ impl<P: Plugin> PluginService<P> {
             events = format!("{:#x}", events.mask()), "configured by the runtime"
         );
         *lock(&self.session.runtime) = Some(info);
-        Ok(ConfigureResponse {
-            events: i32::try_from(events.mask()).unwrap_or(0),
-        })
+        Ok(ConfigureResponse { events: mask })
     }
 
     async fn synchronize(&self, r: SynchronizeRequest) -> Result<SynchronizeResponse, Status> {

@@ -104,7 +104,17 @@ pub enum ConnectionState {
     Stopped,
 }
 
-/// A running plugin.
+/// Closes an endpoint when dropped.
+struct CloseOnDrop(Endpoint);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A running plugin. Dropping it stops the plugin, as [`PluginHandle::stop`] does without
+/// waiting.
 pub struct PluginHandle {
     state: watch::Receiver<ConnectionState>,
     endpoint: Arc<Mutex<Option<Endpoint>>>,
@@ -171,6 +181,9 @@ async fn session<P: Plugin>(
     // The Plugin service is served before RegisterPlugin is sent: the runtime may call
     // Configure before it answers the registration.
     let endpoint = Endpoint::start(stream, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, service);
+    // This session owns the connection: however it ends, including by the connection loop
+    // being aborted mid-registration (`stop`, a dropped handle), the endpoint's tasks end too.
+    let _owner = CloseOnDrop(endpoint.clone());
     let register = RegisterPluginRequest {
         plugin_name: options.name.clone(),
         plugin_idx: options.index.clone(),
@@ -185,7 +198,6 @@ async fn session<P: Plugin>(
         )
         .await
     {
-        endpoint.close();
         return Err(format!(
             "registration as {}-{} failed: {e}",
             options.index, options.name
@@ -193,7 +205,6 @@ async fn session<P: Plugin>(
     }
     tokio::select! {
         ready = synchronized.wait_for(|s| *s) => if ready.is_err() {
-            endpoint.close();
             return Err("session ended before synchronization".into());
         },
         reason = endpoint.closed() => return Err(format!("closed before synchronization: {reason}")),
@@ -255,18 +266,78 @@ impl PluginHandle {
     }
 
     /// Stops the plugin and closes its connection.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.task.abort();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         if let Some(e) = lock(&self.endpoint).take() {
             e.close();
         }
     }
 }
 
+impl Drop for PluginHandle {
+    fn drop(&mut self) {
+        // The connection loop owns the session, whose endpoint closes when the loop is dropped.
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runtime that accepts the connection and never answers: registration stays in flight.
+    /// Stopping the plugin then must close its connection (the peer reads end of file), which
+    /// only happens once the endpoint's reader and writer tasks are gone.
+    #[tokio::test]
+    async fn stop_during_registration_closes_the_connection() {
+        use tokio::io::AsyncReadExt;
+
+        for stop_by_drop in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let socket = dir.path().join("nri.sock");
+            let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+            let mut options = StubOptions::new("stuck", "10");
+            options.socket = socket;
+            options.reconnect = false;
+            options.registration_timeout = Duration::from_secs(60);
+            struct Nothing;
+            impl Plugin for Nothing {
+                fn events(&self) -> crate::EventSet {
+                    crate::EventSet::pod_lifecycle()
+                }
+            }
+            let plugin = start(options, Nothing).expect("valid options");
+            let (mut peer, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .expect("the plugin connects")
+                .expect("accept");
+            // The RegisterPlugin request arrives; it is never answered.
+            let mut buffer = vec![0u8; 4096];
+            let read = peer.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the registration request was sent");
+            assert_eq!(plugin.state(), ConnectionState::Connecting);
+
+            if stop_by_drop {
+                drop(plugin);
+            } else {
+                plugin.stop().await;
+            }
+            let end = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match peer.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(
+                end.is_ok(),
+                "the connection was closed (stopped by drop: {stop_by_drop})"
+            );
+        }
+    }
 
     #[test]
     fn names_and_indexes_are_validated_up_front() {
