@@ -31,6 +31,10 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// Frames we emit stay within the default SETTINGS_MAX_FRAME_SIZE, which `h2` servers keep.
 const MAX_EMITTED_FRAME: usize = 16_384;
+/// The largest frame a client may send: `h2`'s SETTINGS_MAX_FRAME_SIZE, which the server
+/// leaves at the protocol's default. A larger one is a FRAME_SIZE_ERROR for `h2` too, so it is
+/// refused from its 9-byte header, before a byte of its payload is buffered.
+const MAX_RECEIVED_FRAME: usize = 16_384;
 /// A header block larger than this (across CONTINUATION frames) closes the connection.
 const MAX_HEADER_BLOCK: usize = 1 << 20;
 /// SETTINGS_HEADER_TABLE_SIZE as the `h2` server leaves it (the protocol default).
@@ -56,6 +60,18 @@ pub enum NormalizeError {
         stream_id: u32,
         /// "open" or "not open".
         state: &'static str,
+    },
+    /// A frame announced a payload larger than `h2` accepts.
+    #[error(
+        "frame of type {frame_type:#x} on stream {stream_id} announces {length} bytes, more than {MAX_RECEIVED_FRAME}"
+    )]
+    FrameTooLarge {
+        /// The frame's type.
+        frame_type: u8,
+        /// The frame's stream.
+        stream_id: u32,
+        /// The announced payload length.
+        length: usize,
     },
     /// The header block grew beyond [`MAX_HEADER_BLOCK`].
     #[error("header block on stream {stream_id} exceeds {MAX_HEADER_BLOCK} bytes")]
@@ -169,6 +185,14 @@ impl AuthorityNormalizer {
         }
         while self.input.len() >= FRAME_HEADER_LEN {
             let len = u32::from_be_bytes([0, self.input[0], self.input[1], self.input[2]]) as usize;
+            if len > MAX_RECEIVED_FRAME {
+                return Err(NormalizeError::FrameTooLarge {
+                    frame_type: self.input[3],
+                    stream_id: u32::from_be_bytes([self.input[5], self.input[6], self.input[7], self.input[8]])
+                        & 0x7fff_ffff,
+                    length: len,
+                });
+            }
             if self.input.len() < FRAME_HEADER_LEN + len {
                 break;
             }
@@ -552,6 +576,34 @@ mod tests {
             assert!(len <= MAX_EMITTED_FRAME);
             rest = &rest[FRAME_HEADER_LEN + len..];
         }
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_from_its_header_before_its_payload() {
+        let mut n = AuthorityNormalizer::new();
+        n.push(PREFACE).expect("preface");
+        // Only the 9-byte header of a 16 MiB DATA frame: refused at once, nothing buffered.
+        let mut header = BytesMut::new();
+        put_frame_header(&mut header, (1 << 24) - 1, 0x0, 0, 1);
+        assert_eq!(
+            n.push(&header),
+            Err(NormalizeError::FrameTooLarge {
+                frame_type: 0,
+                stream_id: 1,
+                length: (1 << 24) - 1
+            })
+        );
+        // The largest frame h2 accepts passes.
+        let mut n = AuthorityNormalizer::new();
+        n.push(PREFACE).expect("preface");
+        n.push(&frame(0x0, 0, 1, &vec![0; MAX_RECEIVED_FRAME]))
+            .expect("a 16 KiB DATA frame");
+        let mut n = AuthorityNormalizer::new();
+        n.push(PREFACE).expect("preface");
+        assert!(matches!(
+            n.push(&frame(0x0, 0, 1, &vec![0; MAX_RECEIVED_FRAME + 1])),
+            Err(NormalizeError::FrameTooLarge { length: 16_385, .. })
+        ));
     }
 
     #[test]

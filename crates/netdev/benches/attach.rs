@@ -25,7 +25,7 @@ use common::*;
 use netdev::{AttachRequest, InterfaceConfig, Netns, RestoreRecord, RouteConfig, ValidConfig};
 use testkit::percentile;
 
-const ROUNDS: usize = 50;
+const ROUNDS: usize = 100;
 /// Rounds prepared at once.
 const CHUNK: usize = 10;
 /// The pause before each sample.
