@@ -143,12 +143,23 @@ impl Drop for InventoryWatcher {
     }
 }
 
-/// A notice that something changed; what changed does not matter, a scan reads it all.
-type Notifications = tokio::sync::mpsc::UnboundedReceiver<()>;
+/// Netlink change notifications, reduced to "something changed" (a scan reads it all): a
+/// forwarding task, owned here and stopped on drop, wakes `changed`.
+struct Subscription {
+    changed: Arc<Notify>,
+    /// Set when the notification stream ended (the socket failed): subscribe again.
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
 
-/// Subscribes to link, address and route notifications. The connection runs on a task that
-/// ends when the receiver is dropped (at the next message) or the socket fails.
-fn subscribe() -> Result<Notifications, NetlinkError> {
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Subscribes to link, address and route notifications.
+fn subscribe() -> Result<Subscription, NetlinkError> {
     let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
@@ -157,21 +168,30 @@ fn subscribe() -> Result<Notifications, NetlinkError> {
         MulticastGroup::Ipv6Route,
     ])
     .map_err(NetlinkError::Socket)?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let changed = Arc::new(Notify::new());
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (notify, end) = (changed.clone(), ended.clone());
+    let task = tokio::spawn(async move {
         let forward = async {
             while messages.next().await.is_some() {
-                if tx.send(()).is_err() {
-                    return;
-                }
+                notify.notify_one();
             }
         };
         tokio::select! {
             () = connection => {}
             () = forward => {}
         }
+        end.store(true, Ordering::Relaxed);
+        notify.notify_one();
     });
-    Ok(rx)
+    Ok(Subscription { changed, ended, task })
+}
+
+/// When the scan for a trigger at `triggered` starts: after the settle time (so a burst of
+/// notifications costs one scan), and no sooner than the minimum interval after the last
+/// scan's start.
+fn scan_start(triggered: Instant, last_start: Instant, options: &WatchOptions) -> Instant {
+    (triggered + options.settle).max(last_start + options.min_interval)
 }
 
 impl InventoryWatcher {
@@ -179,7 +199,7 @@ impl InventoryWatcher {
     /// scanning in the background.
     pub async fn start(inventory: Inventory, options: WatchOptions) -> Result<Self, NetlinkError> {
         // Subscribed before the first scan, so no change falls between the two.
-        let notifications = subscribe()?;
+        let subscription = subscribe()?;
         let first = inventory.scan().await?;
         log_scan(&first, None);
         let holds = DeviceHolds::default();
@@ -190,7 +210,7 @@ impl InventoryWatcher {
             inventory,
             options,
             first,
-            notifications,
+            subscription,
             tx,
             holds.clone(),
             scans.clone(),
@@ -247,18 +267,18 @@ async fn run(
     inventory: Inventory,
     options: WatchOptions,
     mut last: Scan,
-    notifications: Notifications,
+    subscription: Subscription,
     tx: watch::Sender<Vec<Device>>,
     holds: DeviceHolds,
     scans: Arc<AtomicU64>,
     rescan: Arc<Notify>,
 ) {
-    let mut notifications = Some(notifications);
+    let mut subscription = Some(subscription);
     let mut last_start = Instant::now();
     let mut next_resync = Instant::now() + options.resync;
     loop {
-        if notifications.is_none() {
-            notifications = subscribe()
+        if subscription.is_none() {
+            subscription = subscribe()
                 .inspect_err(
                     |e| tracing::error!(error = %e, "cannot subscribe to netlink notifications; relying on resyncs"),
                 )
@@ -266,11 +286,11 @@ async fn run(
         }
         let mut scan_wanted = false;
         tokio::select! {
-            message = next_notification(&mut notifications) => {
-                if message.is_none() {
+            () = next_notification(subscription.as_ref()) => {
+                if subscription.as_ref().is_some_and(|s| s.ended.load(Ordering::Relaxed)) {
                     tracing::warn!("netlink notifications stopped; subscribing again and rescanning");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    notifications = None;
+                    subscription = None;
                 }
                 scan_wanted = true;
             }
@@ -279,11 +299,11 @@ async fn run(
             () = holds.changed.notified() => {}
         }
         if scan_wanted {
-            // Coalesce: wait for the burst to settle, keep the pace, then take what queued up.
-            tokio::time::sleep(options.settle).await;
-            tokio::time::sleep_until(last_start + options.min_interval).await;
-            if let Some(n) = notifications.as_mut() {
-                while n.try_recv().is_ok() {}
+            // Coalesce: wait for the burst to settle and keep the pace; the scan then covers
+            // every notification that came meanwhile, so their wake-up is taken.
+            tokio::time::sleep_until(scan_start(Instant::now(), last_start, &options)).await;
+            if let Some(s) = subscription.as_ref() {
+                let _ = futures::FutureExt::now_or_never(s.changed.notified());
             }
             last_start = Instant::now();
             next_resync = last_start + options.resync;
@@ -311,9 +331,32 @@ async fn run(
     }
 }
 
-async fn next_notification(notifications: &mut Option<Notifications>) -> Option<()> {
-    match notifications {
-        Some(n) => n.recv().await,
+async fn next_notification(subscription: Option<&Subscription>) {
+    match subscription {
+        Some(s) => s.changed.notified().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The pacing rule on instants built by hand: no clock is waited on and nothing sleeps.
+    #[test]
+    fn a_scan_waits_for_the_settle_time_and_the_minimum_interval() {
+        let options = WatchOptions::default();
+        let t0 = Instant::now();
+        // Long after the last scan: only the settle time.
+        assert_eq!(scan_start(t0 + ms(1000), t0, &options), t0 + ms(1050));
+        // Right after a scan: the minimum interval decides.
+        assert_eq!(scan_start(t0 + ms(10), t0, &options), t0 + ms(200));
+        // Where the two meet.
+        assert_eq!(scan_start(t0 + ms(150), t0, &options), t0 + ms(200));
+        assert_eq!(scan_start(t0 + ms(151), t0, &options), t0 + ms(201));
     }
 }
