@@ -6,10 +6,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex as StdMutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex as SyncMutex;
 use tokio::sync::Mutex;
 
 use crate::{
@@ -58,20 +59,20 @@ pub(crate) enum ClaimCallError {
 /// One lock per claim UID, created on demand and dropped when no call holds or waits for it.
 #[derive(Default)]
 struct ClaimLocks {
-    locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+    locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl ClaimLocks {
     async fn run<T>(&self, uid: &str, f: impl Future<Output = T>) -> T {
         let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut locks = self.locks.lock();
             locks.entry(uid.to_string()).or_default().clone()
         };
         let result = {
             let _guard = lock.lock().await;
             f.await
         };
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = self.locks.lock();
         // Two references: the map's and ours. Anything more is a waiter that still needs it.
         if Arc::strong_count(&lock) == 2 {
             locks.remove(uid);

@@ -14,9 +14,9 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use nix::errno::Errno;
+use parking_lot::Mutex;
 use nix::sched::CloneFlags;
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
@@ -151,11 +151,7 @@ impl Netns {
     /// A routing netlink socket that belongs to this namespace: the one made while checking
     /// it, else a new one from a short-lived thread that enters it.
     pub(crate) fn socket(&self) -> Result<netlink_sys::Socket, NetnsError> {
-        let made = self
-            .socket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let made = self.socket.lock().take();
         match made {
             Some(socket) => Ok(socket),
             None => socket_inside(&self.fd).map_err(|source| NetnsError::Socket {

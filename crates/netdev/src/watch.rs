@@ -11,13 +11,14 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use futures::StreamExt;
+use parking_lot::Mutex;
 use k8s_openapi::api::resource::v1::Device;
 use rtnetlink::MulticastGroup;
 use tokio::{
@@ -75,9 +76,8 @@ impl std::fmt::Debug for DeviceHolds {
 }
 
 impl DeviceHolds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
-        // A panic while holding the lock leaves plain data behind; keep using it.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HoldState> {
+        self.inner.lock()
     }
 
     /// Keeps device `name` published as it was last published, until [`Self::release`].

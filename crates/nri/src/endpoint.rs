@@ -11,13 +11,14 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -175,11 +176,11 @@ impl Endpoint {
             ));
         }
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(stream_id, tx);
+        self.pending.lock().insert(stream_id, tx);
         // The reader marks the connection closed before it drops the pending calls, so a call
         // registered after that drop sees the mark here.
         if self.is_closed() {
-            lock(&self.pending).remove(&stream_id);
+            self.pending.lock().remove(&stream_id);
             return Err(self.unavailable());
         }
         let header = MessageHeader {
@@ -189,14 +190,14 @@ impl Endpoint {
         };
         let sent = self.outgoing.send(frame(self.call_conn, header, &request)).await;
         if sent.is_err() {
-            lock(&self.pending).remove(&stream_id);
+            self.pending.lock().remove(&stream_id);
             return Err(self.unavailable());
         }
         let response = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => return Err(self.unavailable()),
             Err(_) => {
-                lock(&self.pending).remove(&stream_id);
+                self.pending.lock().remove(&stream_id);
                 return Err(Status::new(
                     code::DEADLINE_EXCEEDED,
                     format!("{service}/{method} got no answer within {timeout:?}"),
@@ -238,15 +239,8 @@ impl Endpoint {
             task.abort();
         }
         // Pending calls see their sender dropped and fail as unavailable.
-        lock(&self.pending).clear();
+        self.pending.lock().clear();
     }
-}
-
-/// Locks a mutex even if a panicking holder poisoned it: the guarded data here (pending calls,
-/// session facts) stays consistent across a panic, and one failed handler must not wedge the
-/// connection.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn close(closed: &watch::Sender<Option<String>>, reason: String) {
@@ -329,7 +323,7 @@ async fn read_loop<R, H>(
                     }
                     (false, MESSAGE_RESPONSE) => match ttrpc::Response::decode(message.data) {
                         Ok(response) => {
-                            if let Some(waiter) = lock(&pending).remove(&message.header.stream_id) {
+                            if let Some(waiter) = pending.lock().remove(&message.header.stream_id) {
                                 let _ = waiter.send(response);
                             }
                         }
@@ -344,7 +338,7 @@ async fn read_loop<R, H>(
     };
     tracing::debug!(%reason, "NRI connection closed");
     close(&closed, reason);
-    lock(&pending).clear();
+    pending.lock().clear();
 }
 
 async fn serve_request<H: RequestHandler>(handler: &H, data: &[u8]) -> Vec<u8> {

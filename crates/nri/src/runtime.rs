@@ -5,9 +5,10 @@
 //! and insists on the `more=true` answers, and can send `Configure` before it answers
 //! `RegisterPlugin`.
 
+use parking_lot::Mutex;
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status, code, lock},
+    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status, code},
     events::{EventSet, valid_events},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     proto::api::{
@@ -303,7 +304,7 @@ impl RequestHandler for RuntimeService {
                 let r = RegisterPluginRequest::decode(request.payload)
                     .map_err(|e| Status::new(code::INVALID_ARGUMENT, e.to_string()))?;
                 let check = StubOptions::new(r.plugin_name.clone(), r.plugin_idx.clone()).validate();
-                let sender = lock(&self.registered).take();
+                let sender = self.registered.lock().take();
                 let Some(sender) = sender else {
                     return Err(Status::new(code::INVALID_ARGUMENT, "plugin already registered"));
                 };

@@ -2,8 +2,9 @@
 //! (how runtimes with NRI < v0.12 deliver most events), split `Synchronize`, and code 12 for
 //! anything unknown so newer runtimes fall back correctly.
 
+use parking_lot::Mutex;
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -11,7 +12,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::{
-    endpoint::{IncomingRequest, RequestHandler, Status, code, lock},
+    endpoint::{IncomingRequest, RequestHandler, Status, code},
     events::valid_events,
     plugin::{HandlerError, Plugin, RuntimeInfo},
     proto::api::{
@@ -42,7 +43,7 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn request_timeout(&self) -> Duration {
-        lock(&self.runtime)
+        self.runtime.lock()
             .as_ref()
             .map_or(DEFAULT_REQUEST_TIMEOUT, |r| r.request_timeout)
     }
@@ -311,13 +312,13 @@ impl<P: Plugin> PluginService<P> {
             runtime = %info.name, version = %info.version, request_timeout_ms = ms(info.request_timeout),
             events = format!("{:#x}", events.mask()), "configured by the runtime"
         );
-        *lock(&self.session.runtime) = Some(info);
+        *self.session.runtime.lock() = Some(info);
         Ok(ConfigureResponse { events: mask })
     }
 
     async fn synchronize(&self, r: SynchronizeRequest) -> Result<SynchronizeResponse, Status> {
         let (pods, containers) = {
-            let mut buffer = lock(&self.session.sync_buffer);
+            let mut buffer = self.session.sync_buffer.lock();
             buffer.0.extend(r.pods);
             buffer.1.extend(r.containers);
             if r.more {

@@ -1,9 +1,10 @@
 //! Running a plugin against a runtime: connect, register, serve, and reconnect when the runtime
 //! goes away or recreates its socket.
 
+use parking_lot::Mutex;
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -11,7 +12,7 @@ use prost::Message;
 use tokio::{net::UnixStream, sync::watch, task::JoinHandle};
 
 use crate::{
-    endpoint::{Endpoint, Status, code, lock},
+    endpoint::{Endpoint, Status, code},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     plugin::{Plugin, RuntimeInfo},
     proto::api::{
@@ -148,7 +149,7 @@ async fn run<P: Plugin>(
             }
             Err(reason) => reason,
         };
-        *lock(&current) = None;
+        *current.lock() = None;
         tracing::warn!(socket = %options.socket.display(), %reason, "NRI connection lost");
         if !options.reconnect {
             state.send_replace(ConnectionState::Stopped);
@@ -209,9 +210,9 @@ async fn session<P: Plugin>(
         },
         reason = endpoint.closed() => return Err(format!("closed before synchronization: {reason}")),
     }
-    let runtime = lock(&session.runtime).clone().unwrap_or_default();
+    let runtime = session.runtime.lock().clone().unwrap_or_default();
     tracing::info!(plugin = %format!("{}-{}", options.index, options.name), runtime = %runtime.name, session = number, "connected to the runtime");
-    *lock(current) = Some(endpoint.clone());
+    *current.lock() = Some(endpoint.clone());
     state.send_replace(ConnectionState::Connected {
         session: number,
         runtime,
@@ -254,7 +255,7 @@ impl PluginHandle {
         update: Vec<ContainerUpdate>,
         evict: Vec<ContainerEviction>,
     ) -> Result<Vec<ContainerUpdate>, Status> {
-        let endpoint = lock(&self.endpoint).clone();
+        let endpoint = self.endpoint.lock().clone();
         let endpoint = endpoint.ok_or_else(|| Status::new(code::UNAVAILABLE, "not connected to the runtime"))?;
         let payload = UpdateContainersRequest { update, evict }.encode_to_vec();
         let reply = endpoint
@@ -269,7 +270,7 @@ impl PluginHandle {
     pub async fn stop(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
-        if let Some(e) = lock(&self.endpoint).take() {
+        if let Some(e) = self.endpoint.lock().take() {
             e.close();
         }
     }

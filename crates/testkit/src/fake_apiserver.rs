@@ -1,10 +1,11 @@
 //! The HTTP shell around [`Store`]: routes, watch streams, the request log and fault injection.
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
@@ -60,11 +61,6 @@ struct Shared {
     failures: Mutex<Vec<InjectedFailure>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in one handler must not wedge every later test assertion.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// An in-process Kubernetes API server on a loopback port. Dropping it stops the server.
 pub struct FakeApiServer {
     addr: SocketAddr,
@@ -114,12 +110,12 @@ impl FakeApiServer {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        self.shared.requests.lock().clone()
     }
 
     /// Number of requests with `method` whose path contains `path_contains`.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
-        lock(&self.shared.requests)
+        self.shared.requests.lock()
             .iter()
             .filter(|r| r.method == method && r.path.contains(path_contains))
             .count()
@@ -127,7 +123,7 @@ impl FakeApiServer {
 
     /// Number of writes (POST, PUT, PATCH, DELETE) so far.
     pub fn write_count(&self) -> usize {
-        lock(&self.shared.requests)
+        self.shared.requests.lock()
             .iter()
             .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
             .count()
@@ -135,12 +131,12 @@ impl FakeApiServer {
 
     /// Forgets the request log.
     pub fn clear_requests(&self) {
-        lock(&self.shared.requests).clear();
+        self.shared.requests.lock().clear();
     }
 
     /// Makes matching requests fail; see [`InjectedFailure`].
     pub fn inject_failure(&self, failure: InjectedFailure) {
-        lock(&self.shared.failures).push(failure);
+        self.shared.failures.lock().push(failure);
     }
 
     /// Stores an object directly, as if a controller had written it: unlike an HTTP create, its
@@ -164,12 +160,12 @@ impl FakeApiServer {
 
     /// The stored object, if any.
     pub fn object(&self, resource: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
-        lock(&self.shared.store).get(resource, namespace, name).ok()
+        self.shared.store.lock().get(resource, namespace, name).ok()
     }
 
     /// All stored objects of a type.
     pub fn objects(&self, resource: &ResourceType) -> Vec<Value> {
-        lock(&self.shared.store).list(resource, None, &Selectors::default())
+        self.shared.store.lock().list(resource, None, &Selectors::default())
     }
 
     fn write(&self, op: impl FnOnce(&mut Store) -> Result<(Value, Event), ApiError>) -> Result<Value, ApiError> {
@@ -180,7 +176,7 @@ impl FakeApiServer {
 /// Runs a store write and publishes its event while the store is still locked, so watchers
 /// never see events out of order or miss one between their replay and their subscription.
 fn write(shared: &Shared, op: impl FnOnce(&mut Store) -> Result<(Value, Event), ApiError>) -> Result<Value, ApiError> {
-    let mut store = lock(&shared.store);
+    let mut store = shared.store.lock();
     let (object, event) = op(&mut store)?;
     let _ = shared.events.send(event);
     Ok(object)
@@ -196,7 +192,7 @@ fn error_response(e: &ApiError) -> Response {
 }
 
 fn take_injected_failure(shared: &Shared, method: &Method, path: &str) -> Option<u16> {
-    let mut failures = lock(&shared.failures);
+    let mut failures = shared.failures.lock();
     let f = failures
         .iter_mut()
         .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains))?;
@@ -213,7 +209,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-    lock(&shared.requests).push(RecordedRequest {
+    shared.requests.lock().push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
@@ -241,7 +237,7 @@ async fn handle(
     let result = match (&method, target.name.as_deref()) {
         (&Method::GET, None) if watch => return watch_response(&shared, &target, &query),
         (&Method::GET, None) => Ok(list(&shared, &target, &query)),
-        (&Method::GET, Some(name)) => lock(&shared.store).get(&target.resource, &namespace, name),
+        (&Method::GET, Some(name)) => shared.store.lock().get(&target.resource, &namespace, name),
         (&Method::POST, None) => {
             body_json().and_then(|b| write(&shared, |s| s.create(&target.resource, &namespace, b, false)))
         }
@@ -300,7 +296,7 @@ fn selectors(query: &HashMap<String, String>) -> Selectors {
 }
 
 fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Value {
-    let store = lock(&shared.store);
+    let store = shared.store.lock();
     let items = store.list(&target.resource, target.namespace.as_deref(), &selectors(query));
     json!({
         "apiVersion": target.resource.api_version(),
@@ -324,7 +320,7 @@ fn watch_response(shared: &Shared, target: &Target, query: &HashMap<String, Stri
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let (replay, live) = {
-        let store = lock(&shared.store);
+        let store = shared.store.lock();
         let replay: Vec<String> = if since == 0 {
             store
                 .list(&target.resource, target.namespace.as_deref(), &selectors)
