@@ -49,7 +49,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// Prepares each claim once (timed) and unprepares it (untimed, keeps the checkpoint small).
 async fn measure(api: &FakeApiServer, plugin_dir: &std::path::Path, mode: ClaimCacheMode) -> (Run, usize) {
     let heap_before = ALLOCATOR.allocated();
-    let plugin = kubeletplugin::start(options(plugin_dir, mode), RecordingDriver::default(), Ok(api.client()))
+    let plugin = kubeletplugin::start(options(plugin_dir, mode), RecordingDriver::default(), api.client())
         .await
         .unwrap();
     if mode == ClaimCacheMode::Watch {

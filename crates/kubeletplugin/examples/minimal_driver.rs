@@ -56,21 +56,21 @@ impl DraDriver for MinimalDriver {
     }
 }
 
-/// An API client, or the reason there is none (the plugin then fails each claim with it).
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, String> {
+/// The API client, from `--kubeconfig` or else the environment (in-cluster, `KUBECONFIG`).
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .with_context(|| format!("kubeconfig {}", path.display()))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no API server configuration: {e}"))?,
+            .context("no API server configuration (use --kubeconfig, KUBECONFIG or run in a cluster)")?,
     };
-    kube::Client::try_from(config).map_err(|e| format!("cannot build API client: {e}"))
+    kube::Client::try_from(config).context("cannot build the API client")
 }
 
 #[tokio::main]
@@ -79,10 +79,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let client = client(args.kubeconfig.as_ref()).await;
-    if let Err(reason) = &client {
-        tracing::warn!(%reason, "running without an API server: every claim will fail with this reason");
-    }
+    let client = client(args.kubeconfig.as_ref()).await?;
     let mut options = PluginOptions::new(&args.driver_name);
     options.registry_dir = args.registry_dir;
     options.plugin_dir = args.plugins_dir.join(&args.driver_name);

@@ -151,6 +151,7 @@ impl AuthorityNormalizer {
     }
 
     /// Takes the bytes ready for the HTTP/2 server.
+    #[cfg(test)]
     pub fn take_output(&mut self) -> BytesMut {
         self.output.split()
     }

@@ -167,11 +167,13 @@ impl Checkpoint {
     /// making the rename itself survive a power loss would buy nothing, and it would add a
     /// journal commit to every NodePrepareResources call. The kubelet's own checkpoints are
     /// written the same way.
+    #[cfg(test)]
     pub fn store(&self, claims: &PreparedClaims) -> Result<(), CheckpointError> {
         self.store_encoded(&encode(claims))
     }
 
-    /// Writes bytes made by [`encode`], as [`store`](Self::store) does.
+    /// Writes bytes made by [`encode`]: temp file, fsync, rename (see the type's documentation
+    /// for why the directory is not fsynced).
     pub fn store_encoded(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
         self.write_bytes(bytes).map_err(|source| CheckpointError::Io {
             path: self.path.clone(),

@@ -51,14 +51,6 @@ pub enum ClaimError {
         #[source]
         source: Box<kube::Error>,
     },
-    /// There is no API client (no kubeconfig, not in a cluster).
-    #[error("claim {claim}: no Kubernetes API client is configured ({reason})")]
-    NoClient {
-        /// The claim asked for.
-        claim: ClaimRef,
-        /// Why no client could be built.
-        reason: String,
-    },
 }
 
 /// How claims are looked up.
@@ -149,20 +141,16 @@ fn applies_to(requests: &[String], request: &str) -> bool {
 /// Finds claim objects: cache first (when enabled and synced), else one GET.
 #[derive(Clone)]
 pub struct ClaimLookup {
-    client: Result<Client, String>,
+    client: Client,
     cache: Option<(reflector::Store<ResourceClaim>, Arc<AtomicBool>)>,
 }
 
 impl ClaimLookup {
-    /// A lookup over `client` (or, with `Err(reason)`, one that fails every claim with that
-    /// reason). In [`ClaimCacheMode::Watch`] it also returns the future that runs the watch;
-    /// the caller spawns it.
-    pub fn new(
-        client: Result<Client, String>,
-        mode: ClaimCacheMode,
-    ) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
-        let (cache, task) = match (&client, mode) {
-            (Ok(client), ClaimCacheMode::Watch) => {
+    /// A lookup over `client`. In [`ClaimCacheMode::Watch`] it also returns the future that
+    /// runs the watch; the caller spawns it.
+    pub fn new(client: Client, mode: ClaimCacheMode) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
+        let (cache, task) = match mode {
+            ClaimCacheMode::Watch => {
                 let (reader, writer) = reflector::store::<ResourceClaim>();
                 let ready = Arc::new(AtomicBool::new(false));
                 let api: Api<ResourceClaim> = Api::all(client.clone());
@@ -188,7 +176,7 @@ impl ClaimLookup {
                 };
                 (Some((reader, ready)), Some(task))
             }
-            _ => (None, None),
+            ClaimCacheMode::GetOnly => (None, None),
         };
         (Self { client, cache }, task)
     }
@@ -218,11 +206,7 @@ impl ClaimLookup {
                 return Ok(object);
             }
         }
-        let client = self.client.as_ref().map_err(|reason| ClaimError::NoClient {
-            claim: claim.clone(),
-            reason: reason.clone(),
-        })?;
-        let api: Api<ResourceClaim> = Api::namespaced(client.clone(), &claim.namespace);
+        let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), &claim.namespace);
         match api.get_opt(&claim.name).await {
             Ok(Some(object)) => Ok(Arc::new(object)),
             Ok(None) => Err(ClaimError::NotFound { claim: claim.clone() }),

@@ -1,8 +1,8 @@
 //! A Kubernetes DRA kubelet-plugin SDK.
 //!
 //! It does what every DRA driver's node component needs and nothing specific to one driver:
-//! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects, see
-//! [`authority`]), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
+//! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects: every
+//! connection passes through a normaliser, `src/authority.rs` says why), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
 //! claims the kubelet names from a watch cache, serialises and deduplicates calls per claim,
 //! keeps a versioned checkpoint of prepared claims, and manages the socket files whose
 //! presence is the registration.
@@ -24,7 +24,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = kube::Client::try_default().await.map_err(|e| e.to_string());
+//! let client = kube::Client::try_default().await?;
 //! let plugin = kubeletplugin::start(PluginOptions::new("net.example.com"), MyDriver, client).await?;
 //! kubeletplugin::shutdown_signal().await?;
 //! plugin.shutdown().await;
@@ -33,19 +33,22 @@
 //!
 //! See `examples/minimal_driver.rs` for a complete program.
 
-pub mod authority;
-pub mod checkpoint;
-pub mod claims;
+mod authority;
+mod checkpoint;
+mod claims;
 mod driver;
-pub mod normalized_stream;
+mod normalized_stream;
 mod plugin;
 mod preparer;
+/// The kubelet's gRPC protos, for tests that play the kubelet; a driver never needs them.
+#[doc(hidden)]
 pub mod proto;
 pub mod publisher;
 mod services;
 pub mod slices;
-pub mod sockets;
+mod sockets;
 
+pub use checkpoint::CheckpointError;
 pub use claims::{ClaimCacheMode, ClaimError};
 pub use driver::{
     AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,

@@ -37,6 +37,18 @@ impl<S> NormalizedStream<S> {
     }
 }
 
+impl<S> Drop for NormalizedStream<S> {
+    fn drop(&mut self) {
+        let rewritten = self.normalizer.rewritten();
+        if rewritten > 0 {
+            tracing::debug!(
+                rewritten,
+                "kubelet connection closed; its unusable `:authority` values were replaced"
+            );
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for NormalizedStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;

@@ -168,7 +168,7 @@ pub struct PluginHandle<D: DraDriver> {
 pub async fn start<D: DraDriver>(
     options: PluginOptions,
     driver: D,
-    client: Result<kube::Client, String>,
+    client: kube::Client,
 ) -> Result<PluginHandle<D>, PluginError> {
     validate_driver_name(&options.driver_name)?;
     if options.boot_id.is_none() {
@@ -246,6 +246,18 @@ pub async fn start<D: DraDriver>(
     })
 }
 
+impl<D: DraDriver> Drop for PluginHandle<D> {
+    /// A handle dropped without [`PluginHandle::shutdown`] still stops everything it started:
+    /// the servers see the shutdown signal and remove their sockets on their own, and the claim
+    /// watch is aborted.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.cache_task.take() {
+            task.abort();
+        }
+    }
+}
+
 impl<D: DraDriver> PluginHandle<D> {
     /// Where the kubelet's registration stands.
     pub fn registration(&self) -> RegistrationState {
@@ -283,13 +295,14 @@ impl<D: DraDriver> PluginHandle<D> {
         self.preparer.prepared_claims().await
     }
 
-    /// Stops serving and removes both sockets.
-    pub async fn shutdown(self) {
+    /// Stops serving and removes both sockets, in order: the servers first (the kubelet sees
+    /// the registration socket go), then the claim watch.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for server in self.servers {
+        for server in std::mem::take(&mut self.servers) {
             let _ = server.await;
         }
-        if let Some(task) = self.cache_task {
+        if let Some(task) = self.cache_task.take() {
             task.abort();
         }
         tracing::info!(registration_socket = %self.registration_socket.display(), "kubelet plugin stopped; sockets removed");

@@ -9,8 +9,7 @@ use std::{path::PathBuf, sync::atomic::Ordering, time::Duration};
 
 use common::*;
 use kubeletplugin::{
-    ClaimCacheMode, PluginError,
-    checkpoint::CheckpointError,
+    CheckpointError, ClaimCacheMode, PluginError,
     proto::pluginregistration::{InfoRequest, registration_client::RegistrationClient},
 };
 use testkit::{FakeApiServer, RESOURCE_CLAIMS};
@@ -24,7 +23,7 @@ async fn prepared_state_survives_a_restart() {
     let plugin = kubeletplugin::start(
         options(dir.path(), ClaimCacheMode::GetOnly),
         first.clone(),
-        Ok(api.client()),
+        api.client(),
     )
     .await
     .unwrap();
@@ -40,7 +39,7 @@ async fn prepared_state_survives_a_restart() {
     let plugin = kubeletplugin::start(
         options(dir.path(), ClaimCacheMode::GetOnly),
         second.clone(),
-        Ok(api.client()),
+        api.client(),
     )
     .await
     .unwrap();
@@ -75,7 +74,7 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     let mut opts = options(dir.path(), ClaimCacheMode::GetOnly);
     opts.boot_id = Some("boot-1".into());
     let before = RecordingDriver::default();
-    let plugin = kubeletplugin::start(opts.clone(), before.clone(), Ok(api.client()))
+    let plugin = kubeletplugin::start(opts.clone(), before.clone(), api.client())
         .await
         .unwrap();
     prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -90,7 +89,7 @@ async fn claims_prepared_before_a_reboot_are_prepared_again() {
     ] {
         opts.boot_id = boot.map(str::to_owned);
         let driver = RecordingDriver::default();
-        let plugin = kubeletplugin::start(opts.clone(), driver.clone(), Ok(api.client()))
+        let plugin = kubeletplugin::start(opts.clone(), driver.clone(), api.client())
             .await
             .unwrap();
         let response = prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -107,7 +106,7 @@ async fn truncated_checkpoint_is_a_clear_start_error_and_is_kept() {
     seed_claim(&api, "ns", "c", "uid-c", DRIVER, &["eth1"]);
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path(), ClaimCacheMode::GetOnly);
-    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(api.client()))
+    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), api.client())
         .await
         .unwrap();
     prepare_v1(&uds_channel(plugin.dra_socket()).await, vec![claim("ns", "c", "uid-c")]).await;
@@ -117,7 +116,7 @@ async fn truncated_checkpoint_is_a_clear_start_error_and_is_kept() {
     let bytes = std::fs::read(&path).unwrap();
     let truncated = &bytes[..bytes.len() / 2];
     std::fs::write(&path, truncated).unwrap();
-    let Err(error) = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Ok(api.client())).await else {
+    let Err(error) = kubeletplugin::start(opts.clone(), RecordingDriver::default(), api.client()).await else {
         panic!("a truncated checkpoint must stop start-up");
     };
     assert!(
@@ -141,7 +140,7 @@ async fn stale_socket_does_not_block_start_and_deleted_socket_comes_back() {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
     }
-    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), Err("no API".into()))
+    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), unreachable_client())
         .await
         .unwrap();
     let get_info = || async {
@@ -228,4 +227,23 @@ async fn sigterm_removes_both_sockets_and_unreachable_api_gives_per_claim_errors
     assert!(status.success(), "{status}");
     assert!(!reg.exists(), "registration socket removed");
     assert!(!dra.exists(), "DRA socket removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_handle_stops_serving_and_removes_both_sockets() {
+    let api = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), ClaimCacheMode::Watch);
+    let plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), api.client())
+        .await
+        .unwrap();
+    let (registration, dra) = (opts.registration_socket(), opts.dra_socket());
+    assert!(registration.exists() && dra.exists());
+    drop(plugin);
+    wait_until(
+        "both sockets removed after the handle was dropped",
+        Duration::from_secs(3),
+        || !registration.exists() && !dra.exists(),
+    )
+    .await;
 }

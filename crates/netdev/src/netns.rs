@@ -16,9 +16,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use parking_lot::Mutex;
 use nix::sched::CloneFlags;
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+use parking_lot::Mutex;
 
 /// Why a namespace could not be used.
 #[derive(Debug, thiserror::Error)]

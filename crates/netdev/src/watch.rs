@@ -18,8 +18,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use parking_lot::Mutex;
 use k8s_openapi::api::resource::v1::Device;
+use parking_lot::Mutex;
 use rtnetlink::MulticastGroup;
 use tokio::{
     sync::{Notify, watch},

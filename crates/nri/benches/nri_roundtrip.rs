@@ -13,11 +13,10 @@ use std::{
 };
 
 use nri::{
-    EventSet, HandlerError, Plugin, StubOptions,
-    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status},
-    frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
+    EventSet, HandlerError, Plugin, Status, StubOptions,
     proto::api::{LinuxNamespace, LinuxPodSandbox, PodSandbox, RunPodSandboxRequest},
     runtime::{RuntimeListener, RuntimeOptions},
+    transport::{Endpoint, IncomingRequest, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, RequestHandler},
 };
 use prost::Message;
 
@@ -100,7 +99,7 @@ async fn through_sdk(dir: &std::path::Path) -> Vec<Duration> {
     let listener = RuntimeListener::bind(dir.join("sdk.sock")).unwrap();
     let mut options = StubOptions::new("bench", "10");
     options.socket = listener.path().to_path_buf();
-    let plugin = nri::start(options, NetworkPlugin).unwrap();
+    let plugin = nri::connect(options, NetworkPlugin).unwrap();
     let runtime = listener.accept(RuntimeOptions::default()).await.unwrap();
     let mut samples = Vec::with_capacity(CALLS);
     for i in 0..WARMUP + CALLS {

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut options = StubOptions::new(&args.name, &args.index);
     options.socket = args.socket;
-    let plugin = nri::start(
+    let plugin = nri::connect(
         options,
         Logger {
             fail_pods: args.fail_pods,

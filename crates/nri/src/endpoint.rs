@@ -34,39 +34,109 @@ use crate::{
     proto::{rpc, ttrpc},
 };
 
-/// ttrpc status codes (the gRPC codes).
-pub mod code {
+/// A ttrpc status code: the gRPC codes, plus any other number a peer may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
     /// Success.
-    pub const OK: i32 = 0;
+    Ok,
+    /// The call was cancelled.
+    Cancelled,
     /// A handler failed.
-    pub const UNKNOWN: i32 = 2;
+    Unknown,
     /// The request could not be decoded.
-    pub const INVALID_ARGUMENT: i32 = 3;
+    InvalidArgument,
     /// The call's deadline passed.
-    pub const DEADLINE_EXCEEDED: i32 = 4;
+    DeadlineExceeded,
+    /// Something named does not exist.
+    NotFound,
+    /// Something to create exists already.
+    AlreadyExists,
+    /// Not allowed.
+    PermissionDenied,
     /// A message exceeded the 4 MiB limit.
-    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    ResourceExhausted,
+    /// The system is not in the state the call needs.
+    FailedPrecondition,
+    /// The call was aborted.
+    Aborted,
+    /// A value out of range.
+    OutOfRange,
     /// No such service or method: NRI runtimes then fall back to `StateChange`.
-    pub const UNIMPLEMENTED: i32 = 12;
+    Unimplemented,
     /// The peer sent something it should not have.
-    pub const INTERNAL: i32 = 13;
+    Internal,
     /// The connection is gone.
-    pub const UNAVAILABLE: i32 = 14;
+    Unavailable,
+    /// Data was lost.
+    DataLoss,
+    /// The caller is not authenticated.
+    Unauthenticated,
+    /// A number outside the gRPC codes, kept as received.
+    Other(i32),
+}
+
+/// The gRPC codes in number order, 0 to 16.
+const CODES: [Code; 17] = [
+    Code::Ok,
+    Code::Cancelled,
+    Code::Unknown,
+    Code::InvalidArgument,
+    Code::DeadlineExceeded,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::FailedPrecondition,
+    Code::Aborted,
+    Code::OutOfRange,
+    Code::Unimplemented,
+    Code::Internal,
+    Code::Unavailable,
+    Code::DataLoss,
+    Code::Unauthenticated,
+];
+
+impl Code {
+    /// The code a peer sent.
+    pub fn from_i32(number: i32) -> Self {
+        usize::try_from(number)
+            .ok()
+            .and_then(|i| CODES.get(i).copied())
+            .unwrap_or(Self::Other(number))
+    }
+
+    /// The number on the wire.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::Other(number) => number,
+            // The position in `CODES` is the number; at most 16.
+            known => CODES.iter().position(|c| *c == known).map_or(-1, |i| i as i32),
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Other(number) => write!(f, "{number}"),
+            known => write!(f, "{known:?} ({})", known.as_i32()),
+        }
+    }
 }
 
 /// A ttrpc status: the outcome of a failed call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("ttrpc status {code}: {message}")]
 pub struct Status {
-    /// Status code (see [`code`]).
-    pub code: i32,
+    /// Status code.
+    pub code: Code,
     /// Human-readable message.
     pub message: String,
 }
 
 impl Status {
     /// A status with `code` and `message`.
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -148,8 +218,8 @@ impl Endpoint {
         }
     }
 
-    /// Calls `service`/`method` on the peer. A call fails with [`code::UNAVAILABLE`] when the
-    /// connection closes and [`code::DEADLINE_EXCEEDED`] after `timeout`.
+    /// Calls `service`/`method` on the peer. A call fails with [`Code::Unavailable`] when the
+    /// connection closes and [`Code::DeadlineExceeded`] after `timeout`.
     pub async fn call(
         &self,
         service: &str,
@@ -168,7 +238,7 @@ impl Endpoint {
         .encode_to_vec();
         if request.len() > MAX_MESSAGE_LEN {
             return Err(Status::new(
-                code::RESOURCE_EXHAUSTED,
+                Code::ResourceExhausted,
                 format!(
                     "{service}/{method} request of {} bytes exceeds the ttrpc limit",
                     request.len()
@@ -199,13 +269,13 @@ impl Endpoint {
             Err(_) => {
                 self.pending.lock().remove(&stream_id);
                 return Err(Status::new(
-                    code::DEADLINE_EXCEEDED,
+                    Code::DeadlineExceeded,
                     format!("{service}/{method} got no answer within {timeout:?}"),
                 ));
             }
         };
         match response.status {
-            Some(s) if s.code != code::OK => Err(Status::new(s.code, s.message)),
+            Some(s) if s.code != Code::Ok.as_i32() => Err(Status::new(Code::from_i32(s.code), s.message)),
             _ => Ok(Bytes::from(response.payload)),
         }
     }
@@ -216,7 +286,7 @@ impl Endpoint {
             .borrow()
             .clone()
             .unwrap_or_else(|| "connection closed".into());
-        Status::new(code::UNAVAILABLE, reason)
+        Status::new(Code::Unavailable, reason)
     }
 
     /// Resolves when the connection closes, with the reason.
@@ -358,14 +428,14 @@ async fn serve_request<H: RequestHandler>(handler: &H, data: &[u8]) -> Vec<u8> {
                 .await
         }
         Err(e) => Err(Status::new(
-            code::INVALID_ARGUMENT,
+            Code::InvalidArgument,
             format!("malformed ttrpc request: {e}"),
         )),
     };
     let response = match result {
         Ok(payload) if payload.len() + 16 > MAX_MESSAGE_LEN => ttrpc::Response {
             status: Some(status(
-                code::RESOURCE_EXHAUSTED,
+                Code::ResourceExhausted,
                 "response exceeds the ttrpc message limit",
             )),
             payload: vec![],
@@ -379,9 +449,9 @@ async fn serve_request<H: RequestHandler>(handler: &H, data: &[u8]) -> Vec<u8> {
     response.encode_to_vec()
 }
 
-fn status(code: i32, message: &str) -> rpc::Status {
+fn status(code: Code, message: &str) -> rpc::Status {
     rpc::Status {
-        code,
+        code: code.as_i32(),
         message: message.to_string(),
         details: vec![],
     }
@@ -389,6 +459,18 @@ fn status(code: i32, message: &str) -> rpc::Status {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes_round_trip_their_numbers_and_keep_unknown_ones() {
+        for number in 0..=16 {
+            let code = super::Code::from_i32(number);
+            assert!(!matches!(code, super::Code::Other(_)), "{number}");
+            assert_eq!(code.as_i32(), number);
+        }
+        assert_eq!(super::Code::from_i32(12), super::Code::Unimplemented);
+        assert_eq!(super::Code::from_i32(99), super::Code::Other(99));
+        assert_eq!(super::Code::from_i32(-1).as_i32(), -1);
+        assert_eq!(super::Code::Unimplemented.to_string(), "Unimplemented (12)");
+    }
     use super::*;
     use crate::frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN};
 
@@ -402,7 +484,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     Ok(vec![])
                 }
-                other => Err(Status::new(code::UNIMPLEMENTED, format!("method {other}"))),
+                other => Err(Status::new(Code::Unimplemented, format!("method {other}"))),
             }
         }
     }
@@ -416,12 +498,12 @@ mod tests {
         assert_eq!(&runtime.call("s", "Echo", b"hi".to_vec(), t).await.unwrap()[..], b"hi");
         assert_eq!(&plugin.call("s", "Echo", b"yo".to_vec(), t).await.unwrap()[..], b"yo");
         let err = runtime.call("s", "Nope", vec![], t).await.unwrap_err();
-        assert_eq!(err.code, code::UNIMPLEMENTED);
+        assert_eq!(err.code, Code::Unimplemented);
         let err = runtime
             .call("s", "Slow", vec![], Duration::from_millis(20))
             .await
             .unwrap_err();
-        assert_eq!(err.code, code::DEADLINE_EXCEEDED);
+        assert_eq!(err.code, Code::DeadlineExceeded);
         // Concurrent calls are matched to their own answers.
         let calls = (0..20u8).map(|i| runtime.call("s", "Echo", vec![i], t));
         let answers = futures::future::join_all(calls).await;
@@ -433,7 +515,7 @@ mod tests {
         assert!(reason.contains("closed"), "{reason}");
         assert_eq!(
             runtime.call("s", "Echo", vec![], t).await.unwrap_err().code,
-            code::UNAVAILABLE
+            Code::Unavailable
         );
     }
 

@@ -25,8 +25,6 @@ pub const MAX_FRAME_PAYLOAD: usize = TTRPC_HEADER_LEN + MAX_MESSAGE_LEN;
 pub const MESSAGE_REQUEST: u8 = 1;
 /// ttrpc message type: a response.
 pub const MESSAGE_RESPONSE: u8 = 2;
-/// ttrpc message type: stream data (not used by NRI).
-pub const MESSAGE_DATA: u8 = 3;
 
 /// Malformed input on the connection; it is closed with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +93,7 @@ impl FrameDecoder {
 pub struct MessageHeader {
     /// Stream ID (odd for client-initiated streams).
     pub stream_id: u32,
-    /// [`MESSAGE_REQUEST`], [`MESSAGE_RESPONSE`] or [`MESSAGE_DATA`].
+    /// [`MESSAGE_REQUEST`], [`MESSAGE_RESPONSE`], or 3 for stream data (not used by NRI).
     pub message_type: u8,
     /// Flags (0 for unary calls).
     pub flags: u8,

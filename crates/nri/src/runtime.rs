@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    endpoint::{Endpoint, IncomingRequest, RequestHandler, Status, code},
+    endpoint::{Code, Endpoint, IncomingRequest, RequestHandler, Status},
     events::{EventSet, valid_events},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     proto::api::{
@@ -198,7 +198,7 @@ impl ConnectedPlugin {
             .endpoint
             .call(PLUGIN_SERVICE, method, request.encode_to_vec(), self.request_timeout)
             .await?;
-        Resp::decode(reply).map_err(|e| Status::new(code::INTERNAL, format!("malformed {method} response: {e}")))
+        Resp::decode(reply).map_err(|e| Status::new(Code::Internal, format!("malformed {method} response: {e}")))
     }
 
     /// Calls any service and method with raw bytes.
@@ -297,21 +297,21 @@ struct RuntimeService {
 impl RequestHandler for RuntimeService {
     async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, Status> {
         if request.service != RUNTIME_SERVICE {
-            return Err(Status::new(code::UNIMPLEMENTED, format!("service {}", request.service)));
+            return Err(Status::new(Code::Unimplemented, format!("service {}", request.service)));
         }
         match request.method.as_str() {
             "RegisterPlugin" => {
                 let r = RegisterPluginRequest::decode(request.payload)
-                    .map_err(|e| Status::new(code::INVALID_ARGUMENT, e.to_string()))?;
+                    .map_err(|e| Status::new(Code::InvalidArgument, e.to_string()))?;
                 let check = StubOptions::new(r.plugin_name.clone(), r.plugin_idx.clone()).validate();
                 let sender = self.registered.lock().take();
                 let Some(sender) = sender else {
-                    return Err(Status::new(code::INVALID_ARGUMENT, "plugin already registered"));
+                    return Err(Status::new(Code::InvalidArgument, "plugin already registered"));
                 };
                 if let Err(e) = check {
                     let message = e.to_string();
                     let _ = sender.send(Err(RuntimeError::InvalidRegistration(message.clone())));
-                    return Err(Status::new(code::INVALID_ARGUMENT, message));
+                    return Err(Status::new(Code::InvalidArgument, message));
                 }
                 let _ = sender.send(Ok(r));
                 if self.wait_for_configure {
@@ -323,11 +323,11 @@ impl RequestHandler for RuntimeService {
             }
             "UpdateContainers" => {
                 let r = UpdateContainersRequest::decode(request.payload)
-                    .map_err(|e| Status::new(code::INVALID_ARGUMENT, e.to_string()))?;
+                    .map_err(|e| Status::new(Code::InvalidArgument, e.to_string()))?;
                 let _ = self.updates.send(r);
                 Ok(UpdateContainersResponse { failed: vec![] }.encode_to_vec())
             }
-            other => Err(Status::new(code::UNIMPLEMENTED, format!("method {other}"))),
+            other => Err(Status::new(Code::Unimplemented, format!("method {other}"))),
         }
     }
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::{
-    endpoint::{IncomingRequest, RequestHandler, Status, code},
+    endpoint::{Code, IncomingRequest, RequestHandler, Status},
     events::valid_events,
     plugin::{HandlerError, Plugin, RuntimeInfo},
     proto::api::{
@@ -43,7 +43,8 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.runtime.lock()
+        self.runtime
+            .lock()
             .as_ref()
             .map_or(DEFAULT_REQUEST_TIMEOUT, |r| r.request_timeout)
     }
@@ -56,7 +57,7 @@ pub(crate) struct PluginService<P> {
 }
 
 fn decode<M: Message + Default>(method: &str, payload: &[u8]) -> Result<M, Status> {
-    M::decode(payload).map_err(|e| Status::new(code::INVALID_ARGUMENT, format!("malformed {method} request: {e}")))
+    M::decode(payload).map_err(|e| Status::new(Code::InvalidArgument, format!("malformed {method} request: {e}")))
 }
 
 fn failed(method: &str, pod: Option<&PodSandbox>, error: HandlerError) -> Status {
@@ -67,7 +68,7 @@ fn failed(method: &str, pod: Option<&PodSandbox>, error: HandlerError) -> Status
         }
         None => tracing::warn!(method, %message, "NRI handler failed"),
     }
-    Status::new(code::UNKNOWN, message)
+    Status::new(Code::Unknown, message)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -77,7 +78,7 @@ fn ms(d: Duration) -> f64 {
 impl<P: Plugin> RequestHandler for PluginService<P> {
     async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, Status> {
         if request.service != PLUGIN_SERVICE {
-            return Err(Status::new(code::UNIMPLEMENTED, format!("service {}", request.service)));
+            return Err(Status::new(Code::Unimplemented, format!("service {}", request.service)));
         }
         let started = Instant::now();
         let result = self.dispatch(&request.method, &request.payload).await;
@@ -218,7 +219,7 @@ impl<P: Plugin> PluginService<P> {
                     .map_err(|e| failed(method, r.pod.as_ref(), e))?
                     .encode_to_vec()
             }
-            other => return Err(Status::new(code::UNIMPLEMENTED, format!("method {other}"))),
+            other => return Err(Status::new(Code::Unimplemented, format!("method {other}"))),
         })
     }
 
@@ -259,7 +260,7 @@ impl<P: Plugin> PluginService<P> {
             Event::RemoveContainer => p.remove_container(pod, c).await,
             other => {
                 return Err(Status::new(
-                    code::UNIMPLEMENTED,
+                    Code::Unimplemented,
                     format!("event {} is not delivered through StateChange", other.as_str_name()),
                 ));
             }
@@ -289,7 +290,7 @@ impl<P: Plugin> PluginService<P> {
         if events.is_empty() {
             // A zero mask would subscribe the plugin to every event.
             return Err(Status::new(
-                code::INVALID_ARGUMENT,
+                Code::InvalidArgument,
                 "the plugin subscribes to no event this runtime supports",
             ));
         }
@@ -297,7 +298,7 @@ impl<P: Plugin> PluginService<P> {
         // (which would subscribe the plugin to every event).
         let mask = i32::try_from(events.mask()).map_err(|_| {
             Status::new(
-                code::INVALID_ARGUMENT,
+                Code::InvalidArgument,
                 format!(
                     "event mask {:#x} does not fit ConfigureResponse.events (int32)",
                     events.mask()
@@ -402,7 +403,7 @@ mod tests {
             match rt.block_on(service.handle(request)) {
                 Ok(_) => {}
                 Err(status) => prop_assert!(
-                    [code::INVALID_ARGUMENT, code::UNIMPLEMENTED, code::UNKNOWN].contains(&status.code),
+                    [Code::InvalidArgument, Code::Unimplemented, Code::Unknown].contains(&status.code),
                     "{status}"
                 ),
             }

@@ -2,17 +2,13 @@
 //! goes away or recreates its socket.
 
 use parking_lot::Mutex;
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use prost::Message;
 use tokio::{net::UnixStream, sync::watch, task::JoinHandle};
 
 use crate::{
-    endpoint::{Endpoint, Status, code},
+    endpoint::{Code, Endpoint, Status},
     frame::{PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN},
     plugin::{Plugin, RuntimeInfo},
     proto::api::{
@@ -114,21 +110,21 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// A running plugin. Dropping it stops the plugin, as [`PluginHandle::stop`] does without
+/// A running plugin. Dropping it stops the plugin, as [`Stub::stop`] does without
 /// waiting.
-pub struct PluginHandle {
+pub struct Stub {
     state: watch::Receiver<ConnectionState>,
     endpoint: Arc<Mutex<Option<Endpoint>>>,
     task: JoinHandle<()>,
 }
 
 /// Validates the options and starts the plugin's connection loop.
-pub fn start<P: Plugin>(options: StubOptions, plugin: P) -> Result<PluginHandle, ConfigError> {
+pub fn connect<P: Plugin>(options: StubOptions, plugin: P) -> Result<Stub, ConfigError> {
     options.validate()?;
     let (state_tx, state) = watch::channel(ConnectionState::Connecting);
     let endpoint = Arc::new(Mutex::new(None));
     let task = tokio::spawn(run(options, Arc::new(plugin), state_tx, endpoint.clone()));
-    Ok(PluginHandle { state, endpoint, task })
+    Ok(Stub { state, endpoint, task })
 }
 
 async fn run<P: Plugin>(
@@ -220,7 +216,7 @@ async fn session<P: Plugin>(
     Ok(endpoint.closed().await)
 }
 
-impl PluginHandle {
+impl Stub {
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
         self.state.borrow().clone()
@@ -256,13 +252,13 @@ impl PluginHandle {
         evict: Vec<ContainerEviction>,
     ) -> Result<Vec<ContainerUpdate>, Status> {
         let endpoint = self.endpoint.lock().clone();
-        let endpoint = endpoint.ok_or_else(|| Status::new(code::UNAVAILABLE, "not connected to the runtime"))?;
+        let endpoint = endpoint.ok_or_else(|| Status::new(Code::Unavailable, "not connected to the runtime"))?;
         let payload = UpdateContainersRequest { update, evict }.encode_to_vec();
         let reply = endpoint
             .call(RUNTIME_SERVICE, "UpdateContainers", payload, Duration::from_secs(5))
             .await?;
         let response = UpdateContainersResponse::decode(reply)
-            .map_err(|e| Status::new(code::INTERNAL, format!("malformed UpdateContainers response: {e}")))?;
+            .map_err(|e| Status::new(Code::Internal, format!("malformed UpdateContainers response: {e}")))?;
         Ok(response.failed)
     }
 
@@ -276,7 +272,7 @@ impl PluginHandle {
     }
 }
 
-impl Drop for PluginHandle {
+impl Drop for Stub {
     fn drop(&mut self) {
         // The connection loop owns the session, whose endpoint closes when the loop is dropped.
         self.task.abort();
@@ -308,7 +304,7 @@ mod tests {
                     crate::EventSet::pod_lifecycle()
                 }
             }
-            let plugin = start(options, Nothing).expect("valid options");
+            let plugin = connect(options, Nothing).expect("valid options");
             let (mut peer, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
                 .await
                 .expect("the plugin connects")

@@ -231,7 +231,7 @@ async fn lifecycle(ctrd: &Containerd) {
     let recorder = Recorder::default();
     let mut options = StubOptions::new("netdra-e2e", "10");
     options.socket = ctrd.nri.clone();
-    let plugin = nri::start(options, recorder.clone()).unwrap();
+    let plugin = nri::connect(options, recorder.clone()).unwrap();
     let runtime = plugin.wait_connected(1, Duration::from_secs(10)).await.unwrap();
     assert_eq!(runtime.name, "containerd");
     let first_sync = recorder.synced.lock().unwrap()[0].clone();

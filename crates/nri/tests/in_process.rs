@@ -7,7 +7,7 @@ use std::{
 };
 
 use nri::{
-    ConnectionState, EventSet, HandlerError, Plugin, RuntimeInfo, StubOptions, code,
+    Code, ConnectionState, EventSet, HandlerError, Plugin, RuntimeInfo, StubOptions,
     proto::api::{Container, ContainerUpdate, Event, LinuxNamespace, LinuxPodSandbox, PodSandbox},
     runtime::{RuntimeListener, RuntimeOptions},
 };
@@ -96,7 +96,7 @@ async fn registers_configures_and_synchronizes() {
     let dir = tempfile::tempdir().unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
-    let handle = nri::start(options(listener.path()), recorder.clone()).unwrap();
+    let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let runtime = listener
         .accept(RuntimeOptions {
             pods: vec![pod("a"), pod("b")],
@@ -120,7 +120,7 @@ async fn configure_may_arrive_before_the_register_reply() {
     let dir = tempfile::tempdir().unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
-    let handle = nri::start(options(listener.path()), recorder.clone()).unwrap();
+    let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let options = RuntimeOptions {
         configure_before_register_reply: true,
         ..Default::default()
@@ -140,7 +140,7 @@ async fn split_synchronize_is_joined() {
     let dir = tempfile::tempdir().unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
-    let handle = nri::start(options(listener.path()), recorder.clone()).unwrap();
+    let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let pods = (0..5).map(|i| pod(&format!("p{i}"))).collect();
     listener
         .accept(RuntimeOptions {
@@ -160,7 +160,7 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
     let dir = tempfile::tempdir().unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
-    let handle = nri::start(options(listener.path()), recorder.clone()).unwrap();
+    let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let runtime = listener.accept(RuntimeOptions::default()).await.unwrap();
     runtime.run_pod_sandbox(pod("a")).await.unwrap();
     runtime.stop_pod_sandbox(pod("a")).await.unwrap();
@@ -194,7 +194,7 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
     );
     // A handler error reaches the runtime with its message.
     let status = runtime.run_pod_sandbox(pod("fail-c")).await.unwrap_err();
-    assert_eq!(status.code, code::UNKNOWN);
+    assert_eq!(status.code, Code::Unknown);
     assert_eq!(status.message, "cannot attach net1 to pod fail-c");
     let status = runtime
         .state_change(Event::RunPodSandbox, pod("fail-d"), None)
@@ -208,7 +208,7 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
 async fn unknown_methods_and_services_answer_unimplemented() {
     let dir = tempfile::tempdir().unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
-    let handle = nri::start(
+    let handle = nri::connect(
         options(listener.path()),
         Recorder::with_events(EventSet::pod_lifecycle()),
     )
@@ -220,19 +220,19 @@ async fn unknown_methods_and_services_answer_unimplemented() {
         .unwrap_err();
     assert_eq!(
         (e.code, e.message.as_str()),
-        (code::UNIMPLEMENTED, "method FutureEvent")
+        (Code::Unimplemented, "method FutureEvent")
     );
     let e = runtime
         .call_raw("nri.pkg.api.v1beta1.Plugin", "Configure", vec![])
         .await
         .unwrap_err();
-    assert_eq!(e.code, code::UNIMPLEMENTED);
+    assert_eq!(e.code, Code::Unimplemented);
     // Malformed payloads are an error for that call, not for the connection.
     let e = runtime
         .call_raw(nri::PLUGIN_SERVICE, "RunPodSandbox", vec![0xff, 0xff])
         .await
         .unwrap_err();
-    assert_eq!(e.code, code::INVALID_ARGUMENT);
+    assert_eq!(e.code, Code::InvalidArgument);
     runtime.run_pod_sandbox(pod("ok")).await.unwrap();
     handle.stop().await;
 }
@@ -243,7 +243,7 @@ async fn event_mask_never_holds_bits_the_runtime_rejects() {
     for (nri_version, expected) in [("", 0x7), ("v0.8.0", 0x7), ("v0.12.2", 0x807)] {
         let dir = tempfile::tempdir().unwrap();
         let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
-        let handle = nri::start(options(listener.path()), Recorder::with_events(wanted)).unwrap();
+        let handle = nri::connect(options(listener.path()), Recorder::with_events(wanted)).unwrap();
         let runtime = listener
             .accept(RuntimeOptions {
                 nri_version: nri_version.into(),
@@ -262,7 +262,7 @@ async fn reconnects_after_the_runtime_goes_away_and_resynchronizes() {
     let path = dir.path().join("nri.sock");
     let listener = RuntimeListener::bind(&path).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
-    let handle = nri::start(options(&path), recorder.clone()).unwrap();
+    let handle = nri::connect(options(&path), recorder.clone()).unwrap();
     let mut state = handle.watch_state();
     let runtime = listener.accept(RuntimeOptions::default()).await.unwrap();
     handle.wait_connected(1, T).await.unwrap();
@@ -308,11 +308,11 @@ async fn reconnects_after_the_runtime_goes_away_and_resynchronizes() {
 fn invalid_name_or_index_fails_before_connecting() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let e = nri::start(StubOptions::new("bad name", "10"), Recorder::default())
+    let e = nri::connect(StubOptions::new("bad name", "10"), Recorder::default())
         .err()
         .unwrap();
     assert!(e.to_string().contains("bad name"));
-    let e = nri::start(StubOptions::new("ok", "7"), Recorder::default())
+    let e = nri::connect(StubOptions::new("ok", "7"), Recorder::default())
         .err()
         .unwrap();
     assert!(e.to_string().contains("two digits"));

@@ -60,7 +60,7 @@ async fn slow_handlers_are_logged_with_their_duration() {
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let mut options = StubOptions::new("slow", "10");
     options.socket = listener.path().to_path_buf();
-    let handle = nri::start(options, Slow::default()).unwrap();
+    let handle = nri::connect(options, Slow::default()).unwrap();
     let runtime = listener
         .accept(RuntimeOptions {
             request_timeout: Duration::from_millis(1000),

@@ -1,13 +1,7 @@
 //! The HTTP shell around [`Store`]: routes, watch streams, the request log and fault injection.
 
 use parking_lot::Mutex;
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -115,7 +109,9 @@ impl FakeApiServer {
 
     /// Number of requests with `method` whose path contains `path_contains`.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
-        self.shared.requests.lock()
+        self.shared
+            .requests
+            .lock()
             .iter()
             .filter(|r| r.method == method && r.path.contains(path_contains))
             .count()
@@ -123,7 +119,9 @@ impl FakeApiServer {
 
     /// Number of writes (POST, PUT, PATCH, DELETE) so far.
     pub fn write_count(&self) -> usize {
-        self.shared.requests.lock()
+        self.shared
+            .requests
+            .lock()
             .iter()
             .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
             .count()

@@ -79,6 +79,12 @@ pub fn seed_claim(api: &FakeApiServer, namespace: &str, name: &str, uid: &str, d
     );
 }
 
+/// A client for an API server that is not there: a loopback port nothing listens on.
+pub fn unreachable_client() -> kube::Client {
+    let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
 pub fn options(dir: &Path, cache: ClaimCacheMode) -> PluginOptions {
     let mut o = PluginOptions::new(DRIVER);
     o.registry_dir = dir.join("plugins_registry");
@@ -119,7 +125,7 @@ pub struct Running {
 pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), Ok(api.client()))
+    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), api.client())
         .await
         .unwrap();
     if cache == ClaimCacheMode::Watch {
