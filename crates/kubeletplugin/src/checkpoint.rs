@@ -45,9 +45,9 @@ pub enum CheckpointError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The thread writing the checkpoint panicked or was cancelled.
-    #[error("checkpoint {path}: the writer task failed: {source}")]
-    WriterFailed {
+    /// The blocking task reading or writing the checkpoint panicked or was cancelled.
+    #[error("checkpoint {path}: the I/O task failed: {source}")]
+    TaskFailed {
         /// The checkpoint file.
         path: PathBuf,
         /// What became of the task.

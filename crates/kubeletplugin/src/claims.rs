@@ -181,6 +181,21 @@ impl ClaimLookup {
         (Self { client, cache }, task)
     }
 
+    /// A lookup whose synced cache holds `claims`, over a client that must not be needed: for
+    /// tests of what happens after the lookup, without an API server or real I/O.
+    #[cfg(test)]
+    pub(crate) fn with_cached(claims: Vec<ResourceClaim>) -> Self {
+        let (reader, mut writer) = reflector::store::<ResourceClaim>();
+        for claim in claims {
+            writer.apply_watcher_event(&watcher::Event::Apply(claim));
+        }
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+        Self {
+            client: Client::try_from(config).expect("a client"),
+            cache: Some((reader, Arc::new(AtomicBool::new(true)))),
+        }
+    }
+
     /// Whether lookups are served from a synced cache.
     pub fn cache_ready(&self) -> bool {
         self.cache

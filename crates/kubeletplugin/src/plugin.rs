@@ -175,14 +175,17 @@ pub async fn start<D: DraDriver>(
         tracing::warn!("reboot detection off: no boot ID; claims in the checkpoint are trusted after a reboot");
     }
     let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
-    let preparer = Arc::new(Preparer::new(
-        options.driver_name.clone(),
-        Arc::new(driver),
-        lookup,
-        Checkpoint::new(options.checkpoint_file()),
-        options.call_timeout,
-        options.boot_id.clone(),
-    )?);
+    let preparer = Arc::new(
+        Preparer::new(
+            options.driver_name.clone(),
+            Arc::new(driver),
+            lookup,
+            Checkpoint::new(options.checkpoint_file()),
+            options.call_timeout,
+            options.boot_id.clone(),
+        )
+        .await?,
+    );
     let cache_task = cache_future.map(tokio::spawn);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -97,8 +97,8 @@ pub(crate) struct Preparer<D> {
 }
 
 impl<D: DraDriver> Preparer<D> {
-    /// Loads the checkpoint; a damaged one is a start-up error.
-    pub(crate) fn new(
+    /// Loads the checkpoint (on a blocking thread); a damaged one is a start-up error.
+    pub(crate) async fn new(
         driver_name: String,
         driver: Arc<D>,
         lookup: ClaimLookup,
@@ -106,7 +106,13 @@ impl<D: DraDriver> Preparer<D> {
         call_timeout: Duration,
         boot_id: Option<String>,
     ) -> Result<Self, CheckpointError> {
-        let prepared = checkpoint.load()?;
+        let reader = checkpoint.clone();
+        let prepared = tokio::task::spawn_blocking(move || reader.load())
+            .await
+            .map_err(|source| CheckpointError::TaskFailed {
+                path: checkpoint.path().to_path_buf(),
+                source,
+            })??;
         if !prepared.is_empty() {
             tracing::info!(claims = prepared.len(), path = %checkpoint.path().display(), "restored prepared claims from checkpoint");
         }
@@ -252,11 +258,135 @@ impl<D: DraDriver> Preparer<D> {
         let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || checkpoint.store_encoded(&bytes))
             .await
-            .map_err(|e| CheckpointError::WriterFailed {
+            .map_err(|e| CheckpointError::TaskFailed {
                 path: self.checkpoint.path().to_path_buf(),
                 source: e,
             })??;
         *prepared = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+
+    use super::*;
+    use crate::driver::{DriverError, Preparation, ResolvedClaim};
+
+    const DRIVER: &str = "net.example.com";
+
+    /// A driver whose prepare takes `delay` and counts its calls.
+    #[derive(Default)]
+    struct Driver {
+        delay: Duration,
+        prepares: AtomicUsize,
+        unprepares: AtomicUsize,
+    }
+
+    impl DraDriver for Driver {
+        async fn prepare(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
+            self.prepares.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            Ok(Preparation::of_allocation(claim))
+        }
+        async fn unprepare(&self, _claim: &PreparedClaim) -> Result<(), DriverError> {
+            self.unprepares.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn claim() -> (ClaimRef, ResourceClaim) {
+        let object = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "namespace": "ns", "uid": "uid-c"},
+            "spec": {"devices": {"requests": [{"name": "net", "exactly": {"deviceClassName": "net"}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "net", "driver": DRIVER, "pool": "node1", "device": "eth1"}
+            ]}}},
+        }))
+        .expect("a claim");
+        let reference = ClaimRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: "uid-c".into(),
+        };
+        (reference, object)
+    }
+
+    async fn preparer(driver: Arc<Driver>, checkpoint: Checkpoint, call_timeout: Duration) -> Preparer<Driver> {
+        let (_, object) = claim();
+        Preparer::new(
+            DRIVER.into(),
+            driver,
+            ClaimLookup::with_cached(vec![object]),
+            checkpoint,
+            call_timeout,
+            Some("boot".into()),
+        )
+        .await
+        .expect("an empty checkpoint loads")
+    }
+
+    /// Paused time: the 40 s deadline passes without 40 s passing.
+    #[tokio::test(start_paused = true)]
+    async fn a_driver_slower_than_the_call_timeout_gets_a_per_claim_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let driver = Arc::new(Driver {
+            delay: Duration::from_secs(3600),
+            ..Driver::default()
+        });
+        let preparer = preparer(
+            driver.clone(),
+            Checkpoint::new(dir.path().join("cp")),
+            Duration::from_secs(40),
+        )
+        .await;
+        let (reference, _) = claim();
+        let started = tokio::time::Instant::now();
+        let results = preparer.prepare_all(vec![reference]).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+        let error = results["uid-c"].as_ref().expect_err("timed out");
+        assert!(
+            matches!(error, ClaimCallError::Timeout { call: "prepare", .. }),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "claim ns/c (uid uid-c): driver prepare timed out after 40s"
+        );
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), 1);
+        assert!(preparer.prepared_claims().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_that_cannot_be_written_rolls_the_prepare_back() {
+        // A directory where the checkpoint's temporary file goes: the (empty) checkpoint loads,
+        // every write fails (even for root).
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("cp.tmp")).expect("mkdir");
+        let driver = Arc::new(Driver::default());
+        let preparer = preparer(
+            driver.clone(),
+            Checkpoint::new(dir.path().join("cp")),
+            Duration::from_secs(40),
+        )
+        .await;
+        let (reference, _) = claim();
+        let results = preparer.prepare_all(vec![reference]).await;
+        let error = results["uid-c"].as_ref().expect_err("the write failed");
+        assert!(matches!(error, ClaimCallError::Checkpoint { .. }), "{error}");
+        assert!(
+            error.to_string().starts_with("claim ns/c (uid uid-c): checkpoint "),
+            "{error}"
+        );
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            driver.unprepares.load(Ordering::SeqCst),
+            1,
+            "the driver's work was undone"
+        );
+        assert!(preparer.prepared_claims().await.is_empty(), "nothing is remembered");
     }
 }

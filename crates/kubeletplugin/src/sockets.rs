@@ -107,9 +107,19 @@ impl FileId {
     }
 }
 
-/// Whether the socket we bound is still at `path`.
-fn still_ours(path: &Path, id: FileId) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket() && FileId::of(&m) == id)
+/// Whether the socket we bound is still at `path` (the stat on a blocking thread).
+async fn still_ours(path: &Path, id: FileId) -> bool {
+    tokio::fs::symlink_metadata(path)
+        .await
+        .is_ok_and(|m| m.file_type().is_socket() && FileId::of(&m) == id)
+}
+
+/// [`bind`] on a blocking thread: it creates directories and removes a stale file.
+async fn bind_off_runtime(path: &Path) -> Result<(UnixListener, FileId), SocketError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || bind(&owned))
+        .await
+        .unwrap_or_else(|e| Err(io_error(path)(io::Error::other(format!("the bind task failed: {e}")))))
 }
 
 /// Serves gRPC on `path` until `shutdown` turns true, then removes the socket file.
@@ -126,7 +136,7 @@ pub(crate) async fn serve(
     loop {
         let (listener, id) = match bound.take() {
             Some(b) => b,
-            None => match bind(&path) {
+            None => match bind_off_runtime(&path).await {
                 Ok(b) => {
                     tracing::info!(path = %path.display(), "re-created socket");
                     b
@@ -147,18 +157,19 @@ pub(crate) async fn serve(
         }));
         let mut ticker = tokio::time::interval(check_interval);
         let shutting_down = loop {
-            tokio::select! {
+            // The select only says what happened; the awaits that follow run outside it, where
+            // it holds no watch guard.
+            let tick = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break true,
                 result = &mut server => {
                     tracing::error!(path = %path.display(), ?result, "gRPC server stopped unexpectedly; re-binding");
                     break false;
                 }
-                _ = ticker.tick() => {
-                    if !still_ours(&path, id) {
-                        tracing::warn!(path = %path.display(), "socket was removed or replaced; re-creating it");
-                        break false;
-                    }
-                }
+                _ = ticker.tick() => true,
+            };
+            if tick && !still_ours(&path, id).await {
+                tracing::warn!(path = %path.display(), "socket was removed or replaced; re-creating it");
+                break false;
             }
         };
         let _ = stop_tx.send(());
@@ -166,8 +177,8 @@ pub(crate) async fn serve(
             server.abort();
         }
         if shutting_down {
-            if still_ours(&path, id)
-                && let Err(e) = std::fs::remove_file(&path)
+            if still_ours(&path, id).await
+                && let Err(e) = tokio::fs::remove_file(&path).await
             {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove socket at shutdown");
             }
@@ -185,13 +196,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/plugin.sock");
         let (l, first) = bind(&path).unwrap();
-        assert!(still_ours(&path, first));
+        assert!(still_ours(&path, first).await);
         drop(l); // The file stays behind, as after a crash.
         assert!(path.exists());
         let (_l, second) = bind(&path).unwrap();
-        assert!(still_ours(&path, second));
+        assert!(still_ours(&path, second).await);
         std::fs::remove_file(&path).unwrap();
-        assert!(!still_ours(&path, second));
+        assert!(!still_ours(&path, second).await);
 
         let file = dir.path().join("regular");
         std::fs::write(&file, b"x").unwrap();
