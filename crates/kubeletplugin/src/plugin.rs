@@ -121,31 +121,17 @@ impl PluginOptions {
 
 /// Checks a DRA driver name: a DNS subdomain of at most 63 characters (ResourceSlice rules).
 pub fn validate_driver_name(name: &str) -> Result<(), PluginError> {
-    let err = |reason| {
-        Err(PluginError::InvalidDriverName {
+    match k8snames::dns_subdomain_problem(name, 63) {
+        None => Ok(()),
+        Some("too long") => Err(PluginError::InvalidDriverName {
+            name: name.to_string(),
+            reason: "must be 1 to 63 characters",
+        }),
+        Some(reason) => Err(PluginError::InvalidDriverName {
             name: name.to_string(),
             reason,
-        })
-    };
-    if name.is_empty() || name.len() > 63 {
-        return err("must be 1 to 63 characters");
+        }),
     }
-    for label in name.split('.') {
-        let bytes = label.as_bytes();
-        if bytes.is_empty() {
-            return err("must not have empty labels");
-        }
-        if !bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        {
-            return err("may contain only lowercase letters, digits, '-' and '.'");
-        }
-        if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
-            return err("labels must start and end with a letter or digit");
-        }
-    }
-    Ok(())
 }
 
 /// A running kubelet plugin. Call [`shutdown`](Self::shutdown) to stop it and remove its

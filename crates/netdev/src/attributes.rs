@@ -245,7 +245,7 @@ fn is_c_identifier(s: &str) -> bool {
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= MAX_DOMAIN && s.split('.').all(crate::names::is_dns_label)
+    k8snames::dns_subdomain_problem(s, MAX_DOMAIN).is_none()
 }
 
 /// A valid attribute or capacity name: `[domain/]identifier`.

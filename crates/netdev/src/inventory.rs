@@ -106,9 +106,6 @@ impl Inventory {
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || Ok(select(&netlink::snapshot()?, &config)))
             .await
-            .map_err(|e| NetlinkError::Dump {
-                what: "inventory",
-                message: format!("the scan task failed: {e}"),
-            })?
+            .map_err(NetlinkError::Task)?
     }
 }

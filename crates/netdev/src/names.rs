@@ -16,8 +16,7 @@
 
 use std::collections::BTreeMap;
 
-/// Longest DNS label.
-pub const MAX_DNS_LABEL: usize = 63;
+pub use k8snames::{MAX_DNS_LABEL, is_dns_label};
 
 /// What naming needs to know of one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,17 +31,6 @@ pub struct NameSource<'a> {
     pub phys_port_name: Option<&'a str>,
     /// `dev_port`, if the driver reports one.
     pub dev_port: Option<u32>,
-}
-
-/// `s` is an RFC 1123 DNS label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_DNS_LABEL
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 /// Lower case, runs of anything but `[a-z0-9]` replaced by one `-`, no `-` at either end.

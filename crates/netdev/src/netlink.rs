@@ -76,14 +76,43 @@ pub enum NetlinkError {
     /// The netlink socket could not be opened or used.
     #[error("routing netlink socket: {0}")]
     Socket(#[source] std::io::Error),
-    /// The kernel answered a dump with an error, or sent what does not decode.
-    #[error("{what} dump failed: {message}")]
-    Dump {
+    /// The kernel answered a dump with an error.
+    #[error("{what} dump failed: {}", errno.desc())]
+    Kernel {
         /// Which table: `link`, `address`, `route`.
         what: &'static str,
-        /// The kernel's error or the decoding problem.
+        /// The kernel's errno.
+        errno: nix::errno::Errno,
+    },
+    /// The kernel sent what does not decode.
+    #[error("{what} dump failed: {message}")]
+    Decode {
+        /// Which table: `link`, `address`, `route`.
+        what: &'static str,
+        /// The decoding problem.
         message: String,
     },
+    /// The blocking task that scans panicked or was cancelled.
+    #[error("the scan task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Why one datagram of a dump could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DatagramError {
+    /// The kernel's answer was an error.
+    Kernel(nix::errno::Errno),
+    /// What does not decode, and why.
+    Decode(String),
+}
+
+impl DatagramError {
+    fn of(self, what: &'static str) -> NetlinkError {
+        match self {
+            Self::Kernel(errno) => NetlinkError::Kernel { what, errno },
+            Self::Decode(message) => NetlinkError::Decode { what, message },
+        }
+    }
 }
 
 /// Dumps links, addresses and default routes of the calling thread's network namespace.
@@ -229,8 +258,7 @@ pub(crate) fn dump<T>(
     };
     loop {
         receive(socket, buffer).map_err(NetlinkError::Socket)?;
-        let done = read_datagram(buffer, sequence, &mut dumped, &mut keep)
-            .map_err(|message| NetlinkError::Dump { what, message })?;
+        let done = read_datagram(buffer, sequence, &mut dumped, &mut keep).map_err(|e| e.of(what))?;
         if done {
             return Ok(dumped);
         }
@@ -257,16 +285,17 @@ pub(crate) fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<
 
 /// Reads the messages of one datagram of a dump answer into `dumped`; true once the dump is
 /// complete. Messages of other sequence numbers (a late answer to an earlier request) are
-/// skipped. An error is the kernel's errno or a decoding problem, as text.
+/// skipped.
 fn read_datagram<T>(
     datagram: &[u8],
     sequence: u32,
     dumped: &mut Dumped<T>,
     keep: &mut impl FnMut(u16, &[u8]) -> Result<Option<T>, DecodeError>,
-) -> Result<bool, String> {
+) -> Result<bool, DatagramError> {
     let mut rest = datagram;
     while !rest.is_empty() {
-        let message = NetlinkBuffer::new_checked(rest).map_err(|e| format!("bad netlink header: {e}"))?;
+        let message =
+            NetlinkBuffer::new_checked(rest).map_err(|e| DatagramError::Decode(format!("bad netlink header: {e}")))?;
         let length = message.length() as usize;
         // Messages are 4-byte aligned; the last one may end without padding.
         rest = rest.get(length.next_multiple_of(4)..).unwrap_or_default();
@@ -281,15 +310,17 @@ fn read_datagram<T>(
                 let code = payload
                     .get(..4)
                     .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                    .ok_or("truncated error message")?;
+                    .ok_or_else(|| DatagramError::Decode("truncated error message".into()))?;
                 if code == 0 {
                     return Ok(true);
                 }
-                return Err(std::io::Error::from_raw_os_error(-code).to_string());
+                return Err(DatagramError::Kernel(nix::errno::Errno::from_raw(
+                    code.saturating_neg(),
+                )));
             }
             kind => {
-                if let Some(item) =
-                    keep(kind, payload).map_err(|e| format!("cannot decode message type {kind}: {e}"))?
+                if let Some(item) = keep(kind, payload)
+                    .map_err(|e| DatagramError::Decode(format!("cannot decode message type {kind}: {e}")))?
                 {
                     dumped.items.push(item);
                 }
@@ -527,7 +558,11 @@ mod tests {
             interrupted: false,
         };
         let err = read_datagram(&error, 4, &mut dumped, &mut keep_links).expect_err("EOPNOTSUPP");
-        assert!(err.contains("not supported"), "{err}");
+        assert_eq!(err, DatagramError::Kernel(nix::errno::Errno::EOPNOTSUPP));
+        assert_eq!(
+            err.of("link").to_string(),
+            "link dump failed: Operation not supported on transport endpoint"
+        );
     }
 
     proptest::proptest! {

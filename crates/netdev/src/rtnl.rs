@@ -209,7 +209,13 @@ impl Rtnl {
                 &mut keep,
             )
         })
-        .map_err(|e| RtnlError::Decode(e.to_string()))
+        .map_err(|e| match e {
+            crate::netlink::NetlinkError::Kernel { errno, .. } => {
+                RtnlError::Kernel(KernelError { errno, message: None })
+            }
+            crate::netlink::NetlinkError::Socket(e) => RtnlError::Socket(e),
+            other => RtnlError::Decode(other.to_string()),
+        })
     }
 }
 

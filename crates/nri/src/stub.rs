@@ -143,7 +143,7 @@ async fn run<P: Plugin>(
                 backoff = FIRST_BACKOFF;
                 reason
             }
-            Err(reason) => reason,
+            Err(error) => error.to_string(),
         };
         *current.lock() = None;
         tracing::warn!(socket = %options.socket.display(), %reason, "NRI connection lost");
@@ -157,18 +157,46 @@ async fn run<P: Plugin>(
     }
 }
 
-/// One connection: `Ok(reason)` once it was established and then closed, `Err(reason)` if it
-/// never got to synchronized.
+/// Why a connection to the runtime did not get to synchronized.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The runtime's socket did not accept the connection.
+    #[error("cannot connect to {}: {source}", socket.display())]
+    Connect {
+        socket: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime refused or did not answer `RegisterPlugin`.
+    #[error("registration as {plugin} failed: {source}")]
+    Registration {
+        plugin: String,
+        #[source]
+        source: Status,
+    },
+    /// The session's state went away before `Synchronize`.
+    #[error("session ended before synchronization")]
+    EndedBeforeSync,
+    /// The runtime closed the connection before `Synchronize`.
+    #[error("closed before synchronization: {0}")]
+    ClosedBeforeSync(String),
+}
+
+/// One connection: `Ok(reason)` once it was established and then closed with that reason, an
+/// error if it never got to synchronized.
 async fn session<P: Plugin>(
     options: &StubOptions,
     plugin: &Arc<P>,
     state: &watch::Sender<ConnectionState>,
     current: &Mutex<Option<Endpoint>>,
     number: u64,
-) -> Result<String, String> {
+) -> Result<String, SessionError> {
     let stream = UnixStream::connect(&options.socket)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", options.socket.display()))?;
+        .map_err(|source| SessionError::Connect {
+            socket: options.socket.clone(),
+            source,
+        })?;
     let session = Arc::new(Session::default());
     let mut synchronized = session.synchronized.subscribe();
     let service = Arc::new(PluginService {
@@ -195,16 +223,16 @@ async fn session<P: Plugin>(
         )
         .await
     {
-        return Err(format!(
-            "registration as {}-{} failed: {e}",
-            options.index, options.name
-        ));
+        return Err(SessionError::Registration {
+            plugin: format!("{}-{}", options.index, options.name),
+            source: e,
+        });
     }
     tokio::select! {
         ready = synchronized.wait_for(|s| *s) => if ready.is_err() {
-            return Err("session ended before synchronization".into());
+            return Err(SessionError::EndedBeforeSync);
         },
-        reason = endpoint.closed() => return Err(format!("closed before synchronization: {reason}")),
+        reason = endpoint.closed() => return Err(SessionError::ClosedBeforeSync(reason)),
     }
     let runtime = session.runtime.lock().clone().unwrap_or_default();
     tracing::info!(plugin = %format!("{}-{}", options.index, options.name), runtime = %runtime.name, session = number, "connected to the runtime");
