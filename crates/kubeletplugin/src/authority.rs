@@ -608,6 +608,24 @@ mod tests {
     }
 
     #[test]
+    fn a_header_block_is_refused_once_it_would_grow_past_the_limit() {
+        let mut n = AuthorityNormalizer::new();
+        n.push(PREFACE).expect("preface");
+        // HEADERS without END_HEADERS, then CONTINUATIONs: 64 frames of 16 KiB are exactly the
+        // 1 MiB limit (h2's own default is 16 MiB); the next one is refused before it is kept.
+        let chunk = vec![0u8; MAX_RECEIVED_FRAME];
+        n.push(&frame(FRAME_HEADERS, 0, 1, &chunk)).expect("first fragment");
+        for _ in 1..MAX_HEADER_BLOCK / MAX_RECEIVED_FRAME {
+            n.push(&frame(FRAME_CONTINUATION, 0, 1, &chunk))
+                .expect("within the limit");
+        }
+        assert_eq!(
+            n.push(&frame(FRAME_CONTINUATION, 0, 1, &chunk)),
+            Err(NormalizeError::HeaderBlockTooLarge { stream_id: 1 })
+        );
+    }
+
+    #[test]
     fn rejects_interleaved_and_stray_frames() {
         let mut input = PREFACE.to_vec();
         input.extend(frame(FRAME_HEADERS, 0, 1, &literal_block(&[(":path", "/")])));

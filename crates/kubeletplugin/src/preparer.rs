@@ -188,17 +188,9 @@ impl<D: DraDriver> Preparer<D> {
             // Allocated only to other drivers: nothing to do, nothing to remember.
             return Ok(Vec::new());
         }
-        let preparation = tokio::time::timeout(self.call_timeout, self.driver.prepare(&resolved))
-            .await
-            .map_err(|_| ClaimCallError::Timeout {
-                claim: claim.clone(),
-                call: "prepare",
-                after: self.call_timeout,
-            })?
-            .map_err(|source| ClaimCallError::Driver {
-                claim: claim.clone(),
-                source,
-            })?;
+        let preparation = self
+            .call_driver(claim, "prepare", self.driver.prepare(&resolved))
+            .await?;
         let prepared = PreparedClaim {
             claim: claim.clone(),
             preparation,
@@ -227,17 +219,8 @@ impl<D: DraDriver> Preparer<D> {
         let Some(prepared) = self.prepared.lock().await.get(&claim.uid).cloned() else {
             return Ok(());
         };
-        tokio::time::timeout(self.call_timeout, self.driver.unprepare(&prepared))
-            .await
-            .map_err(|_| ClaimCallError::Timeout {
-                claim: claim.clone(),
-                call: "unprepare",
-                after: self.call_timeout,
-            })?
-            .map_err(|source| ClaimCallError::Driver {
-                claim: claim.clone(),
-                source,
-            })?;
+        self.call_driver(claim, "unprepare", self.driver.unprepare(&prepared))
+            .await?;
         self.persist(|claims| {
             claims.remove(&claim.uid);
         })
@@ -246,6 +229,26 @@ impl<D: DraDriver> Preparer<D> {
             claim: claim.clone(),
             source,
         })
+    }
+
+    /// Runs one driver call within the call timeout.
+    async fn call_driver<T>(
+        &self,
+        claim: &ClaimRef,
+        call: &'static str,
+        driver_call: impl Future<Output = Result<T, DriverError>>,
+    ) -> Result<T, ClaimCallError> {
+        tokio::time::timeout(self.call_timeout, driver_call)
+            .await
+            .map_err(|_| ClaimCallError::Timeout {
+                claim: claim.clone(),
+                call,
+                after: self.call_timeout,
+            })?
+            .map_err(|source| ClaimCallError::Driver {
+                claim: claim.clone(),
+                source,
+            })
     }
 
     /// Applies `change` and writes the checkpoint; on a write failure the map is left as it was.
