@@ -142,7 +142,7 @@ pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<Resto
 }
 
 /// Attaches every requested interface into `netns`, or none: a failure returns those already
-/// moved. The records, in request order, are what [`crate::detach`] needs; persist them before
+/// moved. The records, in request order, are what [`detach`](crate::detach()) needs; persist them before
 /// anything else can fail.
 pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
     for (i, request) in requests.iter().enumerate() {

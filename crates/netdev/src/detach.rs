@@ -10,7 +10,7 @@
 //! addresses and routes are added again. A veth dies with its namespace: then there is nothing
 //! to bring back, which is not an error.
 //!
-//! Like [`crate::attach`], this blocks and runs in the host namespace.
+//! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
 
 use std::path::PathBuf;
 

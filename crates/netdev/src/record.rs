@@ -1,5 +1,5 @@
 //! What an attach must restore, recorded before it changes anything: plain data the caller
-//! persists (serde) and hands back to [`crate::detach`].
+//! persists (serde) and hands back to [`detach`](crate::detach()).
 //!
 //! The kernel flushes a link's addresses, and the routes through it, when the link changes
 //! namespace, so they are read from the host first. Routes the kernel makes by itself (the
