@@ -28,6 +28,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use crate::config::Mac;
 use crate::link::{AddressFacts, LinkFacts, NetlinkSnapshot};
 
 /// How often one dump is attempted before an interrupted result is used as it is.
@@ -38,13 +39,13 @@ const FIRST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// The kernel's `local` routing table, whose routes are not the node's uplinks.
 const RT_TABLE_LOCAL: u32 = 255;
 /// Room for one dump datagram: the kernel fills at most 32 KiB per datagram.
-const RECEIVE_BUFFER: usize = 64 * 1024;
+pub(crate) const RECEIVE_BUFFER: usize = 64 * 1024;
 
 // Routing netlink message types and link attribute numbers (linux/rtnetlink.h, if_link.h):
 // kernel ABI, not exported by netlink-packet-route.
-const RTM_NEWLINK: u16 = 16;
-const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_NEWLINK: u16 = 16;
+pub(crate) const RTM_NEWADDR: u16 = 20;
+pub(crate) const RTM_NEWROUTE: u16 = 24;
 const LINK_HEADER_LEN: usize = 16;
 const ROUTE_HEADER_LEN: usize = 12;
 const IFLA_ADDRESS: u16 = 1;
@@ -360,7 +361,7 @@ fn link_facts(link: &LinkMessage) -> LinkFacts {
     for attribute in &link.attributes {
         match attribute {
             LinkAttribute::IfName(name) => facts.name.clone_from(name),
-            LinkAttribute::Address(mac) if mac.len() == 6 => facts.mac = Some(format_mac(mac)),
+            LinkAttribute::Address(mac) => facts.mac = Mac::from_bytes(mac).map(|m| m.to_string()),
             LinkAttribute::Mtu(mtu) => facts.mtu = Some(*mtu),
             LinkAttribute::OperState(state) => facts.oper_state = oper_state_name(*state).to_owned(),
             LinkAttribute::Controller(index) => facts.controller = Some(*index),
@@ -399,10 +400,6 @@ pub fn oper_state_name(state: State) -> &'static str {
         // `State` is non-exhaustive: whatever else it grows is not one of the documented names.
         _ => "unknown",
     }
-}
-
-fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn address_facts(address: &AddressMessage) -> Option<AddressFacts> {
@@ -694,6 +691,11 @@ mod tests {
 
     #[test]
     fn macs_are_lower_case_colon_separated() {
-        assert_eq!(format_mac(&[0x02, 0xFC, 0, 0, 0, 1]), "02:fc:00:00:00:01");
+        assert_eq!(
+            Mac::from_bytes(&[0x02, 0xFC, 0, 0, 0, 1])
+                .map(|m| m.to_string())
+                .as_deref(),
+            Some("02:fc:00:00:00:01")
+        );
     }
 }

@@ -21,6 +21,7 @@ use netlink_packet_route::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
+use crate::netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use crate::rtnl::{Rtnl, RtnlError};
 
 /// `RT_TABLE_MAIN`.
@@ -199,10 +200,6 @@ pub(crate) fn dump_links(rtnl: &mut Rtnl) -> Result<Vec<LinkView>, RtnlError> {
         Ok(Some(LinkView::from_message(&link)))
     })
 }
-
-const RTM_NEWLINK: u16 = 16;
-const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
 
 /// Reads the host-side state of each of `links` (with its PCI address): its addresses, and
 /// the routes through it.

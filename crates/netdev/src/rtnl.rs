@@ -18,8 +18,6 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
 
-/// Room for one answer datagram.
-const RECEIVE_BUFFER: usize = 64 * 1024;
 /// `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 /// `NLMSGERR_ATTR_MSG`: the extended ack's message.
@@ -101,7 +99,7 @@ impl Rtnl {
         Self {
             socket,
             sequence: 0,
-            buffer: Vec::with_capacity(RECEIVE_BUFFER),
+            buffer: Vec::with_capacity(crate::netlink::RECEIVE_BUFFER),
         }
     }
 
