@@ -49,7 +49,7 @@ pub mod slices;
 mod sockets;
 
 pub use checkpoint::CheckpointError;
-pub use claims::{ClaimCacheMode, ClaimError};
+pub use claims::{ClaimCacheMode, ClaimError, resolve_for_driver};
 pub use driver::{
     AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,
     PreparedDevice, ResolvedClaim,

@@ -143,7 +143,7 @@ fn netdra_attach(round: &Round) {
         .hosts
         .iter()
         .zip(&configs)
-        .map(|(device, config)| AttachRequest { device, config })
+        .map(|(device, config)| AttachRequest::new(device, config))
         .collect();
     let netns = Netns::open(round.path()).unwrap();
     netdev::attach_all(&netns, &requests).unwrap();

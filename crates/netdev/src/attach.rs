@@ -54,6 +54,22 @@ pub struct AttachRequest<'a> {
     pub device: &'a str,
     /// Its configuration inside the pod.
     pub config: &'a ValidConfig,
+    /// Carry the interface's own host addresses and the routes through it into the pod (and
+    /// put them back at detach), instead of the configuration's addresses and routes: what a
+    /// secondary NIC keeping the address its cloud gave it needs. Only meaningful when the
+    /// configuration has neither.
+    pub carry_host_addresses: bool,
+}
+
+impl<'a> AttachRequest<'a> {
+    /// Moves `device` configured as `config`, without carrying its host addresses.
+    pub fn new(device: &'a str, config: &'a ValidConfig) -> Self {
+        Self {
+            device,
+            config,
+            carry_host_addresses: false,
+        }
+    }
 }
 
 /// An attach that did not happen. Every variant leaves the host as it was, except
@@ -135,7 +151,7 @@ impl std::fmt::Display for Rollback {
 
 /// Attaches one interface; see [`attach_all`].
 pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<RestoreRecord, AttachError> {
-    let mut records = attach_all(netns, &[AttachRequest { device, config }])?;
+    let mut records = attach_all(netns, &[AttachRequest::new(device, config)])?;
     records
         .pop()
         .ok_or_else(|| AttachError::NoSuchDevice { device: device.into() })
@@ -235,7 +251,7 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
                 });
             }
         };
-        configure(&mut batch, &mut steps, at, index, netns, request.config, record);
+        configure(&mut batch, &mut steps, at, index, netns, request, record);
     }
     if !batch.is_empty() {
         let failed = match pod.execute(batch) {
@@ -322,11 +338,25 @@ fn configure(
     at: usize,
     index: u32,
     netns: &Netns,
-    config: &ValidConfig,
+    request: &AttachRequest<'_>,
     record: &RestoreRecord,
 ) {
     let ns = netns.path().display();
     let name = &record.name_in_pod;
+    let config = request.config;
+    if request.carry_host_addresses && config.addresses.is_empty() && config.routes.is_empty() {
+        for address in &record.host.addresses {
+            let message = add_address(index, address.address, address.broadcast, address.scope);
+            batch.push((message, NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add host address {} to {name} in {ns}", address.address)));
+        }
+        // Only main-table routes: other tables belong to host policy routing, not to the pod.
+        for route in record.host.routes.iter().filter(|r| r.table == MAIN_TABLE) {
+            batch.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add host route {} in {ns}", route.destination)));
+        }
+        return;
+    }
     for address in &config.addresses {
         batch.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
         steps.push((at, format!("add address {address} to {name} in {ns}")));
@@ -668,16 +698,7 @@ mod tests {
         let netns = Netns::current().expect("own namespace");
         let err = attach_all(
             &netns,
-            &[
-                AttachRequest {
-                    device: "eth1",
-                    config: &config,
-                },
-                AttachRequest {
-                    device: "eth2",
-                    config: &config,
-                },
-            ],
+            &[AttachRequest::new("eth1", &config), AttachRequest::new("eth2", &config)],
         )
         .expect_err("duplicate");
         assert_eq!(err.to_string(), "attach eth2: eth1 would also be named net1 in the pod");

@@ -53,6 +53,12 @@ pub enum Exclusion {
         /// What gave it away.
         why: String,
     },
+    /// A software interface, backed by no device (`ifb`, a VLAN, a tunnel…): moving one into a
+    /// pod is rarely meant and can conflict with its parent. A CEL filter can still publish it.
+    Software {
+        /// Its link type, when the kernel gives one.
+        link_type: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Exclusion {
@@ -62,6 +68,8 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Uplink => write!(f, "carries a default route (the node's uplink)"),
             Exclusion::UplinkMember { uplink } => write!(f, "carries the uplink {uplink}"),
             Exclusion::PodNetworking { why } => write!(f, "pod networking: {why}"),
+            Exclusion::Software { link_type: Some(t) } => write!(f, "software interface ({t}), backed by no device"),
+            Exclusion::Software { link_type: None } => write!(f, "software interface, backed by no device"),
         }
     }
 }
@@ -169,6 +177,11 @@ pub fn build(snapshot: &NetlinkSnapshot, sysfs: &Sysfs) -> Vec<NetDevice> {
         .zip(names)
         .map(|((link, facts), name)| {
             let kind = kind_of(link, &facts);
+            let default_exclusion = exclusions.get(&link.index).cloned().or_else(|| {
+                (kind == Kind::Virtual).then(|| Exclusion::Software {
+                    link_type: link.info_kind.clone(),
+                })
+            });
             let (ipv4, ipv6) = addresses.remove(&link.index).unwrap_or_default();
             NetDevice {
                 name,
@@ -185,7 +198,7 @@ pub fn build(snapshot: &NetlinkSnapshot, sysfs: &Sysfs) -> Vec<NetDevice> {
                 speed_mbps: facts.speed_mbps,
                 ipv4,
                 ipv6,
-                default_exclusion: exclusions.get(&link.index).cloned(),
+                default_exclusion,
             }
         })
         .collect()

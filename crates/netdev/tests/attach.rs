@@ -427,7 +427,7 @@ fn four_interfaces_into_one_pod_are_all_or_none() {
     let requests: Vec<AttachRequest<'_>> = hosts
         .iter()
         .zip(&configs)
-        .map(|(device, config)| AttachRequest { device, config })
+        .map(|(device, config)| AttachRequest::new(device, config))
         .collect();
     ip(&["-n", &ns, "link", "set", "lo", "up"]);
     ip(&["-n", &ns, "route", "add", "10.99.0.0/16", "dev", "lo"]);

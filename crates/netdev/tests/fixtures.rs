@@ -293,7 +293,7 @@ fn rdma_nic_on_numa_node_one() {
 #[test]
 fn veth_and_a_name_that_is_no_dns_label() {
     let (tree, snapshot) = node();
-    // By default the veth is pod networking and stays out; the VLAN is published.
+    // By default the veth is pod networking and the VLAN a software interface: both stay out.
     let scan = select(&snapshot, &config(&tree, None));
     assert!(scan.published("veth0").is_none());
     assert!(
@@ -302,6 +302,21 @@ fn veth_and_a_name_that_is_no_dns_label() {
             .any(|(n, why)| n == "veth0" && why.contains("veth")),
         "{:?}",
         scan.left_out
+    );
+    assert!(
+        scan.left_out
+            .iter()
+            .any(|(n, why)| n == "Storage_VLAN" && why.contains("software interface (vlan)")),
+        "{:?}",
+        scan.left_out
+    );
+    // An operator's filter can still publish it.
+    let scan = select(
+        &snapshot,
+        &config(
+            &tree,
+            Some(r#"device.attributes["netdra.example.com"].ifName == "Storage_VLAN""#),
+        ),
     );
     let vlan = scan
         .published
@@ -334,7 +349,7 @@ fn loopback_and_uplink_stay_out_by_default() {
     let (tree, snapshot) = node();
     let scan = select(&snapshot, &config(&tree, None));
     let left_out: Vec<&str> = scan.left_out.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(left_out, ["lo", "eth0", "veth0"]);
+    assert_eq!(left_out, ["lo", "eth0", "veth0", "Storage_VLAN"]);
     let eth0 = scan.devices.iter().find(|d| d.if_name == "eth0").expect("eth0 scanned");
     assert_eq!(eth0.name, "pci-0000-00-03-0", "virtio NIC named after its PCI function");
     assert_eq!(eth0.kernel_driver.as_deref(), Some("virtio_net"));

@@ -261,7 +261,8 @@ async fn handle(
             kind.and_then(|k| {
                 body_json().and_then(|b| {
                     write(&shared, |s| {
-                        s.patch(&target.resource, &namespace, name, b, k, target.status)
+                        let manager = query.get("fieldManager").map(String::as_str);
+                        s.patch(&target.resource, &namespace, name, b, k, target.status, manager)
                     })
                 })
             })

@@ -6,6 +6,7 @@
 //! driver depends on (resourceVersion, 404/409, watch streams, the status subresource,
 //! server-side-apply patches) and logs every request so tests can count API traffic.
 
+mod claim_status;
 mod fake_apiserver;
 mod harness;
 mod path;

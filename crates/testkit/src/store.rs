@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::resources::ResourceType;
+use crate::{
+    claim_status,
+    resources::{RESOURCE_CLAIMS, ResourceType},
+};
 
 /// An API error, rendered as a `kind: Status` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,7 +326,10 @@ impl Store {
         Ok(self.commit(resource, namespace, name, &current, merged))
     }
 
-    /// Applies a merge or server-side-apply patch.
+    /// Applies a merge or server-side-apply patch (by field `manager`, required for apply).
+    // The target's four parts, the body and the request's modifiers: a struct for them would
+    // only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &mut self,
         resource: &ResourceType,
@@ -332,10 +338,19 @@ impl Store {
         patch: Value,
         kind: PatchKind,
         status: bool,
+        manager: Option<&str>,
     ) -> Result<(Value, Event), ApiError> {
         if !patch.is_object() {
             return Err(ApiError::bad_request("the patch must be a JSON object"));
         }
+        let manager = match (kind, manager) {
+            (PatchKind::Apply, None | Some("")) => {
+                return Err(ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+                ));
+            }
+            (_, m) => m.unwrap_or_default(),
+        };
         let current = match self.get(resource, namespace, name) {
             Ok(c) => c,
             Err(e) if kind == PatchKind::Apply && !status => {
@@ -350,6 +365,10 @@ impl Store {
             && Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str)
         {
             return Err(ApiError::conflict(resource, name));
+        }
+        if status && kind == PatchKind::Apply && *resource == RESOURCE_CLAIMS {
+            let next = claim_status::apply(&current, manager, &patch)?;
+            return Ok(self.commit(resource, namespace, name, &current, next));
         }
         let mut next = current.clone();
         if status {
@@ -548,15 +567,19 @@ mod tests {
     fn apply_creates_then_merges() {
         let mut s = Store::default();
         let p = json!({"metadata": {"name": "s1"}, "spec": {"driver": "d", "devices": [1]}});
-        let (c, e) = s.patch(&RESOURCE_SLICES, "", "s1", p, PatchKind::Apply, false).unwrap();
+        let (c, e) = s
+            .patch(&RESOURCE_SLICES, "", "s1", p, PatchKind::Apply, false, Some("test"))
+            .unwrap();
         assert_eq!(e.kind, "ADDED");
         assert_eq!(c["spec"]["driver"], "d");
         let p = json!({"spec": {"devices": [1, 2]}});
-        let (c, e) = s.patch(&RESOURCE_SLICES, "", "s1", p, PatchKind::Apply, false).unwrap();
+        let (c, e) = s
+            .patch(&RESOURCE_SLICES, "", "s1", p, PatchKind::Apply, false, Some("test"))
+            .unwrap();
         assert_eq!(e.kind, "MODIFIED");
         assert_eq!(c["spec"], json!({"driver": "d", "devices": [1, 2]}));
         let err = s
-            .patch(&RESOURCE_SLICES, "", "nope", json!({}), PatchKind::Merge, false)
+            .patch(&RESOURCE_SLICES, "", "nope", json!({}), PatchKind::Merge, false, None)
             .unwrap_err();
         assert_eq!(err.code, 404);
     }

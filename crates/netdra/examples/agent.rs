@@ -1,0 +1,93 @@
+//! The netdra node agent with the reference host-device driver, for the end-to-end tests
+//! (the `netdra` binary, with every flag and subcommand, is a later step).
+//!
+//! ```text
+//! cargo run -p netdra --example agent -- --driver-name NAME --node-name NODE --kubeconfig FILE \
+//!     --registry-dir DIR --plugins-dir DIR --nri-socket PATH [--filter CEL]
+//! ```
+//!
+//! Every flag also reads from the environment.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use kubeletplugin::PluginOptions;
+use netdev::{DeviceFilter, InventoryConfig, Sysfs};
+use nri::StubOptions;
+
+#[derive(Parser, Debug)]
+#[command(about = "netdra node agent (reference host-device driver)")]
+struct Args {
+    /// DRA driver name (a DNS subdomain).
+    #[arg(long, env = "DRIVER_NAME")]
+    driver_name: String,
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Kubeconfig file; without it, in-cluster configuration or ~/.kube/config is tried.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Directory the kubelet watches for registration sockets.
+    #[arg(long, env = "REGISTRY_DIR", default_value = kubeletplugin::DEFAULT_REGISTRY_DIR)]
+    registry_dir: PathBuf,
+    /// Parent of the per-driver plugin directory (sockets, checkpoint, state).
+    #[arg(long, env = "PLUGINS_DIR", default_value = kubeletplugin::DEFAULT_PLUGINS_DIR)]
+    plugins_dir: PathBuf,
+    /// The runtime's NRI socket.
+    #[arg(long, env = "NRI_SOCKET", default_value = nri::DEFAULT_SOCKET)]
+    nri_socket: PathBuf,
+    /// NRI plugin index (two digits).
+    #[arg(long, env = "NRI_PLUGIN_INDEX", default_value = "10")]
+    nri_index: String,
+    /// CEL device filter; the default rule without it.
+    #[arg(long, env = "DEVICE_FILTER")]
+    filter: Option<String>,
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no API server configuration (use --kubeconfig, KUBECONFIG or run in a cluster)")?,
+    };
+    kube::Client::try_from(config).context("cannot build the API client")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let mut plugin = PluginOptions::new(&args.driver_name);
+    plugin.registry_dir = args.registry_dir;
+    plugin.plugin_dir = args.plugins_dir.join(&args.driver_name);
+    let mut nri = StubOptions::new("netdra", &args.nri_index);
+    nri.socket = args.nri_socket;
+    let filter = DeviceFilter::parse(args.filter.as_deref()).context("--filter")?;
+    let inventory = InventoryConfig {
+        driver: args.driver_name.clone(),
+        sysfs: Sysfs::default(),
+        filter,
+    };
+    let options = netdra::AgentOptions::new(plugin, nri, &args.node_name, inventory);
+    let agent = netdra::start(options, netdra::HostDevice, client)
+        .await
+        .context("starting the netdra agent")?;
+    let signal = kubeletplugin::shutdown_signal()
+        .await
+        .context("installing signal handlers")?;
+    tracing::info!(signal, "shutting down");
+    agent.shutdown().await;
+    Ok(())
+}

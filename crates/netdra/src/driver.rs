@@ -1,0 +1,88 @@
+//! What a driver author implements: [`NetworkDriver`].
+//!
+//! The framework does everything a DRA network driver shares (the kubelet and runtime
+//! plumbing, the checkpoint, moving interfaces, claim status); a driver decides only what is
+//! specific to it: which devices it publishes and how, and how a claim's configuration turns
+//! into one interface's configuration inside the pod.
+
+use k8s_openapi::api::resource::v1::Device;
+use kubeletplugin::{ClaimRef, DriverError};
+use netdev::{InterfaceConfig, RestoreRecord, ValidConfig};
+
+use crate::plan::PodRef;
+
+/// One allocated device to plan for, with everything the framework knows of it.
+#[derive(Debug, Clone, Copy)]
+pub struct InterfaceRequest<'a> {
+    /// The claim.
+    pub claim: &'a ClaimRef,
+    /// The claim request the device satisfies.
+    pub request: &'a str,
+    /// The device as this node publishes it (name and attributes).
+    pub device: &'a Device,
+    /// The interface's name on the host.
+    pub host_interface: &'a str,
+    /// The class and claim configuration for it, merged (class first); `None` when there is
+    /// none. Already versioned and strictly parsed, not yet validated.
+    pub config: Option<&'a InterfaceConfig>,
+}
+
+/// What the pod gets for one device, decided at Prepare and applied at RunPodSandbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfacePlan {
+    /// The validated configuration inside the pod.
+    pub config: ValidConfig,
+    /// Carry the interface's host addresses and routes into the pod (see
+    /// [`netdev::AttachRequest::carry_host_addresses`]).
+    pub carry_host_addresses: bool,
+}
+
+/// A Kubernetes DRA network driver's own decisions; the framework does the rest.
+///
+/// Every method is called on the node agent's async runtime and must not block: they sit on
+/// the Prepare path (45 s budget for a batch) or, for the hooks, on the runtime's hook path
+/// (2 s per call, shared with the attach itself).
+pub trait NetworkDriver: Send + Sync + 'static {
+    /// A published device: return it (attributes may be added or changed) or `None` to leave
+    /// it out. Called on every inventory change; the default publishes what the inventory's
+    /// filter selected, unchanged.
+    fn publish(&self, device: Device) -> Option<Device> {
+        Some(device)
+    }
+
+    /// How one allocated device is configured in the pod. An error fails the claim's Prepare
+    /// with its message (prefixed by the claim, request and device); nothing is attached.
+    fn plan_interface(&self, request: &InterfaceRequest<'_>) -> Result<InterfacePlan, DriverError>;
+
+    /// Called after the pod's interfaces were attached; `records` say what was moved, in plan
+    /// order. The default does nothing.
+    fn attached(&self, pod: &PodRef, records: &[RestoreRecord]) {
+        let _ = (pod, records);
+    }
+
+    /// Called after an interface left a pod (returned, found on the host, or vanished with
+    /// the pod's namespace). The default does nothing.
+    fn detached(&self, pod: &PodRef, record: &RestoreRecord) {
+        let _ = (pod, record);
+    }
+}
+
+/// The reference driver: whole host interfaces moved into pods ("host-device").
+///
+/// Configuration is `netdra.dev/v1alpha1` `InterfaceConfig`, validated by `netdev`'s rules.
+/// Without addresses and routes in it, the interface keeps its own host addresses and the
+/// routes through it inside the pod, and gets them back at detach.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostDevice;
+
+impl NetworkDriver for HostDevice {
+    fn plan_interface(&self, request: &InterfaceRequest<'_>) -> Result<InterfacePlan, DriverError> {
+        let config = request.config.cloned().unwrap_or_default();
+        let carry_host_addresses = config.addresses.is_empty() && config.routes.is_empty();
+        Ok(InterfacePlan {
+            config: config.validate()?,
+            carry_host_addresses,
+        })
+    }
+}

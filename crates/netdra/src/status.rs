@@ -1,0 +1,244 @@
+//! The claim's `status.devices[]` entries this driver writes, and the queue that writes them.
+//!
+//! Entries are plain data built from the plan and what happened ([`DeviceState`]); the
+//! [`StatusWriter`] applies them by server-side apply to the claim's `status` subresource
+//! under the driver's field manager, so other drivers' entries are left alone and an empty
+//! list removes exactly this driver's entries. Writes happen on a task of their own, with
+//! retry and backoff: a hook never waits for the API server and never fails because of it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::api::{Api, Patch, PatchParams};
+use kubeletplugin::ClaimRef;
+use netdev::RestoreRecord;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+use crate::plan::{ClaimPlan, DevicePlan};
+
+/// The condition type netdra writes on each device entry.
+pub const READY: &str = "Ready";
+
+/// What happened to one planned device, for its status entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceState<'a> {
+    /// Attached: the record says how it looks in the pod.
+    Attached(&'a RestoreRecord),
+    /// Not attached, with the reason (a CamelCase word) and a message for people.
+    NotReady {
+        /// e.g. `AttachFailed`, `HookMissed`, `Detached`.
+        reason: &'a str,
+        /// What happened, naming pod and device.
+        message: &'a str,
+    },
+}
+
+/// The status entry of one device.
+pub fn device_status(driver: &str, plan: &DevicePlan, state: &DeviceState<'_>) -> AllocatedDeviceStatus {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let (condition, network_data) = match state {
+        DeviceState::Attached(record) => {
+            let ips: Vec<String> = if plan.interface.carry_host_addresses {
+                record.host.addresses.iter().map(|a| a.address.to_string()).collect()
+            } else {
+                plan.interface
+                    .config
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            };
+            (
+                Condition {
+                    type_: READY.into(),
+                    status: "True".into(),
+                    reason: "InterfaceAttached".into(),
+                    message: format!(
+                        "{} is {} in the pod's network namespace",
+                        plan.host_interface, record.name_in_pod
+                    ),
+                    last_transition_time: now,
+                    observed_generation: None,
+                },
+                Some(NetworkDeviceData {
+                    interface_name: Some(record.name_in_pod.clone()),
+                    ips: (!ips.is_empty()).then_some(ips),
+                    hardware_address: record.mac_in_pod.map(|m| m.to_string()),
+                }),
+            )
+        }
+        DeviceState::NotReady { reason, message } => (
+            Condition {
+                type_: READY.into(),
+                status: "False".into(),
+                reason: (*reason).into(),
+                message: (*message).into(),
+                last_transition_time: now,
+                observed_generation: None,
+            },
+            None,
+        ),
+    };
+    AllocatedDeviceStatus {
+        driver: driver.into(),
+        pool: plan.pool.clone(),
+        device: plan.device.clone(),
+        share_id: plan.share_id.clone(),
+        conditions: Some(vec![condition]),
+        network_data,
+        data: None,
+    }
+}
+
+/// Every entry of a claim in one state (all attached, or all not ready for one reason).
+pub fn claim_statuses(driver: &str, plan: &ClaimPlan, states: &[DeviceState<'_>]) -> Vec<AllocatedDeviceStatus> {
+    plan.devices
+        .iter()
+        .zip(states)
+        .map(|(d, s)| device_status(driver, d, s))
+        .collect()
+}
+
+/// The server-side apply body that makes `entries` this driver's entries of the claim.
+pub fn apply_body(claim: &ClaimRef, entries: &[AllocatedDeviceStatus]) -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        // The UID makes the API server refuse the write if the claim was re-created meanwhile.
+        "metadata": {"name": claim.name, "namespace": claim.namespace, "uid": claim.uid},
+        "status": {"devices": entries},
+    })
+}
+
+/// Counters of the writer's work.
+#[derive(Debug, Default)]
+pub struct StatusCounters {
+    /// Successful writes.
+    pub writes: AtomicU64,
+    /// Failed attempts (each retried, unless the claim is gone).
+    pub failures: AtomicU64,
+}
+
+/// Writes claim status entries in the background. Dropping it stops the writer; entries not
+/// yet written are lost (the next agent writes them again from its state).
+pub struct StatusWriter {
+    desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
+    wake: mpsc::UnboundedSender<ClaimRef>,
+    counters: Arc<StatusCounters>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl StatusWriter {
+    /// Starts the writer for driver (and field manager) `driver`.
+    pub fn start(client: kube::Client, driver: &str) -> Self {
+        let desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>> = Arc::default();
+        let counters = Arc::new(StatusCounters::default());
+        let (wake, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(client, driver.to_owned(), desired.clone(), counters.clone(), rx));
+        Self {
+            desired,
+            wake,
+            counters,
+            task,
+        }
+    }
+
+    /// Makes `entries` this driver's entries of `claim` (an empty list removes them). Returns
+    /// at once; a later call for the same claim replaces an entry not yet written.
+    pub fn set(&self, claim: &ClaimRef, entries: Vec<AllocatedDeviceStatus>) {
+        self.desired.lock().insert(claim.clone(), entries);
+        let _ = self.wake.send(claim.clone());
+    }
+
+    /// Claims whose entries are not written yet.
+    pub fn pending(&self) -> usize {
+        self.desired.lock().len()
+    }
+
+    /// The writer's counters.
+    pub fn counters(&self) -> &StatusCounters {
+        &self.counters
+    }
+}
+
+async fn run(
+    client: kube::Client,
+    driver: String,
+    desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
+    counters: Arc<StatusCounters>,
+    mut wake: mpsc::UnboundedReceiver<ClaimRef>,
+) {
+    // Claims due for a write, with their attempt count and when.
+    let mut due: BTreeMap<ClaimRef, (u32, Instant)> = BTreeMap::new();
+    let params = PatchParams::apply(&driver).force();
+    loop {
+        let next = due.values().map(|(_, at)| *at).min();
+        tokio::select! {
+            claim = wake.recv() => match claim {
+                Some(claim) => { due.insert(claim, (0, Instant::now())); }
+                None => return,
+            },
+            () = async { tokio::time::sleep_until(next.unwrap_or_else(Instant::now)).await }, if next.is_some() => {}
+        }
+        let now = Instant::now();
+        let ready: Vec<(ClaimRef, u32)> = due
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(c, (n, _))| (c.clone(), *n))
+            .collect();
+        for (claim, attempts) in ready {
+            due.remove(&claim);
+            let Some(entries) = desired.lock().get(&claim).cloned() else {
+                continue;
+            };
+            let api: Api<ResourceClaim> = Api::namespaced(client.clone(), &claim.namespace);
+            let body = apply_body(&claim, &entries);
+            match api.patch_status(&claim.name, &params, &Patch::Apply(&body)).await {
+                Ok(_) => {
+                    counters.writes.fetch_add(1, Ordering::Relaxed);
+                    let mut map = desired.lock();
+                    // Keep a newer desired state that arrived during the write.
+                    if map.get(&claim) == Some(&entries) {
+                        map.remove(&claim);
+                    }
+                    tracing::debug!(%claim, entries = entries.len(), "claim status written");
+                }
+                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    desired.lock().remove(&claim);
+                    // Gone, re-created (UID precondition), or refused: a retry cannot help.
+                    tracing::warn!(%claim, code = s.code, message = %s.message, "claim status not written; not retrying");
+                }
+                Err(e) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    let backoff = FIRST_BACKOFF
+                        .saturating_mul(2u32.saturating_pow(attempts.min(8)))
+                        .min(MAX_BACKOFF);
+                    tracing::warn!(%claim, error = %e, retry_in = ?backoff, "claim status write failed; will retry");
+                    due.insert(claim, (attempts + 1, Instant::now() + backoff));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! The end-to-end environment: a real containerd (from `tests/e2e/containerd.sh`), the fake
+//! API server, host veth pairs standing in for NICs, the agent example as a separate process
+//! (so it can be SIGKILLed), and a kubelet-like gRPC client on the real sockets.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
+};
+use kubeletplugin::proto::dra::v1 as dra;
+use serde_json::{Value, json};
+use testkit::{FakeApiServer, RESOURCE_CLAIMS, RESOURCE_SLICES};
+use tonic::transport::{Channel, Endpoint};
+
+pub const DRIVER: &str = "e2e.netdra.dev";
+pub const NODE: &str = "e2e-node";
+
+/// Only one environment at a time: they share containerd and the host's links.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn e2e_dir() -> PathBuf {
+    std::env::var_os("NETDRA_E2E_DIR").map_or_else(|| PathBuf::from("/tmp/netdra-e2e"), PathBuf::from)
+}
+
+pub fn e2e_ready() -> bool {
+    testkit::available_or_skip(
+        e2e_dir().join("ready").exists(),
+        &format!(
+            "containerd e2e environment missing in {} (run tests/e2e/containerd.sh setup, as scripts/test.sh does)",
+            e2e_dir().display()
+        ),
+    )
+}
+
+pub fn script(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(workspace().join("tests/e2e/containerd.sh"))
+        .args(args)
+        .env("NETDRA_E2E_DIR", e2e_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "containerd.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn ip_ok(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// `ip -j` output for one link, in the host namespace (`netns` None) or a named one.
+pub fn link_json(netns: Option<&str>, name: &str) -> Option<Value> {
+    let mut args = vec![];
+    if let Some(ns) = netns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-j", "addr", "show", "dev", name]);
+    let out = Command::new("ip").args(&args).output().unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.first().cloned()
+}
+
+pub fn addresses(link: &Value) -> Vec<String> {
+    link["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct Containerd {
+    pub flavor: &'static str,
+    pub cri: PathBuf,
+    pub nri: PathBuf,
+}
+
+impl Containerd {
+    pub fn start(flavor: &'static str) -> Self {
+        let env = script(&["start", flavor]);
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(PathBuf::from)
+                .unwrap()
+        };
+        Self {
+            flavor,
+            cri: var("CRI_SOCKET"),
+            nri: var("NRI_SOCKET"),
+        }
+    }
+
+    pub fn restart(&self) {
+        script(&["restart", self.flavor]);
+    }
+}
+
+pub async fn uds_channel(path: &Path) -> Channel {
+    let path = path.to_path_buf();
+    Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .unwrap()
+}
+
+/// One test's world: its own API server, veths, agent and state; the shared containerd.
+pub struct Env {
+    pub ctrd: Containerd,
+    pub dir: tempfile::TempDir,
+    pub api: FakeApiServer,
+    pub kubeconfig: PathBuf,
+    pub agent: Option<tokio::process::Child>,
+    pub tag: String,
+    /// Host ends of the veth pairs this test created (peers are `ndp<tag><n>`).
+    pub veths: Vec<String>,
+    pub cri: RuntimeServiceClient<Channel>,
+    pub pods: HashMap<String, String>,
+}
+
+pub fn veth_name(tag: &str, n: usize) -> String {
+    format!("nde{tag}{n}")
+}
+
+impl Env {
+    pub async fn new(flavor: &'static str, tag: &str, veths: usize) -> Self {
+        let ctrd = Containerd::start(flavor);
+        let dir = tempfile::tempdir().unwrap();
+        let api = FakeApiServer::start().await.unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n",
+                api.url()
+            ),
+        )
+        .unwrap();
+        let mut names = Vec::new();
+        for n in 0..veths {
+            let name = veth_name(tag, n);
+            let peer = format!("ndp{tag}{n}");
+            let _ = ip_ok(&["link", "del", &name]);
+            ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+            ip(&["link", "set", &peer, "up"]);
+            names.push(name);
+        }
+        let cri = connect_cri(&ctrd.cri).await;
+        let mut env = Self {
+            ctrd,
+            dir,
+            api,
+            kubeconfig,
+            agent: None,
+            tag: tag.into(),
+            veths: names,
+            cri,
+            pods: HashMap::new(),
+        };
+        env.start_agent();
+        env
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        self.dir.path().join("registry")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.plugins_dir().join(DRIVER).join("netdra-state")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .unwrap();
+        let filter = format!("device.attributes[\"{DRIVER}\"].ifName.startsWith(\"nde{}\")", self.tag);
+        let child = tokio::process::Command::new(testkit::example_binary("agent"))
+            .args(["--driver-name", DRIVER, "--node-name", NODE])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--registry-dir")
+            .arg(self.registry_dir())
+            .arg("--plugins-dir")
+            .arg(self.plugins_dir())
+            .arg("--nri-socket")
+            .arg(&self.ctrd.nri)
+            .args(["--filter", &filter])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    pub async fn dra(&self) -> dra::dra_plugin_client::DraPluginClient<Channel> {
+        let socket = self.plugins_dir().join(DRIVER).join("dra.sock");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no DRA socket: {}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        dra::dra_plugin_client::DraPluginClient::new(uds_channel(&socket).await)
+    }
+
+    /// The published device whose interface is `ifname` (waits for it).
+    pub async fn device(&self, ifname: &str) -> String {
+        let start = Instant::now();
+        loop {
+            for slice in self.api.objects(&RESOURCE_SLICES) {
+                for d in slice
+                    .pointer("/spec/devices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if d.pointer("/attributes/ifName/string").and_then(Value::as_str) == Some(ifname) {
+                        return d["name"].as_str().unwrap().to_owned();
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{ifname} never published: {}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A claim allocated to `devices` (request, device), with an opaque claim config per
+    /// request when given, reserved for pod `pod` (name, uid).
+    pub fn seed_claim(
+        &self,
+        name: &str,
+        devices: &[(&str, &str)],
+        configs: &[(Option<&str>, Value)],
+        pod: (&str, &str),
+    ) -> String {
+        let uid = format!("uid-{name}-{}", self.tag);
+        let results: Vec<Value> = devices
+            .iter()
+            .map(|(r, d)| json!({"request": r, "driver": DRIVER, "pool": NODE, "device": d}))
+            .collect();
+        let requests: Vec<Value> = devices
+            .iter()
+            .map(|(r, _)| json!({"name": r, "exactly": {"deviceClassName": "netdra"}}))
+            .collect();
+        let config: Vec<Value> = configs
+            .iter()
+            .map(|(request, parameters)| {
+                let mut c = json!({"opaque": {"driver": DRIVER, "parameters": parameters}});
+                if let Some(r) = request {
+                    c["requests"] = json!([r]);
+                }
+                c
+            })
+            .collect();
+        let mut alloc_config: Vec<Value> = config.clone();
+        for c in &mut alloc_config {
+            c["source"] = json!("FromClaim");
+        }
+        self.api.seed(
+            &RESOURCE_CLAIMS,
+            "default",
+            json!({
+                "metadata": {"name": name, "namespace": "default", "uid": uid},
+                "spec": {"devices": {"requests": requests, "config": config}},
+                "status": {
+                    "allocation": {"devices": {"results": results, "config": alloc_config}},
+                    "reservedFor": [{"resource": "pods", "name": pod.0, "uid": pod.1}],
+                },
+            }),
+        );
+        uid
+    }
+
+    /// Moves a claim's reservation to another pod, as the scheduler would.
+    pub fn reserve_for(&self, claim: &str, pod: (&str, &str)) {
+        let mut status = self.claim(claim)["status"].clone();
+        status["reservedFor"] = json!([{"resource": "pods", "name": pod.0, "uid": pod.1}]);
+        self.api.set_status(&RESOURCE_CLAIMS, "default", claim, status).unwrap();
+    }
+
+    pub fn claim(&self, name: &str) -> Value {
+        self.api.object(&RESOURCE_CLAIMS, "default", name).unwrap()
+    }
+
+    /// This driver's status entries of a claim, by device.
+    pub fn status_entries(&self, name: &str) -> Vec<Value> {
+        self.claim(name)
+            .pointer("/status/devices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|d| d["driver"] == DRIVER)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn wait_ready(&self, name: &str, status: &str) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let entries = self.status_entries(name);
+            if !entries.is_empty() && entries.iter().all(|e| e["conditions"][0]["status"] == status) {
+                return entries;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "claim {name} never Ready={status}: {entries:?}\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn claim_ref(&self, name: &str) -> dra::Claim {
+        dra::Claim {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}-{}", self.tag),
+        }
+    }
+
+    /// NodePrepareResources for `names`, as the kubelet sends it; the per-claim errors.
+    pub async fn prepare_once(&self, names: &[&str]) -> HashMap<String, String> {
+        let claims = names.iter().map(|n| self.claim_ref(n)).collect();
+        let response = self
+            .dra()
+            .await
+            .node_prepare_resources(dra::NodePrepareResourcesRequest { claims })
+            .await
+            .unwrap()
+            .into_inner();
+        response.claims.into_iter().map(|(uid, r)| (uid, r.error)).collect()
+    }
+
+    /// Prepares, retrying while the runtime hook is not connected yet (as the kubelet does);
+    /// panics on any other error.
+    pub async fn prepare(&self, names: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let errors = self.prepare_once(names).await;
+            let failed: Vec<&String> = errors.values().filter(|e| !e.is_empty()).collect();
+            if failed.is_empty() {
+                return;
+            }
+            assert!(
+                failed.iter().all(|e| e.contains("not connected")) && start.elapsed() < Duration::from_secs(20),
+                "prepare {names:?}: {failed:?}\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn unprepare(&self, names: &[&str]) -> HashMap<String, String> {
+        let claims = names.iter().map(|n| self.claim_ref(n)).collect();
+        let response = self
+            .dra()
+            .await
+            .node_unprepare_resources(dra::NodeUnprepareResourcesRequest { claims })
+            .await
+            .unwrap()
+            .into_inner();
+        response.claims.into_iter().map(|(uid, r)| (uid, r.error)).collect()
+    }
+
+    pub async fn run_pod(&mut self, name: &str, uid: &str) -> Result<String, tonic::Status> {
+        let logs = e2e_dir().join("podlogs");
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: logs.join(name).display().to_string(),
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        };
+        let id = self
+            .cri
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.insert(name.into(), id.clone());
+        Ok(id)
+    }
+
+    pub async fn create_container(&mut self, pod: &str, uid: &str) -> Result<String, tonic::Status> {
+        let id = self.pods[pod].clone();
+        let sandbox = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: pod.into(),
+                uid: uid.into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: e2e_dir().join("podlogs").join(pod).display().to_string(),
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        };
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: "localhost/pause:netdra".into(),
+                ..Default::default()
+            }),
+            log_path: "app.log".into(),
+            ..Default::default()
+        };
+        Ok(self
+            .cri
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: id,
+                config: Some(config),
+                sandbox_config: Some(sandbox),
+            })
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    /// The pod's network namespace name (under /var/run/netns).
+    pub async fn netns(&mut self, pod: &str) -> String {
+        let id = self.pods[pod].clone();
+        let status = self
+            .cri
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info = status.info.values().cloned().collect::<Vec<_>>().join(" ");
+        let at = info
+            .find("/var/run/netns/")
+            .expect("the sandbox's info names its netns");
+        let rest = &info[at + "/var/run/netns/".len()..];
+        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn stop_pod(&mut self, pod: &str) {
+        let id = self.pods[pod].clone();
+        self.cri
+            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+
+    pub async fn remove_pod(&mut self, pod: &str) {
+        let id = self.pods.remove(pod).unwrap();
+        self.cri
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+
+    /// The claim UIDs in the agent's state file.
+    pub fn state_claims(&self) -> Vec<String> {
+        let bytes = std::fs::read(self.state_file()).unwrap_or_default();
+        let Some(at) = bytes.iter().position(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_slice(&bytes[at + 1..]).unwrap();
+        v["claims"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// Removes every pod through CRI, stops the agent, deletes the veths it created.
+    pub async fn teardown(mut self) {
+        if let Ok(list) = self.cri.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await {
+            for pod in list.into_inner().items {
+                let _ = self
+                    .cri
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    })
+                    .await;
+                let _ = self
+                    .cri
+                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id })
+                    .await;
+            }
+        }
+        self.kill_agent().await;
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for name in &self.veths {
+            let _ = ip_ok(&["link", "del", name]);
+        }
+    }
+}
+
+pub async fn connect_cri(path: &Path) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(uds_channel(path).await)
+}
+
+/// Runs `body` with containerd `flavor` up, alone, and tears containerd down afterwards, also
+/// when the body panicked (whose panic is then re-raised).
+pub fn serially<F, Fut>(flavor: &'static str, body: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !e2e_ready() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(async { tokio::spawn(body()).await });
+    drop(runtime);
+    script(&["teardown", flavor]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Runs one scenario in its own environment; whether it held, with the failure and the
+/// agent's log when it did not.
+pub async fn scenario<F, Fut>(flavor: &'static str, tag: &str, veths: usize, body: F) -> Result<(), String>
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = Env> + Send + 'static,
+{
+    let env = Env::new(flavor, tag, veths).await;
+    let log = env.log_file();
+    let dir_keep = env.dir.path().to_owned();
+    let outcome = tokio::spawn(body(env)).await;
+    match outcome {
+        Ok(env) => {
+            env.teardown().await;
+            Ok(())
+        }
+        Err(e) => {
+            // The environment was dropped with the panicking task: clean what it held.
+            let mut cri = connect_cri(&Containerd::start(flavor).cri).await;
+            if let Ok(list) = cri.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await {
+                for pod in list.into_inner().items {
+                    let _ = cri
+                        .stop_pod_sandbox(StopPodSandboxRequest {
+                            pod_sandbox_id: pod.id.clone(),
+                        })
+                        .await;
+                    let _ = cri
+                        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id })
+                        .await;
+                }
+            }
+            let message = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                })
+                .unwrap_or_else(|| "the scenario task failed".into());
+            let _ = (log, dir_keep);
+            Err(message)
+        }
+    }
+}

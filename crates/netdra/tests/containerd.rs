@@ -1,0 +1,553 @@
+//! The framework end to end on a real containerd (1.7.x and 2.x, NRI enabled): the fake API
+//! server holds the claims, a kubelet-like client prepares over the real sockets, pod sandboxes
+//! are created through CRI, and what happens is checked in the kernel (`ip -n <pod netns>`),
+//! on the claim's status and in the agent's state file. Then the faults, each its own scenario.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn config(extra: Value) -> Value {
+    let mut c = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig"});
+    c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    c
+}
+
+fn net1() -> Value {
+    config(json!({
+        "name": "net1", "mtu": 1400, "addresses": ["10.10.0.2/24"],
+        "routes": [{"destination": "10.20.0.0/16", "gateway": "10.10.0.1"}],
+    }))
+}
+
+fn routes(ns: &str, dev: &str) -> Vec<String> {
+    let out = ip(&["-n", ns, "-j", "route", "show", "dev", dev]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match r["gateway"].as_str() {
+            Some(g) => format!("{} via {g}", r["dst"].as_str().unwrap()),
+            None => r["dst"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+fn host_mtu(name: &str) -> Option<u64> {
+    link_json(None, name).map(|l| l["mtu"].as_u64().unwrap())
+}
+
+fn is_up(link: &Value) -> bool {
+    link["flags"].as_array().unwrap().iter().any(|f| f == "UP")
+}
+
+async fn wait_nri_connected(env: &Env, sessions: usize) {
+    let start = std::time::Instant::now();
+    while env.agent_log().matches("connected to the runtime").count() < sessions {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "NRI never connected: {}",
+            env.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_host_link(env: &Env, name: &str) {
+    let start = std::time::Instant::now();
+    while link_json(None, name).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name} not back on the host: {}",
+            env.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Acceptance 1, one pod: prepare, start, check inside the pod and on the claim, stop, remove,
+/// unprepare, nothing left.
+async fn one_pod(mut env: Env) -> Env {
+    let host = env.veths[0].clone();
+    let mtu = host_mtu(&host).unwrap();
+    let device = env.device(&host).await;
+    let pod = format!("pod-a-{}", env.tag);
+    let claim_uid = env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-a", &pod));
+    env.prepare(&["c1"]).await;
+    assert_eq!(env.state_claims(), [claim_uid], "persisted before Prepare answered");
+
+    env.run_pod("pod-a", &pod).await.unwrap();
+    let ns = env.netns("pod-a").await;
+    let link = link_json(Some(&ns), "net1").unwrap_or_else(|| panic!("net1 in the pod: {}", env.agent_log()));
+    assert_eq!(link["mtu"], 1400);
+    assert!(is_up(&link), "{link}");
+    assert_eq!(addresses(&link), ["10.10.0.2/24"]);
+    assert!(
+        routes(&ns, "net1").contains(&"10.20.0.0/16 via 10.10.0.1".to_owned()),
+        "{:?}",
+        routes(&ns, "net1")
+    );
+    assert!(link_json(None, &host).is_none(), "{host} left the host");
+
+    let entries = env.wait_ready("c1", "True").await;
+    assert_eq!(entries.len(), 1);
+    let data = &entries[0]["networkData"];
+    assert_eq!(data["interfaceName"], "net1");
+    assert_eq!(data["ips"], json!(["10.10.0.2/24"]));
+    assert_eq!(data["hardwareAddress"], link["address"]);
+    assert_eq!(entries[0]["device"], device.as_str());
+
+    env.stop_pod("pod-a").await;
+    wait_host_link(&env, &host).await;
+    assert_eq!(host_mtu(&host), Some(mtu), "original MTU restored");
+    env.remove_pod("pod-a").await;
+    let errors = env.unprepare(&["c1"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    wait_until("status entries removed", Duration::from_secs(10), || {
+        env.status_entries("c1").is_empty()
+    })
+    .await;
+    assert!(env.state_claims().is_empty());
+    assert!(
+        !Path::new("/var/run/netns").join(&ns).exists(),
+        "the pod's netns is gone"
+    );
+    assert!(link_json(None, &host).is_some());
+    env
+}
+
+/// Acceptance 1, two pods with one device each, and one pod with two claims.
+async fn several(mut env: Env) -> Env {
+    let mut devices = Vec::new();
+    for v in env.veths.clone() {
+        devices.push(env.device(&v).await);
+    }
+    let tag = env.tag.clone();
+    let (p1, p2, p3) = (format!("p1-{tag}"), format!("p2-{tag}"), format!("p3-{tag}"));
+    let cfg = |name: &str, addr: &str| config(json!({"name": name, "addresses": [addr]}));
+    env.seed_claim(
+        "c1",
+        &[("nic", &devices[0])],
+        &[(None, cfg("net1", "10.1.0.2/24"))],
+        ("p1", &p1),
+    );
+    env.seed_claim(
+        "c2",
+        &[("nic", &devices[1])],
+        &[(None, cfg("net1", "10.1.0.3/24"))],
+        ("p2", &p2),
+    );
+    env.seed_claim(
+        "c3",
+        &[("nic", &devices[2])],
+        &[(None, cfg("net1", "10.3.0.2/24"))],
+        ("p3", &p3),
+    );
+    env.seed_claim(
+        "c4",
+        &[("nic", &devices[3])],
+        &[(None, cfg("net2", "10.4.0.2/24"))],
+        ("p3", &p3),
+    );
+    env.prepare(&["c1", "c2", "c3", "c4"]).await;
+    for (pod, uid) in [("p1", &p1), ("p2", &p2), ("p3", &p3)] {
+        env.run_pod(pod, uid).await.unwrap();
+    }
+    let (n1, n2, n3) = (env.netns("p1").await, env.netns("p2").await, env.netns("p3").await);
+    assert_eq!(addresses(&link_json(Some(&n1), "net1").unwrap()), ["10.1.0.2/24"]);
+    assert_eq!(addresses(&link_json(Some(&n2), "net1").unwrap()), ["10.1.0.3/24"]);
+    assert_eq!(addresses(&link_json(Some(&n3), "net1").unwrap()), ["10.3.0.2/24"]);
+    assert_eq!(addresses(&link_json(Some(&n3), "net2").unwrap()), ["10.4.0.2/24"]);
+    for c in ["c1", "c2", "c3", "c4"] {
+        env.wait_ready(c, "True").await;
+    }
+    for pod in ["p1", "p2", "p3"] {
+        env.stop_pod(pod).await;
+        env.remove_pod(pod).await;
+    }
+    for v in env.veths.clone() {
+        wait_host_link(&env, &v).await;
+    }
+    let errors = env.unprepare(&["c1", "c2", "c3", "c4"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(env.state_claims().is_empty());
+    env
+}
+
+#[test]
+fn containerd_1_7_pod_lifecycle() {
+    serially("1.7", || async {
+        scenario("1.7", "l1", 1, one_pod).await.unwrap();
+        scenario("1.7", "m1", 4, several).await.unwrap();
+    });
+}
+
+#[test]
+fn containerd_2_pod_lifecycle() {
+    serially("2", || async {
+        scenario("2", "l2", 1, one_pod).await.unwrap();
+        scenario("2", "m2", 4, several).await.unwrap();
+    });
+}
+
+/// Acceptance 3: invalid configurations fail Prepare per claim, naming the field; nothing moves.
+#[test]
+fn invalid_configurations_fail_prepare_naming_the_field() {
+    serially("2", || async {
+        scenario("2", "iv", 2, |env| async move {
+            let d0 = env.device(&env.veths[0]).await;
+            let d1 = env.device(&env.veths[1]).await;
+            let cases: Vec<(&str, Value, &str)> = vec![
+                ("unknown-field", config(json!({"nmae": "net1"})), "nmae"),
+                ("api-version", json!({"apiVersion": "netdra.dev/v9", "kind": "InterfaceConfig"}), "apiVersion"),
+                ("kind", json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "Bridge"}), "kind"),
+                ("malformed-json", json!("{\"name\": \"net1\""), "parameters"),
+                ("bad-cidr", config(json!({"addresses": ["10.10.0.300/24"]})), "addresses[0]"),
+                ("mtu-range", config(json!({"mtu": 70000})), "mtu"),
+                ("bad-name", config(json!({"name": "net/1"})), "name"),
+                ("long-name", config(json!({"name": "a-very-long-name"})), "name"),
+                ("dup-address", config(json!({"addresses": ["10.1.0.2/24", "10.1.0.2/24"]})), "addresses[1]"),
+                (
+                    "gw-outside",
+                    config(json!({"addresses": ["10.1.0.2/24"], "routes": [{"destination": "10.9.0.0/16", "gateway": "10.30.0.1"}]})),
+                    "routes[0].gateway",
+                ),
+                (
+                    "route-family",
+                    config(json!({"addresses": ["10.1.0.2/24"], "routes": [{"destination": "fd00::/64", "gateway": "10.1.0.1"}]})),
+                    "routes[0]",
+                ),
+                ("bad-mac", config(json!({"hardwareAddress": "02:00:00:00:00"})), "hardwareAddress"),
+            ];
+            let pod = ("pod-x", "uid-pod-x");
+            let mut refused = 0;
+            for (name, parameters, field) in &cases {
+                env.seed_claim(name, &[("nic", &d0)], &[(None, parameters.clone())], pod);
+                let errors = prepare_until_connected(&env, name).await;
+                assert!(
+                    errors.contains(field) && errors.contains(name),
+                    "{name}: the error names claim and field {field}: {errors}"
+                );
+                println!("invalid config {name}: {errors}");
+                refused += 1;
+            }
+            // Two devices of one claim given the same name.
+            env.seed_claim("same-name", &[("a", &d0), ("b", &d1)], &[(None, config(json!({"name": "net1"})))], pod);
+            let errors = prepare_until_connected(&env, "same-name").await;
+            assert!(errors.contains("name") && errors.contains("already the name"), "{errors}");
+            refused += 1;
+            // A configuration naming a request the claim lacks.
+            env.seed_claim("no-such-request", &[("nic", &d0)], &[(Some("nci"), config(json!({"mtu": 1400})))], pod);
+            let errors = prepare_until_connected(&env, "no-such-request").await;
+            assert!(errors.contains("requests[0]") && errors.contains("nci"), "{errors}");
+            refused += 1;
+            println!("invalid configurations refused at Prepare: {refused}/{}", cases.len() + 2);
+            assert!(env.state_claims().is_empty(), "nothing prepared");
+            for v in &env.veths {
+                assert!(link_json(None, v).is_some(), "{v} still on the host");
+            }
+            env
+        })
+        .await
+        .unwrap();
+    });
+}
+
+async fn prepare_until_connected(env: &Env, name: &str) -> String {
+    loop {
+        let errors = env.prepare_once(&[name]).await;
+        let error = errors.into_values().next().unwrap();
+        if !error.contains("not connected") {
+            assert!(!error.is_empty(), "{name} was prepared");
+            return error;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Acceptance 4: an attach failure in the pod fails RunPodSandbox, shows on the claim, and the
+/// interface is back on the host.
+#[test]
+fn an_attach_failure_fails_the_sandbox_and_shows_on_the_claim() {
+    serially("2", || async {
+        scenario("2", "nt", 1, |mut env| async move {
+            let host = env.veths[0].clone();
+            let device = env.device(&host).await;
+            let pod = format!("pod-t-{}", env.tag);
+            // The pod's CNI interface is eth0: the name is taken.
+            let taken = config(json!({"name": "eth0", "addresses": ["10.10.0.2/24"]}));
+            env.seed_claim("c1", &[("nic", &device)], &[(None, taken)], ("pod-t", &pod));
+            env.prepare(&["c1"]).await;
+            let error = env.run_pod("pod-t", &pod).await.unwrap_err();
+            println!("RunPodSandbox failed: {}", error.message());
+            assert!(
+                error.message().contains("eth0") && error.message().contains("c1") && error.message().contains(&device),
+                "{}",
+                error.message()
+            );
+            let entries = env.wait_ready("c1", "False").await;
+            let message = entries[0]["conditions"][0]["message"].as_str().unwrap();
+            assert_eq!(entries[0]["conditions"][0]["reason"], "AttachFailed");
+            assert!(message.contains("eth0") && message.contains("c1"), "{message}");
+            assert!(link_json(None, &host).is_some(), "{host} back on the host");
+            env
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Starts a pod with claim c1 (net1 config) on device 0 and waits until it is attached.
+async fn attached_pod(env: &mut Env, pod: &str) -> (String, String) {
+    let host = env.veths[0].clone();
+    let device = env.device(&host).await;
+    let uid = format!("{pod}-{}", env.tag);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], (pod, &uid));
+    env.prepare(&["c1"]).await;
+    env.run_pod(pod, &uid).await.unwrap();
+    let ns = env.netns(pod).await;
+    assert!(link_json(Some(&ns), "net1").is_some(), "{}", env.agent_log());
+    env.wait_ready("c1", "True").await;
+    (uid, ns)
+}
+
+async fn fault_a(mut env: Env) -> Env {
+    let host = env.veths[0].clone();
+    let device = env.device(&host).await;
+    let uid = format!("pod-a-{}", env.tag);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-a", &uid));
+    env.prepare(&["c1"]).await;
+    env.kill_agent().await;
+    // The sandbox starts while no hook is there to attach.
+    env.run_pod("pod-a", &uid).await.unwrap();
+    let ns = env.netns("pod-a").await;
+    assert!(link_json(Some(&ns), "net1").is_none());
+    env.start_agent();
+    wait_until("the late attach", Duration::from_secs(20), || {
+        link_json(Some(&ns), "net1").is_some()
+    })
+    .await;
+    env.wait_ready("c1", "True").await;
+    // Its container starts with the interface there.
+    env.create_container("pod-a", &uid).await.unwrap();
+    env
+}
+
+async fn fault_b(mut env: Env) -> Env {
+    let (_, _) = attached_pod(&mut env, "pod-b").await;
+    env.kill_agent().await;
+    env.start_agent();
+    wait_nri_connected(&env, 2).await;
+    env.stop_pod("pod-b").await;
+    wait_host_link(&env, &env.veths[0].clone()).await;
+    assert_eq!(host_mtu(&env.veths[0]), Some(1500));
+    env.remove_pod("pod-b").await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    assert!(env.state_claims().is_empty());
+    env
+}
+
+async fn fault_c(mut env: Env) -> Env {
+    let (_, ns) = attached_pod(&mut env, "pod-c").await;
+    let host = env.veths[0].clone();
+    let peer = host.replacen("nde", "ndp", 1);
+    let id = env.pods["pod-c"].clone();
+    let mut cri = connect_cri(&env.ctrd.cri).await;
+    let stop = tokio::spawn(async move {
+        cri.stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest { pod_sandbox_id: id })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    env.kill_agent().await;
+    stop.await.unwrap().unwrap();
+    env.start_agent();
+    wait_nri_connected(&env, 2).await;
+    env.remove_pod("pod-c").await;
+    let errors = env.unprepare(&["c1"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(env.state_claims().is_empty());
+    assert!(!Path::new("/var/run/netns").join(&ns).exists());
+    // Back on the host, or (a veth, destroyed with the pod's namespace together with its
+    // peer) gone from the node: never left in a namespace.
+    let home = link_json(None, &host).is_some();
+    let destroyed = link_json(None, &host).is_none() && link_json(None, &peer).is_none();
+    assert!(home || destroyed, "{host}: home={home}");
+    println!(
+        "fault (c): {host} {}",
+        if home {
+            "returned to the host"
+        } else {
+            "destroyed with the namespace (veth)"
+        }
+    );
+    env
+}
+
+async fn fault_d(mut env: Env) -> Env {
+    let (_, ns) = attached_pod(&mut env, "pod-d").await;
+    let host = env.veths[0].clone();
+    env.ctrd.restart();
+    wait_nri_connected(&env, 2).await;
+    assert!(
+        link_json(Some(&ns), "net1").is_some(),
+        "still in the pod after the restart"
+    );
+    assert_eq!(env.state_claims().len(), 1);
+    env.cri = connect_cri(&env.ctrd.cri).await;
+    // A pod started after the restart gets its interface and gives it back at stop.
+    let device = env.device(&env.veths[1]).await;
+    let uid = format!("pod-d2-{}", env.tag);
+    env.seed_claim("c2", &[("nic", &device)], &[(None, net1())], ("pod-d2", &uid));
+    env.prepare(&["c2"]).await;
+    env.run_pod("pod-d2", &uid).await.unwrap();
+    let ns2 = env.netns("pod-d2").await;
+    assert!(link_json(Some(&ns2), "net1").is_some(), "{}", env.agent_log());
+    env.wait_ready("c2", "True").await;
+    env.stop_pod("pod-d2").await;
+    wait_host_link(&env, &env.veths[1].clone()).await;
+    env.remove_pod("pod-d2").await;
+    // The pod from before the restart: containerd 2.1 does not call the NRI stop and remove
+    // hooks for a sandbox it restored (observed), so the kubelet's Unprepare is what returns
+    // its interface, or finds it gone with the namespace.
+    env.stop_pod("pod-d").await;
+    env.remove_pod("pod-d").await;
+    let errors = env.unprepare(&["c1", "c2"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(env.state_claims().is_empty());
+    let home = link_json(None, &host).is_some();
+    println!(
+        "fault (d): {host} of the restored pod {}",
+        if home {
+            "returned to the host"
+        } else {
+            "destroyed with the namespace (veth)"
+        }
+    );
+    env
+}
+
+async fn fault_e(env: Env) -> Env {
+    let device = env.device(&env.veths[0]).await;
+    wait_nri_connected(&env, 1).await;
+    script(&["stop", env.ctrd.flavor]);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-e", "uid-pod-e"));
+    // The agent sees the connection drop when containerd's socket closes.
+    wait_until("the NRI connection to drop", Duration::from_secs(10), || {
+        env.agent_log().contains("NRI connection lost")
+    })
+    .await;
+    let error = env.prepare_once(&["c1"]).await.into_values().next().unwrap();
+    println!("fault (e): Prepare answered: {error}");
+    assert!(error.contains("not connected") && error.contains("c1"), "{error}");
+    assert!(env.state_claims().is_empty());
+    Containerd::start(env.ctrd.flavor);
+    env.prepare(&["c1"]).await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    env
+}
+
+async fn fault_f(mut env: Env) -> Env {
+    let host = env.veths[0].clone();
+    let device = env.device(&host).await;
+    env.api.inject_failure(testkit::InjectedFailure {
+        method: http::Method::PATCH,
+        path_contains: "/resourceclaims/c1/status".into(),
+        code: 503,
+        times: 4,
+    });
+    let uid = format!("pod-f-{}", env.tag);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-f", &uid));
+    env.prepare(&["c1"]).await;
+    env.run_pod("pod-f", &uid).await.unwrap();
+    let ns = env.netns("pod-f").await;
+    assert!(link_json(Some(&ns), "net1").is_some());
+    env.wait_ready("c1", "True").await;
+    let failed = env.api.count("PATCH", "/resourceclaims/c1/status");
+    assert!(failed >= 5, "4 refused writes, then the one that landed: {failed}");
+    env
+}
+
+async fn fault_g(mut env: Env) -> Env {
+    let (_, ns) = attached_pod(&mut env, "pod-g").await;
+    let host = env.veths[0].clone();
+    env.kill_agent().await;
+    env.stop_pod("pod-g").await;
+    env.remove_pod("pod-g").await;
+    env.start_agent();
+    wait_nri_connected(&env, 2).await;
+    let errors = env.unprepare(&["c1"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(env.state_claims().is_empty());
+    assert!(!Path::new("/var/run/netns").join(&ns).exists());
+    let home = link_json(None, &host).is_some();
+    println!(
+        "fault (g): {host} {}",
+        if home {
+            "returned to the host"
+        } else {
+            "destroyed with the namespace (veth)"
+        }
+    );
+    env
+}
+
+async fn fault_h(mut env: Env) -> Env {
+    let (_, _) = attached_pod(&mut env, "pod-h1").await;
+    env.stop_pod("pod-h1").await;
+    env.remove_pod("pod-h1").await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    let uid = format!("pod-h2-{}", env.tag);
+    env.reserve_for("c1", ("pod-h2", &uid));
+    env.prepare(&["c1"]).await;
+    env.run_pod("pod-h2", &uid).await.unwrap();
+    let ns = env.netns("pod-h2").await;
+    assert!(link_json(Some(&ns), "net1").is_some(), "{}", env.agent_log());
+    env.wait_ready("c1", "True").await;
+    env
+}
+
+/// Acceptance 2: each fault in its own environment; the tally is printed.
+#[test]
+fn faults_on_containerd_2() {
+    serially("2", || async {
+        let mut results = Vec::new();
+        macro_rules! fault {
+            ($name:literal, $tag:literal, $f:expr) => {{
+                let outcome = scenario("2", $tag, 1, $f).await;
+                println!(
+                    "fault {}: {}",
+                    $name,
+                    match &outcome {
+                        Ok(()) => "survived".to_owned(),
+                        Err(e) => format!("FAILED: {e}"),
+                    }
+                );
+                results.push(($name, outcome));
+            }};
+        }
+        fault!("(a) SIGKILL after Prepare, before the sandbox", "fa", fault_a);
+        fault!("(b) SIGKILL after attach", "fb", fault_b);
+        fault!("(c) SIGKILL during StopPodSandbox", "fc", fault_c);
+        let outcome = scenario("2", "fd", 2, fault_d).await;
+        println!(
+            "fault (d) containerd restarted while pods run: {}",
+            match &outcome {
+                Ok(()) => "survived".to_owned(),
+                Err(e) => format!("FAILED: {e}"),
+            }
+        );
+        results.push(("(d) containerd restarted while pods run", outcome));
+        fault!("(e) Prepare while NRI is disconnected", "fe", fault_e);
+        fault!("(f) API server failing during attach", "ff", fault_f);
+        fault!("(g) pod deleted while the driver is down", "fg", fault_g);
+        fault!("(h) the claim reused by a new pod", "fh", fault_h);
+        let survived = results.iter().filter(|(_, r)| r.is_ok()).count();
+        println!("faults survived: {survived}/{}", results.len());
+        let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+    });
+}
