@@ -7,6 +7,8 @@
 //! (RCU grace periods, other work under the rtnl lock), more than netdra's whole overhead, so
 //! the real attach and detach also add the time of their own moves to a per-thread total that
 //! [`take_move_time`] reads: total minus moves is their own work, measured in the same call.
+//! A process-wide total ([`total_move_time`]) serves callers whose attach runs on another
+//! thread (an agent's blocking pool).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -24,9 +26,19 @@ thread_local! {
     static MOVE_TIME: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
 }
 
+/// Nanoseconds of every namespace move of this process so far.
+static TOTAL_MOVE_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Adds the duration of one namespace move made on this thread.
 pub(crate) fn record_move(took: Duration) {
     MOVE_TIME.with(|total| total.set(total.get() + took));
+    let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    TOTAL_MOVE_NANOS.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The time every namespace move of this process took so far, on any thread.
+pub fn total_move_time() -> Duration {
+    Duration::from_nanos(TOTAL_MOVE_NANOS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The time this thread's attaches and detaches spent in namespace moves since the last call.

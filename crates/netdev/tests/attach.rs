@@ -457,3 +457,60 @@ fn four_interfaces_into_one_pod_are_all_or_none() {
         assert_eq!(&host_view(host), before);
     }
 }
+
+#[test]
+fn host_addresses_and_routes_are_carried_into_the_pod_and_back() {
+    if !privileged("the carry test") {
+        return;
+    }
+    let p = prefix("ca");
+    let mut created = Created::default();
+    let (host, peer, ns) = (format!("{p}h"), format!("{p}p"), format!("{p}ns"));
+    host_veth(&mut created, &host, &peer, 243, true);
+    created.netns(&ns);
+    let before = host_view(&host);
+
+    // Only a name: the interface keeps its own address and the route through it.
+    let config = InterfaceConfig {
+        name: Some("net1".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let request = AttachRequest {
+        device: &host,
+        config: &config,
+        carry_host_addresses: true,
+    };
+    let record = attach_all(&netns, &[request]).unwrap().pop().unwrap();
+    let inside: Vec<String> = ip_json(&["-n", &ns, "addr", "show", "dev", "net1"])[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert_eq!(inside, ["192.168.243.5/24"]);
+    let routes: Vec<String> = ip_json(&["-n", &ns, "-4", "route", "show", "dev", "net1"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["dst"].as_str().unwrap(),
+                r["gateway"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert!(
+        routes.contains(&"198.51.243.0/24 192.168.243.1".to_owned()),
+        "the route through the host interface came along: {routes:?}"
+    );
+
+    let detached = detach(&record).unwrap();
+    assert_eq!(detached.outcome, DetachOutcome::Returned);
+    assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
+    assert_eq!(host_view(&host), before, "address and route back on the host");
+}

@@ -29,6 +29,9 @@ pub(crate) struct Core<D> {
     file: StateFile,
     /// Serialises state writes, so the file always ends at the latest snapshot.
     write_lock: tokio::sync::Mutex<()>,
+    /// Serialises detaches: a pod's stop, a resync and the kubelet's unprepare can each try to
+    /// return the same interface, and netdev leaves racing calls on one interface to the caller.
+    detach_lock: tokio::sync::Mutex<()>,
     pub holds: DeviceHolds,
     pub published: watch::Receiver<Vec<Device>>,
     pub status: StatusWriter,
@@ -63,6 +66,7 @@ impl<D: NetworkDriver> Core<D> {
             state: Mutex::new(state),
             file,
             write_lock: tokio::sync::Mutex::new(()),
+            detach_lock: tokio::sync::Mutex::new(()),
             holds,
             published,
             status,
@@ -123,9 +127,15 @@ impl<D: NetworkDriver> Core<D> {
         drop(attaches);
         let core = self.clone();
         self.spawn(async move {
-            let result = core.attach_pod(&pod, netns).await;
-            core.attaches.lock().remove(&pod.uid);
-            let _ = tx.send(Some(result));
+            let answer = {
+                let core = core.clone();
+                let uid = pod.uid.clone();
+                move |result| {
+                    core.attaches.lock().remove(&uid);
+                    let _ = tx.send(Some(result));
+                }
+            };
+            core.attach_pod(&pod, netns, answer).await;
         });
         rx
     }
@@ -148,10 +158,13 @@ impl<D: NetworkDriver> Core<D> {
         }
     }
 
-    async fn attach_pod(&self, pod: &PodRef, netns: PathBuf) -> Result<(), String> {
+    /// Attaches, updates the state, then calls `answer` (the hooks waiting for it go on)
+    /// before the state file's fsync, status and driver hook: a crash loses the record in the
+    /// same window either way (between the move and the fsync), so the runtime need not wait.
+    async fn attach_pod(&self, pod: &PodRef, netns: PathBuf, answer: impl FnOnce(Result<(), String>)) {
         let plans = self.unattached_plans(&pod.uid);
         if plans.is_empty() {
-            return Ok(());
+            return answer(Ok(()));
         }
         let what: Vec<String> = plans
             .iter()
@@ -199,6 +212,7 @@ impl<D: NetworkDriver> Core<D> {
                         }
                     }
                 }
+                answer(Ok(()));
                 self.persist_or_log("an attach").await;
                 let all: Vec<RestoreRecord> = {
                     let state = self.state.lock();
@@ -213,7 +227,6 @@ impl<D: NetworkDriver> Core<D> {
                 }
                 self.driver.attached(pod, &all);
                 tracing::info!(pod = %pod, netns = %netns.display(), claims = %what.join("; "), elapsed = ?started.elapsed(), "interfaces attached");
-                Ok(())
             }
             Err(error) => {
                 let message = format!("pod {pod}: cannot attach {}: {error}", what.join("; "));
@@ -221,7 +234,7 @@ impl<D: NetworkDriver> Core<D> {
                     self.report_not_ready(plan, "AttachFailed", &message);
                 }
                 tracing::error!(%message, "attach failed; nothing is left in the pod");
-                Err(message)
+                answer(Err(message));
             }
         }
     }
@@ -247,23 +260,32 @@ impl<D: NetworkDriver> Core<D> {
 
     /// Returns the interfaces of every claim attached to pod `uid`; best effort, never fails.
     pub async fn detach_pod(&self, uid: &str, why: &str) {
-        let attached: Vec<(ClaimPlan, Attachment)> = {
+        let plans: Vec<ClaimPlan> = {
             let state = self.state.lock();
             state
                 .claims
                 .values()
-                .filter(|e| e.plan.pod.uid == uid)
-                .filter_map(|e| Some((e.plan.clone(), e.attached.clone()?)))
+                .filter(|e| e.plan.pod.uid == uid && e.attached.is_some())
+                .map(|e| e.plan.clone())
                 .collect()
         };
-        for (plan, attachment) in attached {
-            self.detach_claim(&plan, attachment, why).await;
+        for plan in plans {
+            self.detach_claim(&plan, why).await;
         }
     }
 
     /// Returns one claim's interfaces to the host and forgets the attachment, unless one is
-    /// stranded (then it stays recorded for the next try).
-    pub async fn detach_claim(&self, plan: &ClaimPlan, attachment: Attachment, why: &str) {
+    /// stranded (then it stays recorded for the next try). Nothing to do when another caller
+    /// got there first.
+    pub async fn detach_claim(&self, plan: &ClaimPlan, why: &str) {
+        let _one_at_a_time = self.detach_lock.lock().await;
+        let attachment = {
+            let state = self.state.lock();
+            state.claims.get(&plan.claim.uid).and_then(|e| e.attached.clone())
+        };
+        let Some(attachment) = attachment else {
+            return;
+        };
         let records = attachment.records.clone();
         let results = spawn_blocking(move || records.iter().map(netdev::detach).collect::<Vec<_>>()).await;
         let mut stranded = Vec::new();
@@ -315,7 +337,8 @@ impl<D: NetworkDriver> Core<D> {
         self.spawn(async move { core.detach_pod(&uid, &why).await });
     }
 
-    /// The claims whose pod has an attach result to report again (after a restart).
+    /// Writes the status of every attached claim again (after a restart, writes that were
+    /// still queued are lost).
     pub fn report_all(&self) {
         let plans: Vec<ClaimPlan> = {
             let state = self.state.lock();

@@ -91,9 +91,8 @@ impl<D: NetworkDriver> DraDriver for KubeletSide<D> {
         let Some(entry) = entry else {
             return Ok(());
         };
-        if let Some(attachment) = entry.attached.clone() {
-            core.detach_claim(&entry.plan, attachment, "the claim was unprepared")
-                .await;
+        if entry.attached.is_some() {
+            core.detach_claim(&entry.plan, "the claim was unprepared").await;
         }
         {
             let mut state = core.state.lock();

@@ -210,6 +210,49 @@ mod tests {
         }
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z0-9./:-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("apiVersion".to_owned()),
+                        Just("kind".to_owned()),
+                        Just("name".to_owned()),
+                        Just("mtu".to_owned()),
+                        Just("addresses".to_owned()),
+                        Just("routes".to_owned()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any JSON a claim can carry parses or names a field; it never panics.
+        #[test]
+        fn any_parameters_parse_or_name_a_field(mut value in json_value(), versioned in proptest::bool::ANY) {
+            if versioned && let Value::Object(map) = &mut value {
+                map.insert("apiVersion".into(), json!(API_VERSION));
+                map.insert("kind".into(), json!(KIND));
+            }
+            if let Err((field, message)) = parse(&value) {
+                proptest::prop_assert!(!field.is_empty() && !message.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn later_configs_replace_fields_and_whole_lists() {
         let mut base = parse(&v(

@@ -251,3 +251,158 @@ pub fn plan_claim<D: NetworkDriver>(
         devices,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::driver::HostDevice;
+
+    const DRIVER: &str = "net.example.com";
+
+    fn published(name: &str, ifname: &str) -> Device {
+        serde_json::from_value(json!({"name": name, "attributes": {"ifName": {"string": ifname}}})).unwrap()
+    }
+
+    fn config(extra: Value) -> Value {
+        let mut c = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    /// A claim named `name` with one result per (request, device), the given allocation
+    /// configs (source, requests, parameters) and reserved for `pods`.
+    fn claim(name: &str, results: &[(&str, &str)], configs: &[(&str, &[&str], Value)], pods: &[&str]) -> ResolvedClaim {
+        let object = json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"devices": {
+                "requests": results.iter().map(|(r, _)| json!({"name": r})).collect::<Vec<_>>(),
+                "config": configs.iter().filter(|(s, _, _)| *s == "FromClaim")
+                    .map(|(_, r, p)| json!({"requests": r, "opaque": {"driver": DRIVER, "parameters": p}}))
+                    .collect::<Vec<_>>(),
+            }},
+            "status": {
+                "allocation": {"devices": {
+                    "results": results.iter()
+                        .map(|(r, d)| json!({"request": r, "driver": DRIVER, "pool": "node", "device": d}))
+                        .collect::<Vec<_>>(),
+                    "config": configs.iter()
+                        .map(|(s, r, p)| json!({"source": s, "requests": r, "opaque": {"driver": DRIVER, "parameters": p}}))
+                        .collect::<Vec<_>>(),
+                }},
+                "reservedFor": pods.iter().map(|p| json!({"resource": "pods", "name": p, "uid": format!("uid-{p}")}))
+                    .collect::<Vec<_>>(),
+            },
+        });
+        let object: ResourceClaim = serde_json::from_value(object).unwrap();
+        let claim = ClaimRef {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        };
+        kubeletplugin::resolve_for_driver(DRIVER, &claim, Arc::new(object)).unwrap()
+    }
+
+    fn devices() -> Vec<Device> {
+        vec![published("d0", "eth1"), published("d1", "eth2")]
+    }
+
+    #[test]
+    fn the_claim_config_overrides_the_class_config_field_by_field() {
+        let c = claim(
+            "c",
+            &[("nic", "d0")],
+            &[
+                ("FromClass", &[], config(json!({"name": "net1", "mtu": 9000}))),
+                ("FromClaim", &["nic"], config(json!({"mtu": 1400}))),
+            ],
+            &["p"],
+        );
+        let plan = plan_claim(DRIVER, &HostDevice, &c, &devices(), &[]).unwrap();
+        assert_eq!(plan.pod.uid, "uid-p");
+        let d = &plan.devices[0];
+        assert_eq!((d.host_interface.as_str(), d.pod_interface.as_str()), ("eth1", "net1"));
+        assert_eq!(d.interface.config.mtu, Some(1400));
+        assert!(d.interface.carry_host_addresses, "no addresses: the host's are carried");
+    }
+
+    #[test]
+    fn pods_devices_and_names_are_checked() {
+        let none = claim("c", &[("nic", "d0")], &[], &[]);
+        assert!(matches!(
+            plan_claim(DRIVER, &HostDevice, &none, &devices(), &[]),
+            Err(PlanError::NoPod { .. })
+        ));
+        let two = claim("c", &[("nic", "d0")], &[], &["a", "b"]);
+        let e = plan_claim(DRIVER, &HostDevice, &two, &devices(), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "reserved for 2 pods; an interface moved into a pod cannot be shared"
+        );
+        let unknown = claim("c", &[("nic", "d9")], &[], &["p"]);
+        let e = plan_claim(DRIVER, &HostDevice, &unknown, &devices(), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "request \"nic\": device node/d9 is not published by this node"
+        );
+
+        // Two claims of one pod may not give two interfaces one name; other pods may.
+        let first = claim(
+            "c1",
+            &[("nic", "d0")],
+            &[("FromClaim", &["nic"], config(json!({"name": "net1"})))],
+            &["p"],
+        );
+        let first = plan_claim(DRIVER, &HostDevice, &first, &devices(), &[]).unwrap();
+        let second = claim(
+            "c2",
+            &[("nic", "d1")],
+            &[("FromClaim", &["nic"], config(json!({"name": "net1"})))],
+            &["p"],
+        );
+        let e = plan_claim(DRIVER, &HostDevice, &second, &devices(), &[&first]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"net1\" is already the name of device d0 of claim ns/c1"),
+            "{e}"
+        );
+        let elsewhere = claim(
+            "c3",
+            &[("nic", "d1")],
+            &[("FromClaim", &["nic"], config(json!({"name": "net1"})))],
+            &["q"],
+        );
+        assert!(plan_claim(DRIVER, &HostDevice, &elsewhere, &devices(), &[&first]).is_ok());
+    }
+
+    #[test]
+    fn configuration_errors_name_request_device_and_field() {
+        let c = claim(
+            "c",
+            &[("nic", "d0")],
+            &[("FromClaim", &["nic"], config(json!({"mtu": 10})))],
+            &["p"],
+        );
+        let e = plan_claim(DRIVER, &HostDevice, &c, &devices(), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "request \"nic\", device d0: config: mtu: 10 is outside 68..=65535"
+        );
+        let c = claim(
+            "c",
+            &[("nic", "d0")],
+            &[("FromClaim", &["nci"], config(json!({})))],
+            &["p"],
+        );
+        let e = plan_claim(DRIVER, &HostDevice, &c, &devices(), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spec.devices.config[0].requests[0]: the claim has no request \"nci\""),
+            "{e}"
+        );
+    }
+}

@@ -242,3 +242,85 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{driver::InterfacePlan, plan::PodRef};
+    use netdev::InterfaceConfig;
+
+    fn plan(carry: bool) -> ClaimPlan {
+        let config = InterfaceConfig {
+            name: Some("net1".into()),
+            addresses: if carry { vec![] } else { vec!["10.10.0.2/24".into()] },
+            ..Default::default()
+        };
+        ClaimPlan {
+            claim: ClaimRef {
+                namespace: "ns".into(),
+                name: "c".into(),
+                uid: "u".into(),
+            },
+            pod: PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "pu".into(),
+            },
+            devices: vec![DevicePlan {
+                request: "nic".into(),
+                pool: "node".into(),
+                device: "d0".into(),
+                share_id: None,
+                host_interface: "eth1".into(),
+                pod_interface: "net1".into(),
+                interface: InterfacePlan {
+                    config: config.validate().unwrap(),
+                    carry_host_addresses: carry,
+                },
+                published: Default::default(),
+            }],
+        }
+    }
+
+    fn record() -> RestoreRecord {
+        serde_json::from_value(json!({
+            "host": {"name": "eth1", "index": 7, "mtu": 1500, "mac": "02:00:00:00:00:07", "up": true,
+                     "addresses": [{"address": "192.0.2.9/24", "scope": 0}], "routes": []},
+            "netns": "/var/run/netns/x", "nameInPod": "net1", "macInPod": "02:00:00:00:00:07"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_attached_device_reports_its_network_data() {
+        let record = record();
+        for (carry, ips) in [(false, "10.10.0.2/24"), (true, "192.0.2.9/24")] {
+            let entries = claim_statuses("net.x", &plan(carry), &[DeviceState::Attached(&record)]);
+            let e = serde_json::to_value(&entries[0]).unwrap();
+            assert_eq!(e["driver"], "net.x");
+            assert_eq!((e["pool"].as_str(), e["device"].as_str()), (Some("node"), Some("d0")));
+            assert_eq!(
+                e["networkData"],
+                json!({"interfaceName": "net1", "ips": [ips], "hardwareAddress": "02:00:00:00:00:07"})
+            );
+            assert_eq!(e["conditions"][0]["type"], "Ready");
+            assert_eq!(e["conditions"][0]["status"], "True");
+        }
+    }
+
+    #[test]
+    fn a_failure_reports_reason_and_message_without_network_data() {
+        let state = DeviceState::NotReady {
+            reason: "AttachFailed",
+            message: "pod ns/p: cannot attach",
+        };
+        let entries = claim_statuses("net.x", &plan(false), &[state]);
+        let e = serde_json::to_value(&entries[0]).unwrap();
+        assert!(e.get("networkData").is_none());
+        assert_eq!(e["conditions"][0]["status"], "False");
+        assert_eq!(e["conditions"][0]["reason"], "AttachFailed");
+        let body = apply_body(&plan(false).claim, &entries);
+        assert_eq!(body["metadata"]["uid"], "u");
+        assert_eq!(body["status"]["devices"][0]["device"], "d0");
+    }
+}

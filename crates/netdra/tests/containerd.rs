@@ -72,6 +72,7 @@ async fn wait_host_link(env: &Env, name: &str) {
 /// Acceptance 1, one pod: prepare, start, check inside the pod and on the claim, stop, remove,
 /// unprepare, nothing left.
 async fn one_pod(mut env: Env) -> Env {
+    env.register().await;
     let host = env.veths[0].clone();
     let mtu = host_mtu(&host).unwrap();
     let device = env.device(&host).await;
@@ -92,6 +93,11 @@ async fn one_pod(mut env: Env) -> Env {
         routes(&ns, "net1")
     );
     assert!(link_json(None, &host).is_none(), "{host} left the host");
+    assert_eq!(
+        env.device(&host).await,
+        device,
+        "still published while it is in the pod"
+    );
 
     let entries = env.wait_ready("c1", "True").await;
     assert_eq!(entries.len(), 1);
@@ -178,11 +184,55 @@ async fn several(mut env: Env) -> Env {
     env
 }
 
+/// A claim without addresses: the interface takes its host address and route into the pod,
+/// the claim shows that address, and both come back at stop.
+async fn carried(mut env: Env) -> Env {
+    let host = env.veths[0].clone();
+    ip(&["link", "set", &host, "up"]);
+    ip(&["addr", "add", "10.50.0.2/24", "dev", &host]);
+    ip(&["route", "add", "10.60.0.0/16", "via", "10.50.0.1", "dev", &host]);
+    let device = env.device(&host).await;
+    let pod = format!("pod-k-{}", env.tag);
+    env.seed_claim(
+        "c1",
+        &[("nic", &device)],
+        &[(None, config(json!({"name": "net1"})))],
+        ("pod-k", &pod),
+    );
+    env.prepare(&["c1"]).await;
+    env.run_pod("pod-k", &pod).await.unwrap();
+    let ns = env.netns("pod-k").await;
+    let link = link_json(Some(&ns), "net1").unwrap_or_else(|| panic!("net1 in the pod: {}", env.agent_log()));
+    assert_eq!(addresses(&link), ["10.50.0.2/24"]);
+    assert!(
+        routes(&ns, "net1").contains(&"10.60.0.0/16 via 10.50.0.1".to_owned()),
+        "{:?}",
+        routes(&ns, "net1")
+    );
+    let entries = env.wait_ready("c1", "True").await;
+    assert_eq!(entries[0]["networkData"]["ips"], json!(["10.50.0.2/24"]));
+    env.stop_pod("pod-k").await;
+    wait_host_link(&env, &host).await;
+    assert_eq!(addresses(&link_json(None, &host).unwrap()), ["10.50.0.2/24"]);
+    let host_routes: Vec<String> = serde_json::from_str::<Value>(&ip(&["-j", "route", "show", "dev", &host]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| Some(format!("{} via {}", r["dst"].as_str()?, r["gateway"].as_str()?)))
+        .collect();
+    assert_eq!(host_routes, ["10.60.0.0/16 via 10.50.0.1"]);
+    env.remove_pod("pod-k").await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    env
+}
+
 #[test]
 fn containerd_1_7_pod_lifecycle() {
     serially("1.7", || async {
         scenario("1.7", "l1", 1, one_pod).await.unwrap();
         scenario("1.7", "m1", 4, several).await.unwrap();
+        scenario("1.7", "k1", 1, carried).await.unwrap();
     });
 }
 
@@ -191,6 +241,7 @@ fn containerd_2_pod_lifecycle() {
     serially("2", || async {
         scenario("2", "l2", 1, one_pod).await.unwrap();
         scenario("2", "m2", 4, several).await.unwrap();
+        scenario("2", "k2", 1, carried).await.unwrap();
     });
 }
 
@@ -453,21 +504,26 @@ async fn fault_e(env: Env) -> Env {
 async fn fault_f(mut env: Env) -> Env {
     let host = env.veths[0].clone();
     let device = env.device(&host).await;
-    env.api.inject_failure(testkit::InjectedFailure {
-        method: http::Method::PATCH,
-        path_contains: "/resourceclaims/c1/status".into(),
-        code: 503,
-        times: 4,
-    });
     let uid = format!("pod-f-{}", env.tag);
     env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-f", &uid));
     env.prepare(&["c1"]).await;
+    // The API server becomes unreachable (connections closed, connects refused).
+    env.proxy.cut();
     env.run_pod("pod-f", &uid).await.unwrap();
     let ns = env.netns("pod-f").await;
-    assert!(link_json(Some(&ns), "net1").is_some());
+    assert!(
+        link_json(Some(&ns), "net1").is_some(),
+        "the pod started with its device"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.status_entries("c1").is_empty(), "no status while unreachable");
+    assert!(
+        env.agent_log().contains("claim status write failed; will retry"),
+        "{}",
+        env.agent_log()
+    );
+    env.proxy.restore();
     env.wait_ready("c1", "True").await;
-    let failed = env.api.count("PATCH", "/resourceclaims/c1/status");
-    assert!(failed >= 5, "4 refused writes, then the one that landed: {failed}");
     env
 }
 
@@ -492,6 +548,31 @@ async fn fault_g(mut env: Env) -> Env {
             "destroyed with the namespace (veth)"
         }
     );
+    env
+}
+
+/// (g) for a device-backed NIC, which the kernel returns to the host under a name of its own
+/// (`dev<index>`) when the pod's namespace dies, keeping the MTU it had in the pod. A veth is
+/// destroyed instead, so the test stages what the kernel does, while the agent is down.
+async fn fault_g_returned(mut env: Env) -> Env {
+    let (_, ns) = attached_pod(&mut env, "pod-r").await;
+    let host = env.veths[0].clone();
+    env.kill_agent().await;
+    let index = link_json(Some(&ns), "net1").unwrap()["ifindex"].as_u64().unwrap();
+    let stray = format!("dev{index}");
+    ip(&["-n", &ns, "link", "set", "net1", "netns", "1", "name", &stray]);
+    env.stop_pod("pod-r").await;
+    env.remove_pod("pod-r").await;
+    assert_eq!(host_mtu(&stray), Some(1400), "returned as the pod left it");
+    env.start_agent();
+    wait_nri_connected(&env, 2).await;
+    // Synchronize finds the pod gone and restores the interface it finds by identity.
+    wait_host_link(&env, &host).await;
+    assert_eq!(host_mtu(&host), Some(1500), "original MTU");
+    assert!(link_json(None, &stray).is_none(), "{stray} renamed back");
+    let errors = env.unprepare(&["c1"]).await;
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(env.state_claims().is_empty());
     env
 }
 
@@ -542,8 +623,17 @@ fn faults_on_containerd_2() {
         );
         results.push(("(d) containerd restarted while pods run", outcome));
         fault!("(e) Prepare while NRI is disconnected", "fe", fault_e);
-        fault!("(f) API server failing during attach", "ff", fault_f);
-        fault!("(g) pod deleted while the driver is down", "fg", fault_g);
+        fault!("(f) API server unreachable during attach", "ff", fault_f);
+        fault!(
+            "(g) pod deleted while the driver is down (veth: destroyed)",
+            "fg",
+            fault_g
+        );
+        fault!(
+            "(g) pod deleted while the driver is down (NIC returned by the kernel, staged)",
+            "fr",
+            fault_g_returned
+        );
         fault!("(h) the claim reused by a new pod", "fh", fault_h);
         let survived = results.iter().filter(|(_, r)| r.is_ok()).count();
         println!("faults survived: {survived}/{}", results.len());

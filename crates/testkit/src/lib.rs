@@ -4,7 +4,9 @@
 //! HTTP on a loopback port, so a `kube::Client` talks to it exactly as to a cluster. No real
 //! kube-apiserver can be installed on the project's machines; this fake keeps the semantics the
 //! driver depends on (resourceVersion, 404/409, watch streams, the status subresource,
-//! server-side-apply patches) and logs every request so tests can count API traffic.
+//! server-side-apply patches, and for a ResourceClaim's `status.devices` the list-map and
+//! per-manager ownership of server-side apply, `src/claim_status.rs`) and logs every request so
+//! tests can count API traffic.
 
 mod claim_status;
 mod fake_apiserver;

@@ -156,11 +156,72 @@ pub async fn uds_channel(path: &Path) -> Channel {
         .unwrap()
 }
 
+/// A TCP proxy in front of the fake API server that a test can cut (connections closed, the
+/// port refusing) and restore (the same port listening again): the API server unreachable.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    tasks: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let mut proxy = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            target,
+            tasks: Default::default(),
+        };
+        proxy.addr = proxy.listen();
+        proxy
+    }
+
+    fn listen(&self) -> std::net::SocketAddr {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener = socket.listen(128).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (target, tasks) = (self.target, self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+        addr
+    }
+
+    /// Closes every connection and stops listening: connects are refused.
+    pub fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Listens on the same port again.
+    pub fn restore(&self) {
+        self.listen();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
 /// One test's world: its own API server, veths, agent and state; the shared containerd.
 pub struct Env {
     pub ctrd: Containerd,
     pub dir: tempfile::TempDir,
     pub api: FakeApiServer,
+    /// What the agent talks to instead of the API server directly.
+    pub proxy: Proxy,
     pub kubeconfig: PathBuf,
     pub agent: Option<tokio::process::Child>,
     pub tag: String,
@@ -179,12 +240,13 @@ impl Env {
         let ctrd = Containerd::start(flavor);
         let dir = tempfile::tempdir().unwrap();
         let api = FakeApiServer::start().await.unwrap();
+        let proxy = Proxy::start(api.url().trim_start_matches("http://").parse().unwrap()).await;
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
             format!(
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n",
-                api.url()
+                format_args!("http://{}", proxy.addr)
             ),
         )
         .unwrap();
@@ -202,6 +264,7 @@ impl Env {
             ctrd,
             dir,
             api,
+            proxy,
             kubeconfig,
             agent: None,
             tag: tag.into(),
@@ -279,6 +342,44 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         dra::dra_plugin_client::DraPluginClient::new(uds_channel(&socket).await)
+    }
+
+    /// Registers as the kubelet does: GetInfo on the registration socket (the name, the DRA
+    /// socket and the versions must be right), then NotifyRegistrationStatus.
+    pub async fn register(&self) {
+        use kubeletplugin::proto::pluginregistration::{
+            InfoRequest, RegistrationStatus, registration_client::RegistrationClient,
+        };
+        let socket = self.registry_dir().join(format!("{DRIVER}-reg.sock"));
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no registration socket: {}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut client = RegistrationClient::new(uds_channel(&socket).await);
+        let info = client.get_info(InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(info.name, DRIVER);
+        assert_eq!(info.r#type, "DRAPlugin");
+        assert_eq!(
+            Path::new(&info.endpoint),
+            self.plugins_dir().join(DRIVER).join("dra.sock")
+        );
+        assert!(
+            info.supported_versions.contains(&"v1.DRAPlugin".to_owned()),
+            "{:?}",
+            info.supported_versions
+        );
+        client
+            .notify_registration_status(RegistrationStatus {
+                plugin_registered: true,
+                error: String::new(),
+            })
+            .await
+            .unwrap();
     }
 
     /// The published device whose interface is `ifname` (waits for it).
@@ -583,6 +684,46 @@ impl Drop for Env {
             let _ = ip_ok(&["link", "del", name]);
         }
     }
+}
+
+/// The devices the fake API server's slices hold, interface name -> device name.
+pub fn published_devices(api: &FakeApiServer) -> std::collections::BTreeMap<String, String> {
+    api.objects(&RESOURCE_SLICES)
+        .iter()
+        .flat_map(|s| s["spec"]["devices"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| {
+            Some((
+                d.pointer("/attributes/ifName/string")?.as_str()?.to_owned(),
+                d["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Waits until `count` devices are published; interface name -> device name.
+pub async fn wait_published(api: &FakeApiServer, count: usize) -> std::collections::BTreeMap<String, String> {
+    let start = Instant::now();
+    loop {
+        let found = published_devices(api);
+        if found.len() == count {
+            return found;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "published: {found:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A DRA client on the plugin's socket, as the kubelet dials it.
+pub async fn dra_client(socket: &Path) -> dra::dra_plugin_client::DraPluginClient<Channel> {
+    dra::dra_plugin_client::DraPluginClient::new(uds_channel(socket).await)
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 pub async fn connect_cri(path: &Path) -> RuntimeServiceClient<Channel> {
