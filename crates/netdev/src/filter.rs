@@ -39,7 +39,8 @@ pub enum FilterError {
 
 /// Which devices are published.
 pub enum DeviceFilter {
-    /// The default rule: everything but loopback, the uplinks and pod networking.
+    /// The default rule: everything backed by a device, except the uplinks and pod networking
+    /// (loopback and software interfaces stay out, see [`crate::Exclusion`]).
     Default,
     /// A CEL expression that decides instead of the default rule.
     Cel {
