@@ -52,9 +52,21 @@ pub struct Published {
     pub writes: usize,
 }
 
+/// Where a running publisher stands, for health checks and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PublishStatus {
+    /// Whether the last publication succeeded (the slices match the devices).
+    pub published: bool,
+    /// Devices in the last publication attempted.
+    pub devices: usize,
+    /// Slice writes (creates, updates, deletes) of the successful publications since the start.
+    pub writes: u64,
+}
+
 /// Keeps one pool's ResourceSlices equal to the devices it is given.
 pub struct SlicePublisher {
     api: Api<ResourceSlice>,
+    status: watch::Sender<PublishStatus>,
     pool: PoolSpec,
     store: reflector::Store<ResourceSlice>,
     changed: std::sync::Arc<Notify>,
@@ -133,7 +145,13 @@ impl SlicePublisher {
             changed,
             seen,
             watch_task,
+            status: watch::channel(PublishStatus::default()).0,
         }
+    }
+
+    /// Follows the publisher's status (also after [`Self::run`] took it over).
+    pub fn status(&self) -> watch::Receiver<PublishStatus> {
+        self.status.subscribe()
     }
 
     /// Makes the pool's slices publish `devices`: plans against the watched slices, writes,
@@ -173,7 +191,15 @@ impl SlicePublisher {
     pub async fn run(self, mut devices: watch::Receiver<Vec<Device>>) {
         loop {
             let current = devices.borrow_and_update().clone();
-            if let Err(e) = self.publish(&current).await {
+            let result = self.publish(&current).await;
+            self.status.send_modify(|status| {
+                status.devices = current.len();
+                status.published = result.is_ok();
+                if let Ok(published) = &result {
+                    status.writes += published.writes as u64;
+                }
+            });
+            if let Err(e) = result {
                 tracing::error!(error = %e, "publishing ResourceSlices failed; retrying on the next change");
             }
             tokio::select! {

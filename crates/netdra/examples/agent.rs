@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p netdra --example agent -- --driver-name NAME --node-name NODE --kubeconfig FILE \
-//!     --registry-dir DIR --plugins-dir DIR --nri-socket PATH [--filter CEL]
+//!     --kubelet-registry-dir DIR --kubelet-plugins-dir DIR --nri-socket PATH [--device-filter CEL]
 //! ```
 //!
 //! Every flag also reads from the environment.
@@ -29,20 +29,20 @@ struct Args {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Directory the kubelet watches for registration sockets.
-    #[arg(long, env = "REGISTRY_DIR", default_value = kubeletplugin::DEFAULT_REGISTRY_DIR)]
-    registry_dir: PathBuf,
+    #[arg(long, env = "KUBELET_REGISTRY_DIR", default_value = kubeletplugin::DEFAULT_REGISTRY_DIR)]
+    kubelet_registry_dir: PathBuf,
     /// Parent of the per-driver plugin directory (sockets, checkpoint, state).
-    #[arg(long, env = "PLUGINS_DIR", default_value = kubeletplugin::DEFAULT_PLUGINS_DIR)]
-    plugins_dir: PathBuf,
+    #[arg(long, env = "KUBELET_PLUGINS_DIR", default_value = kubeletplugin::DEFAULT_PLUGINS_DIR)]
+    kubelet_plugins_dir: PathBuf,
     /// The runtime's NRI socket.
     #[arg(long, env = "NRI_SOCKET", default_value = nri::DEFAULT_SOCKET)]
     nri_socket: PathBuf,
     /// NRI plugin index (two digits).
     #[arg(long, env = "NRI_PLUGIN_INDEX", default_value = "10")]
-    nri_index: String,
+    nri_plugin_index: String,
     /// CEL device filter; the default rule without it.
     #[arg(long, env = "DEVICE_FILTER")]
-    filter: Option<String>,
+    device_filter: Option<String>,
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -70,11 +70,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = client(args.kubeconfig.as_ref()).await?;
     let mut plugin = PluginOptions::new(&args.driver_name);
-    plugin.registry_dir = args.registry_dir;
-    plugin.plugin_dir = args.plugins_dir.join(&args.driver_name);
-    let mut nri = StubOptions::new("netdra", &args.nri_index);
+    plugin.registry_dir = args.kubelet_registry_dir;
+    plugin.plugin_dir = args.kubelet_plugins_dir.join(&args.driver_name);
+    let mut nri = StubOptions::new("netdra", &args.nri_plugin_index);
     nri.socket = args.nri_socket;
-    let filter = DeviceFilter::parse(args.filter.as_deref()).context("--filter")?;
+    let filter = DeviceFilter::parse(args.device_filter.as_deref()).context("--device-filter")?;
     let inventory = InventoryConfig {
         driver: args.driver_name.clone(),
         sysfs: Sysfs::default(),

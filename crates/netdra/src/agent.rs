@@ -4,7 +4,11 @@
 use std::{path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::resource::v1::Device;
-use kubeletplugin::{PluginHandle, PluginOptions, publisher::SlicePublisher, slices::PoolSpec};
+use kubeletplugin::{
+    PluginHandle, PluginOptions, RegistrationState,
+    publisher::{PublishStatus, SlicePublisher},
+    slices::PoolSpec,
+};
 use netdev::{Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use nri::{ConnectionState, Stub, StubOptions};
 use tokio::{sync::watch, task::JoinHandle};
@@ -13,9 +17,10 @@ use crate::{
     core::Core,
     driver::NetworkDriver,
     kubelet::KubeletSide,
+    metrics::Metrics,
     runtime::RuntimeSide,
     state::{StateError, StateFile},
-    status::{StatusCounters, StatusWriter},
+    status::StatusWriter,
 };
 
 /// Everything the agent needs to know to start.
@@ -33,6 +38,8 @@ pub struct AgentOptions {
     pub watch: WatchOptions,
     /// The agent's state file; `<plugin dir>/netdra-state` by default.
     pub state_file: PathBuf,
+    /// Where the agent counts; unregistered (nobody scrapes them) by default.
+    pub metrics: Metrics,
 }
 
 impl AgentOptions {
@@ -50,7 +57,26 @@ impl AgentOptions {
             node_name: node_name.into(),
             inventory,
             watch: WatchOptions::default(),
+            metrics: Metrics::default(),
         }
+    }
+}
+
+/// What readiness depends on, each part on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// The kubelet accepted the plugin's registration.
+    pub registered: bool,
+    /// The container runtime's NRI connection is up.
+    pub nri_connected: bool,
+    /// The last publication of this node's ResourceSlices succeeded.
+    pub slices_published: bool,
+}
+
+impl Readiness {
+    /// All three hold.
+    pub fn ready(&self) -> bool {
+        self.registered && self.nri_connected && self.slices_published
     }
 }
 
@@ -86,6 +112,7 @@ pub struct Agent<D: NetworkDriver> {
     plugin: Option<PluginHandle<KubeletSide<D>>>,
     stub: Option<Stub>,
     _watcher: InventoryWatcher,
+    publish_status: watch::Receiver<PublishStatus>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -129,7 +156,8 @@ pub async fn start<D: NetworkDriver>(
         devices.iter().cloned().filter_map(|d| driver.publish(d)).collect()
     };
     let (nri_tx, nri_connected) = watch::channel(false);
-    let status = StatusWriter::start(client.clone(), &driver_name);
+    let metrics = options.metrics;
+    let status = StatusWriter::start(client.clone(), &driver_name, metrics.clone());
     let core = Arc::new(Core::new(
         driver_name.clone(),
         driver,
@@ -139,6 +167,7 @@ pub async fn start<D: NetworkDriver>(
         published.clone(),
         status,
         nri_connected,
+        metrics.clone(),
     ));
     published_tx.send_replace(publish(&core.driver, &scanned.borrow_and_update()));
     let publish_core = core.clone();
@@ -151,10 +180,23 @@ pub async fn start<D: NetworkDriver>(
 
     let stub = nri::connect(options.nri, RuntimeSide(core.clone()))?;
     let mut nri_state = stub.watch_state();
+    let nri_metrics = metrics.clone();
     tasks.push(tokio::spawn(async move {
+        let mut last_session = 0;
         loop {
-            let connected = matches!(*nri_state.borrow_and_update(), ConnectionState::Connected { .. });
-            nri_tx.send_replace(connected);
+            let session = match &*nri_state.borrow_and_update() {
+                ConnectionState::Connected { session, .. } => Some(*session),
+                _ => None,
+            };
+            if let Some(session) = session
+                && session != last_session
+            {
+                if last_session != 0 {
+                    nri_metrics.reconnected();
+                }
+                last_session = session;
+            }
+            nri_tx.send_replace(session.is_some());
             if nri_state.changed().await.is_err() {
                 nri_tx.send_replace(false);
                 return;
@@ -170,7 +212,15 @@ pub async fn start<D: NetworkDriver>(
         owner: None,
     };
     let publisher = SlicePublisher::start(client, pool).await;
+    let publish_status = publisher.status();
+    let mut followed = publisher.status();
     tasks.push(tokio::spawn(publisher.run(published)));
+    tasks.push(tokio::spawn(async move {
+        while followed.changed().await.is_ok() {
+            let status = *followed.borrow_and_update();
+            metrics.published(status.devices, status.writes);
+        }
+    }));
     // Status writes lost in a crash are written again from the state.
     core.report_all();
     tracing::info!(driver = %driver_name, node = %options.node_name, "netdra agent started");
@@ -179,6 +229,7 @@ pub async fn start<D: NetworkDriver>(
         plugin: Some(plugin),
         stub: Some(stub),
         _watcher: watcher,
+        publish_status,
         tasks,
     })
 }
@@ -190,15 +241,19 @@ impl<D: NetworkDriver> Agent<D> {
     }
 
     /// Where the kubelet's registration stands.
-    pub fn registration(&self) -> kubeletplugin::RegistrationState {
+    pub fn registration(&self) -> RegistrationState {
         self.plugin
             .as_ref()
-            .map_or(kubeletplugin::RegistrationState::Pending, PluginHandle::registration)
+            .map_or(RegistrationState::Pending, PluginHandle::registration)
     }
 
-    /// The status writer's counters.
-    pub fn status_counters(&self) -> &StatusCounters {
-        self.core.status.counters()
+    /// Registered with the kubelet, connected to the runtime, slices published.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            registered: self.registration() == RegistrationState::Registered,
+            nri_connected: self.nri_connected(),
+            slices_published: self.publish_status.borrow().published,
+        }
     }
 
     /// Claims whose status is not written yet.

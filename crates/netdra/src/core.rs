@@ -14,6 +14,7 @@ use tokio::{
 
 use crate::{
     driver::NetworkDriver,
+    metrics::Metrics,
     plan::{ClaimPlan, PodRef},
     state::{Attachment, NodeState, StateError, StateFile, encode},
     status::{DeviceState, StatusWriter, claim_statuses},
@@ -42,6 +43,7 @@ pub(crate) struct Core<D> {
     pub tasks: Mutex<JoinSet<()>>,
     /// How long one hook waits for an attach: a share of the runtime's request timeout.
     pub hook_wait: Mutex<Duration>,
+    pub metrics: Metrics,
 }
 
 /// Share of the runtime's request timeout a hook spends waiting for an attach; the rest is
@@ -59,6 +61,7 @@ impl<D: NetworkDriver> Core<D> {
         published: watch::Receiver<Vec<Device>>,
         status: StatusWriter,
         nri_connected: watch::Receiver<bool>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             driver_name,
@@ -74,6 +77,7 @@ impl<D: NetworkDriver> Core<D> {
             attaches: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             hook_wait: Mutex::new(Duration::from_secs_f64(2.0 * HOOK_SHARE)),
+            metrics,
         }
     }
 
@@ -233,6 +237,7 @@ impl<D: NetworkDriver> Core<D> {
                 for plan in &plans {
                     self.report_not_ready(plan, "AttachFailed", &message);
                 }
+                self.metrics.attach_failed();
                 tracing::error!(%message, "attach failed; nothing is left in the pod");
                 answer(Err(message));
             }
@@ -307,6 +312,7 @@ impl<D: NetworkDriver> Core<D> {
                             self.driver.detached(&plan.pod, record);
                         }
                         Err(e) => {
+                            self.metrics.detach_failed();
                             tracing::error!(pod = %plan.pod, claim = %plan.claim, error = %e, why, "interface stranded in the pod");
                             stranded.push(record.clone());
                         }

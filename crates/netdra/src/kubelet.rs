@@ -42,6 +42,22 @@ pub(crate) struct KubeletSide<D>(pub Arc<Core<D>>);
 
 impl<D: NetworkDriver> DraDriver for KubeletSide<D> {
     async fn prepare(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
+        let start = std::time::Instant::now();
+        let result = self.prepare_claim(claim).await;
+        self.0.metrics.prepared(result.is_ok(), start.elapsed());
+        result
+    }
+
+    async fn unprepare(&self, claim: &PreparedClaim) -> Result<(), DriverError> {
+        let start = std::time::Instant::now();
+        let result = self.unprepare_claim(claim).await;
+        self.0.metrics.unprepared(result.is_ok(), start.elapsed());
+        result
+    }
+}
+
+impl<D: NetworkDriver> KubeletSide<D> {
+    async fn prepare_claim(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
         let core = &self.0;
         if claim.devices.is_empty() {
             return Ok(Preparation::of_allocation(claim));
@@ -85,7 +101,7 @@ impl<D: NetworkDriver> DraDriver for KubeletSide<D> {
         Ok(Preparation::of_allocation(claim))
     }
 
-    async fn unprepare(&self, claim: &PreparedClaim) -> Result<(), DriverError> {
+    async fn unprepare_claim(&self, claim: &PreparedClaim) -> Result<(), DriverError> {
         let core = &self.0;
         let entry = core.state.lock().claims.get(&claim.claim.uid).cloned();
         let Some(entry) = entry else {

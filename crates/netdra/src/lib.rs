@@ -32,13 +32,15 @@ mod agent;
 mod core;
 mod driver;
 mod kubelet;
+pub mod metrics;
 pub mod opaque;
 pub mod plan;
 mod runtime;
 pub mod state;
 pub mod status;
 
-pub use agent::{Agent, AgentError, AgentOptions, start};
+pub use agent::{Agent, AgentError, AgentOptions, Readiness, start};
 pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver};
 pub use kubelet::PrepareError;
+pub use metrics::Metrics;
 pub use plan::{ClaimPlan, DevicePlan, PlanError, PodRef};

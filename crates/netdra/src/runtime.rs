@@ -80,17 +80,8 @@ impl<D: NetworkDriver> RuntimeSide<D> {
     }
 }
 
-impl<D: NetworkDriver> Plugin for RuntimeSide<D> {
-    fn events(&self) -> EventSet {
-        EventSet::pod_lifecycle().with(Event::CreateContainer)
-    }
-
-    async fn configure(&self, runtime: &RuntimeInfo) -> Result<(), HandlerError> {
-        self.0.set_request_timeout(runtime.request_timeout);
-        Ok(())
-    }
-
-    async fn synchronize(
+impl<D: NetworkDriver> RuntimeSide<D> {
+    async fn synchronize_pods(
         &self,
         pods: Vec<PodSandbox>,
         _containers: Vec<Container>,
@@ -133,15 +124,11 @@ impl<D: NetworkDriver> Plugin for RuntimeSide<D> {
         Ok(Vec::new())
     }
 
-    async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+    async fn run_pod(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
         self.attach_and_wait(pod, "RunPodSandbox").await
     }
 
-    async fn create_container(
-        &self,
-        pod: &PodSandbox,
-        container: &Container,
-    ) -> Result<CreateContainerResponse, HandlerError> {
+    async fn create(&self, pod: &PodSandbox, container: &Container) -> Result<CreateContainerResponse, HandlerError> {
         let core = &self.0;
         let missed = core.unattached_plans(&pod.uid);
         if missed.is_empty() && core.running_attach(&pod.uid).is_none() {
@@ -168,7 +155,7 @@ impl<D: NetworkDriver> Plugin for RuntimeSide<D> {
         Ok(CreateContainerResponse::default())
     }
 
-    async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+    async fn stop_pod(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
         let core = &self.0;
         if let Some(running) = core.running_attach(&pod.uid) {
             let _ = core.wait_attach(running).await;
@@ -178,11 +165,62 @@ impl<D: NetworkDriver> Plugin for RuntimeSide<D> {
         Ok(())
     }
 
-    async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+    async fn remove_pod(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
         // Normally already returned at StopPodSandbox; this catches a missed stop.
         self.0
             .detach_pod(&pod.uid, &format!("pod {} removed", pod_ref(pod)))
             .await;
         Ok(())
+    }
+}
+
+/// Every hook is counted and timed, by name and result.
+async fn timed<D: NetworkDriver, T>(
+    side: &RuntimeSide<D>,
+    hook: &'static str,
+    call: impl Future<Output = Result<T, HandlerError>>,
+) -> Result<T, HandlerError> {
+    let start = std::time::Instant::now();
+    let result = call.await;
+    side.0.metrics.hook(hook, result.is_ok(), start.elapsed());
+    result
+}
+
+impl<D: NetworkDriver> Plugin for RuntimeSide<D> {
+    fn events(&self) -> EventSet {
+        EventSet::pod_lifecycle().with(Event::CreateContainer)
+    }
+
+    async fn configure(&self, runtime: &RuntimeInfo) -> Result<(), HandlerError> {
+        self.0.set_request_timeout(runtime.request_timeout);
+        Ok(())
+    }
+
+    async fn synchronize(
+        &self,
+        pods: Vec<PodSandbox>,
+        containers: Vec<Container>,
+    ) -> Result<Vec<ContainerUpdate>, HandlerError> {
+        timed(self, "Synchronize", self.synchronize_pods(pods, containers)).await
+    }
+
+    async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+        timed(self, "RunPodSandbox", self.run_pod(pod)).await
+    }
+
+    async fn create_container(
+        &self,
+        pod: &PodSandbox,
+        container: &Container,
+    ) -> Result<CreateContainerResponse, HandlerError> {
+        timed(self, "CreateContainer", self.create(pod, container)).await
+    }
+
+    async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+        timed(self, "StopPodSandbox", self.stop_pod(pod)).await
+    }
+
+    async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), HandlerError> {
+        timed(self, "RemovePodSandbox", self.remove_pod(pod)).await
     }
 }

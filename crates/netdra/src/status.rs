@@ -8,10 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -26,7 +23,10 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
-use crate::plan::{ClaimPlan, DevicePlan};
+use crate::{
+    metrics::Metrics,
+    plan::{ClaimPlan, DevicePlan},
+};
 
 /// The condition type netdra writes on each device entry.
 pub const READY: &str = "Ready";
@@ -122,21 +122,11 @@ pub fn apply_body(claim: &ClaimRef, entries: &[AllocatedDeviceStatus]) -> Value 
     })
 }
 
-/// Counters of the writer's work.
-#[derive(Debug, Default)]
-pub struct StatusCounters {
-    /// Successful writes.
-    pub writes: AtomicU64,
-    /// Failed attempts (each retried, unless the claim is gone).
-    pub failures: AtomicU64,
-}
-
 /// Writes claim status entries in the background. Dropping it stops the writer; entries not
 /// yet written are lost (the next agent writes them again from its state).
 pub struct StatusWriter {
     desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
     wake: mpsc::UnboundedSender<ClaimRef>,
-    counters: Arc<StatusCounters>,
     task: JoinHandle<()>,
 }
 
@@ -150,18 +140,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl StatusWriter {
-    /// Starts the writer for driver (and field manager) `driver`.
-    pub fn start(client: kube::Client, driver: &str) -> Self {
+    /// Starts the writer for driver (and field manager) `driver`, counting its writes in
+    /// `metrics`.
+    pub fn start(client: kube::Client, driver: &str, metrics: Metrics) -> Self {
         let desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>> = Arc::default();
-        let counters = Arc::new(StatusCounters::default());
         let (wake, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(client, driver.to_owned(), desired.clone(), counters.clone(), rx));
-        Self {
-            desired,
-            wake,
-            counters,
-            task,
-        }
+        let task = tokio::spawn(run(client, driver.to_owned(), desired.clone(), metrics, rx));
+        Self { desired, wake, task }
     }
 
     /// Makes `entries` this driver's entries of `claim` (an empty list removes them). Returns
@@ -175,18 +160,13 @@ impl StatusWriter {
     pub fn pending(&self) -> usize {
         self.desired.lock().len()
     }
-
-    /// The writer's counters.
-    pub fn counters(&self) -> &StatusCounters {
-        &self.counters
-    }
 }
 
 async fn run(
     client: kube::Client,
     driver: String,
     desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
-    counters: Arc<StatusCounters>,
+    metrics: Metrics,
     mut wake: mpsc::UnboundedReceiver<ClaimRef>,
 ) {
     // Claims due for a write, with their attempt count and when.
@@ -216,7 +196,7 @@ async fn run(
             let body = apply_body(&claim, &entries);
             match api.patch_status(&claim.name, &params, &Patch::Apply(&body)).await {
                 Ok(_) => {
-                    counters.writes.fetch_add(1, Ordering::Relaxed);
+                    metrics.status_written(true);
                     let mut map = desired.lock();
                     // Keep a newer desired state that arrived during the write.
                     if map.get(&claim) == Some(&entries) {
@@ -225,13 +205,13 @@ async fn run(
                     tracing::debug!(%claim, entries = entries.len(), "claim status written");
                 }
                 Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {
-                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.status_written(false);
                     desired.lock().remove(&claim);
                     // Gone, re-created (UID precondition), or refused: a retry cannot help.
                     tracing::warn!(%claim, code = s.code, message = %s.message, "claim status not written; not retrying");
                 }
                 Err(e) => {
-                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.status_written(false);
                     let backoff = FIRST_BACKOFF
                         .saturating_mul(2u32.saturating_pow(attempts.min(8)))
                         .min(MAX_BACKOFF);

@@ -229,6 +229,9 @@ pub struct Env {
     pub veths: Vec<String>,
     pub cri: RuntimeServiceClient<Channel>,
     pub pods: HashMap<String, String>,
+    /// The agent's program and the arguments it gets besides the common ones.
+    pub program: PathBuf,
+    pub extra_args: Vec<String>,
 }
 
 pub fn veth_name(tag: &str, n: usize) -> String {
@@ -236,7 +239,19 @@ pub fn veth_name(tag: &str, n: usize) -> String {
 }
 
 impl Env {
+    /// The environment with the `agent` example as the agent.
     pub async fn new(flavor: &'static str, tag: &str, veths: usize) -> Self {
+        Self::with_agent(flavor, tag, veths, testkit::example_binary("agent"), Vec::new()).await
+    }
+
+    /// The environment with `program` as the agent (it takes the `netdra` binary's flags).
+    pub async fn with_agent(
+        flavor: &'static str,
+        tag: &str,
+        veths: usize,
+        program: PathBuf,
+        extra_args: Vec<String>,
+    ) -> Self {
         let ctrd = Containerd::start(flavor);
         let dir = tempfile::tempdir().unwrap();
         let api = FakeApiServer::start().await.unwrap();
@@ -271,6 +286,8 @@ impl Env {
             veths: names,
             cri,
             pods: HashMap::new(),
+            program,
+            extra_args,
         };
         env.start_agent();
         env
@@ -299,17 +316,18 @@ impl Env {
             .open(self.log_file())
             .unwrap();
         let filter = format!("device.attributes[\"{DRIVER}\"].ifName.startsWith(\"nde{}\")", self.tag);
-        let child = tokio::process::Command::new(testkit::example_binary("agent"))
+        let child = tokio::process::Command::new(&self.program)
             .args(["--driver-name", DRIVER, "--node-name", NODE])
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .arg("--registry-dir")
+            .arg("--kubelet-registry-dir")
             .arg(self.registry_dir())
-            .arg("--plugins-dir")
+            .arg("--kubelet-plugins-dir")
             .arg(self.plugins_dir())
             .arg("--nri-socket")
             .arg(&self.ctrd.nri)
-            .args(["--filter", &filter])
+            .args(["--device-filter", &filter])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,243 @@
+//! `netdra`: the node agent of a Kubernetes DRA network driver, with the reference host-device
+//! driver of `template.rs`.
+//!
+//! ```text
+//! netdra [run]      the node agent (the default)
+//! netdra inventory  print the ResourceSlices this node would publish, as YAML (no cluster)
+//! ```
+//!
+//! Every flag also reads from an environment variable (`netdra --help` lists them). A bad value
+//! stops start-up with a message naming the flag.
+
+mod health;
+mod template;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use kubeletplugin::{ClaimCacheMode, PluginOptions, slices::PoolSpec};
+use netdev::{DeviceFilter, Inventory, InventoryConfig, Sysfs};
+use nri::StubOptions;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netdra",
+    version,
+    about = "netdra: a Kubernetes DRA network driver's node agent (host-device reference driver)"
+)]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum Command {
+    /// Run the node agent (the default).
+    Run,
+    /// Print the ResourceSlices this node would publish, as YAML; needs no cluster.
+    Inventory,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CacheFlag {
+    /// A cluster-wide watch of ResourceClaims: no API request at Prepare.
+    Watch,
+    /// One GET per claim: less memory and API server load in large clusters.
+    GetOnly,
+}
+
+#[derive(clap::Args, Debug)]
+struct Flags {
+    /// DRA driver name (a DNS subdomain) that DeviceClasses select.
+    #[arg(long, env = "DRIVER_NAME", default_value = template::DEFAULT_DRIVER_NAME, global = true)]
+    driver_name: String,
+    /// This node's name (from the downward API in a DaemonSet); the host name when absent.
+    #[arg(long, env = "NODE_NAME", global = true)]
+    node_name: Option<String>,
+    /// Kubeconfig file; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Directory the kubelet watches for registration sockets.
+    #[arg(long, env = "KUBELET_REGISTRY_DIR", default_value = kubeletplugin::DEFAULT_REGISTRY_DIR, global = true)]
+    kubelet_registry_dir: PathBuf,
+    /// Parent of the kubelet's per-driver plugin directories (the DRA socket lives there).
+    #[arg(long, env = "KUBELET_PLUGINS_DIR", default_value = kubeletplugin::DEFAULT_PLUGINS_DIR, global = true)]
+    kubelet_plugins_dir: PathBuf,
+    /// The container runtime's NRI socket.
+    #[arg(long, env = "NRI_SOCKET", default_value = nri::DEFAULT_SOCKET, global = true)]
+    nri_socket: PathBuf,
+    /// NRI plugin index: two digits; plugins are called in ascending order.
+    #[arg(long, env = "NRI_PLUGIN_INDEX", default_value = "10", global = true)]
+    nri_plugin_index: String,
+    /// Where the checkpoint and the state file live; the driver's plugin directory when absent.
+    #[arg(long, env = "STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    /// How claims are looked up.
+    #[arg(long, env = "CLAIM_CACHE", value_enum, default_value_t = CacheFlag::Watch, global = true)]
+    claim_cache: CacheFlag,
+    /// CEL expression selecting the devices to publish, over a DeviceClass-like `device`;
+    /// the default rule (device-backed interfaces, not the uplink or pod networking) when absent.
+    #[arg(long, env = "DEVICE_FILTER", global = true)]
+    device_filter: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:9177", global = true)]
+    metrics_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log level, or a tracing filter such as `info,netdra=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+}
+
+fn init_logging(flags: &Flags) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&flags.log_level)
+        .with_context(|| format!("--log-level {:?}", flags.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match flags.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn node_name(flags: &Flags) -> anyhow::Result<String> {
+    if let Some(name) = &flags.node_name {
+        return Ok(name.clone());
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("--node-name (NODE_NAME) is not set and the host name cannot be read")?
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        bail!("--node-name (NODE_NAME) is not set and the host name is empty");
+    }
+    Ok(name)
+}
+
+fn inventory_config(flags: &Flags) -> anyhow::Result<InventoryConfig> {
+    kubeletplugin::validate_driver_name(&flags.driver_name).context("--driver-name")?;
+    Ok(InventoryConfig {
+        driver: flags.driver_name.clone(),
+        sysfs: Sysfs::default(),
+        filter: DeviceFilter::parse(flags.device_filter.as_deref()).context("--device-filter")?,
+    })
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context("no --kubeconfig (KUBECONFIG) and no in-cluster configuration")?,
+    };
+    kube::Client::try_from(config).context("cannot build the API client")
+}
+
+async fn inventory(flags: &Flags) -> anyhow::Result<()> {
+    use netdra::NetworkDriver;
+    let node = node_name(flags)?;
+    let scan = Inventory::new(inventory_config(flags)?)
+        .scan()
+        .await
+        .context("scanning the node's interfaces")?;
+    for (interface, why) in &scan.left_out {
+        eprintln!("left out {interface}: {why}");
+    }
+    let driver = template::Driver;
+    let devices: Vec<_> = scan.published.into_iter().filter_map(|d| driver.publish(d)).collect();
+    let pool = PoolSpec {
+        driver: flags.driver_name.clone(),
+        pool: node.clone(),
+        node_name: node,
+        owner: None,
+    };
+    for op in kubeletplugin::slices::plan(&pool, &devices, &[]) {
+        if let kubeletplugin::slices::SliceOp::Create(slice) = op {
+            print!("---\n{}", serde_yaml_ng::to_string(&slice)?);
+        }
+    }
+    Ok(())
+}
+
+async fn run(flags: &Flags) -> anyhow::Result<()> {
+    let node = node_name(flags)?;
+    let inventory = inventory_config(flags)?;
+    let mut nri = StubOptions::new("netdra", &flags.nri_plugin_index);
+    nri.socket = flags.nri_socket.clone();
+    nri.validate().context("--nri-plugin-index")?;
+    let mut plugin = PluginOptions::new(&flags.driver_name);
+    plugin.registry_dir = flags.kubelet_registry_dir.clone();
+    plugin.plugin_dir = flags.kubelet_plugins_dir.join(&flags.driver_name);
+    plugin.claim_cache = match flags.claim_cache {
+        CacheFlag::Watch => ClaimCacheMode::Watch,
+        CacheFlag::GetOnly => ClaimCacheMode::GetOnly,
+    };
+    let client = client(flags.kubeconfig.as_ref()).await?;
+    let mut options = netdra::AgentOptions::new(plugin, nri, &node, inventory);
+    if let Some(dir) = &flags.state_dir {
+        options.state_file = dir.join("netdra-state");
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    options.metrics = netdra::Metrics::register(&mut registry);
+
+    let agent = Arc::new(
+        netdra::start(options, template::Driver, client)
+            .await
+            .context("starting the agent")?,
+    );
+    let probe = {
+        let agent = agent.clone();
+        Arc::new(move || agent.readiness()) as health::ReadinessProbe
+    };
+    let server = health::serve(flags.metrics_address, registry, probe)
+        .await
+        .with_context(|| format!("--metrics-address {}", flags.metrics_address))?;
+    tracing::info!(address = %server.addr, "serving /metrics, /healthz and /readyz");
+
+    let signal = kubeletplugin::shutdown_signal()
+        .await
+        .context("installing signal handlers")?;
+    tracing::info!(signal, "shutting down");
+    drop(server);
+    match Arc::try_unwrap(agent) {
+        Ok(agent) => agent.shutdown().await,
+        Err(_) => tracing::warn!("the agent is still referenced; stopping it without the ordered shutdown"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match init_logging(&cli.flags) {
+        Ok(()) => match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(&cli.flags).await,
+            Command::Inventory => inventory(&cli.flags).await,
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the flag first: what an operator reads in `kubectl logs`.
+            eprintln!("netdra: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

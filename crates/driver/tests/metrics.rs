@@ -1,0 +1,125 @@
+//! The running `netdra` binary's `/metrics`, `/healthz` and `/readyz`, on the project's real
+//! containerd (the netdra crate's end-to-end environment): readiness follows the kubelet's
+//! registration and the NRI connection (it drops while containerd is stopped and returns when
+//! it is back), and the Prepare and hook metrics count the calls made.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "../../netdra/tests/common/mod.rs"]
+mod common;
+
+use std::{path::PathBuf, time::Duration};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((code, body))
+}
+
+async fn wait_status(env: &Env, port: u16, path: &str, code: u16) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some((got, body)) = get(port, path).await
+            && got == code
+        {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{path} never answered {code}: {:?}\n{}",
+            get(port, path).await,
+            env.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the sample whose line starts with `series ` (0 when absent).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_health_and_readiness_follow_the_agent() {
+    serially("2", || async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args = vec!["--metrics-address".to_owned(), format!("127.0.0.1:{port}")];
+        let mut env = Env::with_agent("2", "mx", 1, PathBuf::from(env!("CARGO_BIN_EXE_netdra")), args).await;
+
+        assert_eq!(wait_status(&env, port, "/healthz", 200).await, "ok\n");
+        // Not registered yet: not ready, and /readyz says why.
+        let body = wait_status(&env, port, "/readyz", 503).await;
+        assert!(body.contains("registered: false"), "{body}");
+        env.register().await;
+        let body = wait_status(&env, port, "/readyz", 200).await;
+        assert!(
+            body.contains("nri_connected: true") && body.contains("slices_published: true"),
+            "{body}"
+        );
+
+        // containerd stopped: not ready; back: ready again.
+        script(&["stop", "2"]);
+        let body = wait_status(&env, port, "/readyz", 503).await;
+        assert!(body.contains("nri_connected: false"), "{body}");
+        Containerd::start("2");
+        wait_status(&env, port, "/readyz", 200).await;
+        env.cri = connect_cri(&env.ctrd.cri).await;
+
+        // One claim prepared and one pod run: the counters and histograms see them.
+        let device = env.device(&env.veths[0].clone()).await;
+        let uid = format!("pod-m-{}", env.tag);
+        let config = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig", "name": "net1"});
+        env.seed_claim("c1", &[("nic", &device)], &[(None, config)], ("pod-m", &uid));
+        env.prepare(&["c1"]).await;
+        env.run_pod("pod-m", &uid).await.unwrap();
+        env.wait_ready("c1", "True").await;
+        env.stop_pod("pod-m").await;
+        env.remove_pod("pod-m").await;
+        assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+
+        let metrics = wait_status(&env, port, "/metrics", 200).await;
+        println!("{metrics}");
+        assert_eq!(sample(&metrics, "netdra_prepare_total{result=\"ok\"}"), 1.0);
+        assert_eq!(sample(&metrics, "netdra_prepare_duration_seconds_count"), 1.0);
+        assert_eq!(sample(&metrics, "netdra_unprepare_total{result=\"ok\"}"), 1.0);
+        for hook in ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"] {
+            assert_eq!(
+                sample(
+                    &metrics,
+                    &format!("netdra_nri_hook_total{{hook=\"{hook}\",result=\"ok\"}}")
+                ),
+                1.0,
+                "{hook}"
+            );
+            assert_eq!(
+                sample(
+                    &metrics,
+                    &format!("netdra_nri_hook_duration_seconds_count{{hook=\"{hook}\"}}")
+                ),
+                1.0,
+                "{hook}"
+            );
+        }
+        assert_eq!(sample(&metrics, "netdra_devices_published"), 1.0);
+        assert!(sample(&metrics, "netdra_slice_writes_total") >= 1.0);
+        assert!(sample(&metrics, "netdra_claim_status_writes_total{result=\"ok\"}") >= 1.0);
+        assert_eq!(sample(&metrics, "netdra_nri_reconnects_total"), 1.0);
+        assert_eq!(sample(&metrics, "netdra_attach_failures_total"), 0.0);
+        env.teardown().await;
+    });
+}
