@@ -7,7 +7,11 @@
 #[path = "../../netdra/tests/common/mod.rs"]
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use common::*;
 use serde_json::json;
@@ -120,6 +124,94 @@ fn metrics_health_and_readiness_follow_the_agent() {
         assert!(sample(&metrics, "netdra_claim_status_writes_total{result=\"ok\"}") >= 1.0);
         assert_eq!(sample(&metrics, "netdra_nri_reconnects_total"), 1.0);
         assert_eq!(sample(&metrics, "netdra_attach_failures_total"), 0.0);
+
+        // The rest of what the agent does against the API: a slice update (the MTU changes),
+        // a claim read by GET (restarted with --claim-cache get-only), a slice deletion (the
+        // device goes away).
+        let host = env.veths[0].clone();
+        ip(&["link", "set", &host, "mtu", "1450"]);
+        wait_until("the slice shows MTU 1450", Duration::from_secs(10), || {
+            env.api.objects(&testkit::RESOURCE_SLICES).iter().any(|s| {
+                s.pointer("/spec/devices/0/attributes/mtu/int").and_then(serde_json::Value::as_i64) == Some(1450)
+            })
+        })
+        .await;
+        env.kill_agent().await;
+        env.extra_args.extend(["--claim-cache".to_owned(), "get-only".to_owned()]);
+        env.start_agent();
+        env.register().await;
+        let config = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig"});
+        env.seed_claim("c2", &[("nic", &device)], &[(None, config)], ("pod-m2", "uid-pod-m2"));
+        env.prepare(&["c2"]).await;
+        assert!(env.unprepare(&["c2"]).await.values().all(String::is_empty));
+        ip(&["link", "del", &host]);
+        wait_until("the slice deleted", Duration::from_secs(10), || {
+            env.api.objects(&testkit::RESOURCE_SLICES).is_empty()
+        })
+        .await;
+
+        let used = used_permissions(&env.api.requests());
+        let granted = granted_permissions();
+        println!("used: {used:?}");
+        assert_eq!(used, granted, "the ClusterRole grants exactly what the agent used");
         env.teardown().await;
     });
+}
+
+/// (resource[/subresource], verb) of every request, as the API server's authorizer sees it.
+fn used_permissions(requests: &[testkit::RecordedRequest]) -> BTreeSet<(String, String)> {
+    requests
+        .iter()
+        .filter_map(|r| {
+            let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+            // apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]
+            let rest = match parts.as_slice() {
+                ["apis", _, _, "namespaces", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+                _ => return None,
+            };
+            let (resource, named) = match rest {
+                [plural] => ((*plural).to_owned(), false),
+                [plural, _name] => ((*plural).to_owned(), true),
+                [plural, _name, sub] => (format!("{plural}/{sub}"), true),
+                _ => return None,
+            };
+            let verb = match (r.method.as_str(), named) {
+                ("GET", false) if r.watch => "watch",
+                ("GET", false) => "list",
+                ("GET", true) => "get",
+                ("POST", _) => "create",
+                ("PUT", _) => "update",
+                ("PATCH", _) => "patch",
+                ("DELETE", _) => "delete",
+                _ => return None,
+            };
+            Some((resource, verb.to_owned()))
+        })
+        .collect()
+}
+
+/// (resource, verb) pairs the ClusterRole in deploy/install.yaml grants, without the
+/// `resourceclaims/driver` rule, which the API server checks on a status write (Kubernetes
+/// >= 1.36) rather than a request of its own.
+fn granted_permissions() -> BTreeSet<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/install.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let role: serde_json::Value = text
+        .split("\n---\n")
+        .map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).unwrap())
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap();
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for resource in rule["resources"].as_array().unwrap() {
+            let resource = resource.as_str().unwrap();
+            if resource == "resourceclaims/driver" {
+                continue;
+            }
+            for verb in rule["verbs"].as_array().unwrap() {
+                granted.insert((resource.to_owned(), verb.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    granted
 }

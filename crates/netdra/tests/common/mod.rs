@@ -378,8 +378,27 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut client = RegistrationClient::new(uds_channel(&socket).await);
-        let info = client.get_info(InfoRequest {}).await.unwrap().into_inner();
+        // A SIGKILLed agent leaves its socket file behind until the next one replaces it.
+        let (mut client, info) = loop {
+            let channel = Endpoint::try_from("http://localhost")
+                .unwrap()
+                .connect_with_connector(tower::service_fn({
+                    let socket = socket.clone();
+                    move |_| {
+                        let socket = socket.clone();
+                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                    }
+                }))
+                .await;
+            if let Ok(channel) = channel {
+                let mut client = RegistrationClient::new(channel);
+                if let Ok(info) = client.get_info(InfoRequest {}).await {
+                    break (client, info.into_inner());
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "registration socket not served: {}", self.agent_log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(info.name, DRIVER);
         assert_eq!(info.r#type, "DRAPlugin");
         assert_eq!(

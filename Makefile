@@ -1,0 +1,36 @@
+# netdra's everyday commands. The README's two commands are `make demo`'s script and
+# `scripts/test.sh`; everything else is for working on it.
+IMAGE ?= netdra:dev
+CLUSTER ?= netdra
+
+.PHONY: build test lint bench image kind-cluster kind-load deploy demo
+
+build:
+	cargo build --release -p netdra-driver
+
+test:
+	scripts/test.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo deny check licenses bans
+
+bench:
+	cargo bench --workspace --profile ci
+
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+kind-cluster:
+	kind create cluster --name $(CLUSTER) --config deploy/kind.yaml
+
+kind-load: image
+	kind load docker-image $(IMAGE) --name $(CLUSTER)
+
+deploy:
+	kubectl apply -f deploy/install.yaml
+
+demo:
+	@echo "the demo subcommand is not there yet (see the issues); run the end-to-end tests: scripts/test.sh"
+	@exit 1
