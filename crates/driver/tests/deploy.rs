@@ -57,7 +57,14 @@ fn install_and_example_parse_into_their_types() {
     let kinds: Vec<String> = documents("install.yaml").iter().map(check).collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "DeviceClass"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "DeviceClass"
+        ]
     );
     let kinds: Vec<String> = documents("example.yaml").iter().map(check).collect();
     assert_eq!(kinds, ["ResourceClaimTemplate", "Pod"]);
@@ -66,7 +73,8 @@ fn install_and_example_parse_into_their_types() {
 #[test]
 fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
     let docs = documents("install.yaml");
-    let ds: DaemonSet = serde_json::from_value(docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap().clone()).unwrap();
+    let ds: DaemonSet =
+        serde_json::from_value(docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap().clone()).unwrap();
     let pod = ds.spec.unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
     let env = c.env.as_ref().unwrap();
@@ -75,11 +83,22 @@ fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
         node.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
         "spec.nodeName"
     );
-    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+    let path =
+        |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
     assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
     assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
-    let mounts: Vec<&str> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
-    for needed in ["/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/nri", "/var/run/netns"] {
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    for needed in [
+        "/var/lib/kubelet/plugins_registry",
+        "/var/lib/kubelet/plugins",
+        "/var/run/nri",
+        "/var/run/netns",
+    ] {
         assert!(mounts.contains(&needed), "{needed} not mounted: {mounts:?}");
     }
     assert_eq!(pod.host_network, Some(true));
@@ -109,10 +128,27 @@ struct KindNode {
 fn the_kind_cluster_enables_nri_on_kubernetes_1_34_or_later() {
     let docs = documents("kind.yaml");
     let cluster: KindCluster = serde_json::from_value(docs[0].clone()).unwrap();
-    assert_eq!((cluster.kind.as_str(), cluster.api_version.as_str()), ("Cluster", "kind.x-k8s.io/v1alpha4"));
+    assert_eq!(
+        (cluster.kind.as_str(), cluster.api_version.as_str()),
+        ("Cluster", "kind.x-k8s.io/v1alpha4")
+    );
     for node in &cluster.nodes {
-        let minor: u32 = node.image.split(":v1.").nth(1).unwrap().split('.').next().unwrap().parse().unwrap();
+        let minor: u32 = node
+            .image
+            .split(":v1.")
+            .nth(1)
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(minor >= 34, "{}", node.image);
     }
-    assert!(cluster.containerd_config_patches.iter().any(|p| p.contains("io.containerd.nri.v1.nri") && p.contains("disable = false")));
+    assert!(
+        cluster
+            .containerd_config_patches
+            .iter()
+            .any(|p| p.contains("io.containerd.nri.v1.nri") && p.contains("disable = false"))
+    );
 }

@@ -132,12 +132,15 @@ fn metrics_health_and_readiness_follow_the_agent() {
         ip(&["link", "set", &host, "mtu", "1450"]);
         wait_until("the slice shows MTU 1450", Duration::from_secs(10), || {
             env.api.objects(&testkit::RESOURCE_SLICES).iter().any(|s| {
-                s.pointer("/spec/devices/0/attributes/mtu/int").and_then(serde_json::Value::as_i64) == Some(1450)
+                s.pointer("/spec/devices/0/attributes/mtu/int")
+                    .and_then(serde_json::Value::as_i64)
+                    == Some(1450)
             })
         })
         .await;
         env.kill_agent().await;
-        env.extra_args.extend(["--claim-cache".to_owned(), "get-only".to_owned()]);
+        env.extra_args
+            .extend(["--claim-cache".to_owned(), "get-only".to_owned()]);
         env.start_agent();
         env.register().await;
         let config = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig"});

@@ -203,6 +203,12 @@ impl ClaimLookup {
             .is_some_and(|(_, ready)| ready.load(Ordering::Acquire))
     }
 
+    /// The cached object of claim `namespace`/`name`, if the cache has it (no API request).
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ResourceClaim>> {
+        let (store, _) = self.cache.as_ref()?;
+        store.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
     /// Number of claims in the cache (0 without one).
     pub fn cached_claims(&self) -> usize {
         self.cache.as_ref().map_or(0, |(store, _)| store.len())

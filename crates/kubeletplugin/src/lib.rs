@@ -55,7 +55,7 @@ pub use driver::{
     PreparedDevice, ResolvedClaim,
 };
 pub use plugin::{
-    DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions, current_boot_id,
-    shutdown_signal, start, validate_driver_name,
+    ClaimCacheReader, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions,
+    current_boot_id, shutdown_signal, start, validate_driver_name,
 };
 pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};

@@ -24,6 +24,11 @@ pub const DEFAULT_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
 /// Default parent of per-driver plugin directories.
 pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
 
+/// Reads a claim from the watch cache by namespace and name; see
+/// [`PluginHandle::claim_cache_reader`].
+pub type ClaimCacheReader =
+    Arc<dyn Fn(&str, &str) -> Option<Arc<k8s_openapi::api::resource::v1::ResourceClaim>> + Send + Sync>;
+
 /// Why a plugin could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -272,6 +277,14 @@ impl<D: DraDriver> PluginHandle<D> {
     /// Whether claim lookups are served from a synced watch cache.
     pub fn claim_cache_ready(&self) -> bool {
         self.preparer.lookup().cache_ready()
+    }
+
+    /// A reader of the claim watch cache, for a driver's runtime hooks: the current object of a
+    /// claim by namespace and name, without an API request (`None` when not cached, or in
+    /// GET-only mode).
+    pub fn claim_cache_reader(&self) -> ClaimCacheReader {
+        let lookup = self.preparer.lookup().clone();
+        Arc::new(move |namespace: &str, name: &str| lookup.cached(namespace, name))
     }
 
     /// Number of claims in the watch cache.

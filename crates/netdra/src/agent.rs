@@ -205,6 +205,7 @@ pub async fn start<D: NetworkDriver>(
     }));
 
     let plugin = kubeletplugin::start(options.plugin, KubeletSide(core.clone()), client.clone()).await?;
+    let _ = core.claims.set(plugin.claim_cache_reader());
     let pool = PoolSpec {
         driver: driver_name.clone(),
         node_name: options.node_name.clone(),

@@ -44,6 +44,8 @@ pub(crate) struct Core<D> {
     /// How long one hook waits for an attach: a share of the runtime's request timeout.
     pub hook_wait: Mutex<Duration>,
     pub metrics: Metrics,
+    /// The kubelet plugin's claim cache, once the plugin has started.
+    pub claims: std::sync::OnceLock<kubeletplugin::ClaimCacheReader>,
 }
 
 /// Share of the runtime's request timeout a hook spends waiting for an attach; the rest is
@@ -78,6 +80,7 @@ impl<D: NetworkDriver> Core<D> {
             tasks: Mutex::new(JoinSet::new()),
             hook_wait: Mutex::new(Duration::from_secs_f64(2.0 * HOOK_SHARE)),
             metrics,
+            claims: std::sync::OnceLock::new(),
         }
     }
 
@@ -96,7 +99,7 @@ impl<D: NetworkDriver> Core<D> {
     }
 
     /// Persists, logging a failure: used after kernel changes that happened anyway.
-    async fn persist_or_log(&self, after: &str) {
+    pub async fn persist_or_log(&self, after: &str) {
         if let Err(e) = self.persist().await {
             tracing::error!(error = %e, "state not saved after {after}; a crash now would lose track of it");
         }
@@ -106,6 +109,47 @@ impl<D: NetworkDriver> Core<D> {
         let mut tasks = self.tasks.lock();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(task);
+    }
+
+    /// Points unattached plans at `pod` when the claim cache now says their claim is reserved
+    /// for it alone: Prepare may have read the claim before the cache saw its reservation move
+    /// to this pod (a claim reused by a new pod). No API request; whether anything changed.
+    pub fn retarget(&self, pod: &PodRef) -> bool {
+        let Some(read) = self.claims.get() else {
+            return false;
+        };
+        let mut changed = false;
+        let mut state = self.state.lock();
+        for entry in state.claims.values_mut() {
+            if entry.attached.is_some() || entry.plan.pod.uid == pod.uid {
+                continue;
+            }
+            let claim = &entry.plan.claim;
+            let Some(object) = read(&claim.namespace, &claim.name) else {
+                continue;
+            };
+            let reserved: Vec<_> = object
+                .status
+                .as_ref()
+                .and_then(|s| s.reserved_for.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.resource == "pods")
+                .collect();
+            if object.metadata.uid.as_deref() == Some(claim.uid.as_str())
+                && reserved.len() == 1
+                && reserved[0].uid == pod.uid
+            {
+                tracing::warn!(claim = %claim, from = %entry.plan.pod, to = %pod, "the claim's reservation moved after Prepare; its plan now follows the new pod");
+                entry.plan.pod = PodRef {
+                    namespace: claim.namespace.clone(),
+                    name: reserved[0].name.clone(),
+                    uid: pod.uid.clone(),
+                };
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The plans of pod `uid` that are not attached yet.

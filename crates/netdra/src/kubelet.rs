@@ -68,8 +68,10 @@ impl<D: NetworkDriver> KubeletSide<D> {
             }
             .into());
         }
-        let published = core.published.borrow().clone();
         let plan = {
+            // Borrowed, not cloned: a batch of Prepares would otherwise each copy every
+            // published device at once.
+            let published = core.published.borrow();
             let state = core.state.lock();
             if let Some(entry) = state.claims.get(&claim.claim.uid)
                 && let Some(pod) = entry.attached.as_ref().map(|_| entry.plan.pod.clone())

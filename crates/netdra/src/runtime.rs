@@ -44,11 +44,23 @@ fn describe(plans: &[crate::plan::ClaimPlan]) -> String {
 }
 
 impl<D: NetworkDriver> RuntimeSide<D> {
+    /// The pod's plans not attached yet, after pointing at it any plan whose claim the cache
+    /// now says is reserved for it.
+    async fn unattached(&self, pod: &PodSandbox) -> Vec<crate::plan::ClaimPlan> {
+        let core = &self.0;
+        let plans = core.unattached_plans(&pod.uid);
+        if plans.is_empty() && core.retarget(&pod_ref(pod)) {
+            core.persist_or_log("re-targeting a plan").await;
+            return core.unattached_plans(&pod.uid);
+        }
+        plans
+    }
+
     /// Attaches (or joins the running attach of) the pod's planned interfaces and waits for
     /// it within the hook's share; `Ok` also when it is still running then.
     async fn attach_and_wait(&self, pod: &PodSandbox, hook: &str) -> Result<(), HandlerError> {
         let core = &self.0;
-        let plans = core.unattached_plans(&pod.uid);
+        let plans = self.unattached(pod).await;
         if plans.is_empty() && core.running_attach(&pod.uid).is_none() {
             return Ok(());
         }
@@ -101,7 +113,10 @@ impl<D: NetworkDriver> RuntimeSide<D> {
             core.spawn_detach(uid, "the pod was gone when the runtime resynchronised".into());
         }
         // Pods that started while the agent was away: attach late (their containers wait).
-        for pod in pods.iter().filter(|p| !core.unattached_plans(&p.uid).is_empty()) {
+        for pod in &pods {
+            if self.unattached(pod).await.is_empty() {
+                continue;
+            }
             let pod_ref = pod_ref(pod);
             match nri::pod_netns_path(pod).filter(|p| Path::new(p).exists()) {
                 Some(netns) => {
@@ -130,7 +145,7 @@ impl<D: NetworkDriver> RuntimeSide<D> {
 
     async fn create(&self, pod: &PodSandbox, container: &Container) -> Result<CreateContainerResponse, HandlerError> {
         let core = &self.0;
-        let missed = core.unattached_plans(&pod.uid);
+        let missed = self.unattached(pod).await;
         if missed.is_empty() && core.running_attach(&pod.uid).is_none() {
             return Ok(CreateContainerResponse::default());
         }

@@ -591,6 +591,27 @@ async fn fault_h(mut env: Env) -> Env {
     env
 }
 
+/// (h) when Prepare read the claim before the claim cache saw its reservation move to the new
+/// pod: the plan still names the old pod; RunPodSandbox of the new one finds the claim
+/// reserved for it in the cache (no API request) and attaches.
+async fn fault_h_stale(mut env: Env) -> Env {
+    let (_, _) = attached_pod(&mut env, "pod-s1").await;
+    env.stop_pod("pod-s1").await;
+    env.remove_pod("pod-s1").await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    // Prepared while the claim still says pod-s1.
+    env.prepare(&["c1"]).await;
+    let uid = format!("pod-s2-{}", env.tag);
+    env.reserve_for("c1", ("pod-s2", &uid));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.run_pod("pod-s2", &uid).await.unwrap();
+    let ns = env.netns("pod-s2").await;
+    assert!(link_json(Some(&ns), "net1").is_some(), "{}", env.agent_log());
+    env.wait_ready("c1", "True").await;
+    assert!(env.agent_log().contains("its plan now follows the new pod"));
+    env
+}
+
 /// Acceptance 2: each fault in its own environment; the tally is printed.
 #[test]
 fn faults_on_containerd_2() {
@@ -635,6 +656,11 @@ fn faults_on_containerd_2() {
             fault_g_returned
         );
         fault!("(h) the claim reused by a new pod", "fh", fault_h);
+        fault!(
+            "(h) the claim reused, Prepare before the cache saw the new reservation",
+            "fs",
+            fault_h_stale
+        );
         let survived = results.iter().filter(|(_, r)| r.is_ok()).count();
         println!("faults survived: {survived}/{}", results.len());
         let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();

@@ -380,23 +380,30 @@ impl Env {
         }
         // A SIGKILLed agent leaves its socket file behind until the next one replaces it.
         let (mut client, info) = loop {
-            let channel = Endpoint::try_from("http://localhost")
-                .unwrap()
-                .connect_with_connector(tower::service_fn({
-                    let socket = socket.clone();
-                    move |_| {
+            let channel =
+                Endpoint::try_from("http://localhost")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn({
                         let socket = socket.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-                    }
-                }))
-                .await;
+                        move |_| {
+                            let socket = socket.clone();
+                            async move {
+                                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                            }
+                        }
+                    }))
+                    .await;
             if let Ok(channel) = channel {
                 let mut client = RegistrationClient::new(channel);
                 if let Ok(info) = client.get_info(InfoRequest {}).await {
                     break (client, info.into_inner());
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "registration socket not served: {}", self.agent_log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "registration socket not served: {}",
+                self.agent_log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(info.name, DRIVER);
