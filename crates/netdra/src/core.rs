@@ -214,18 +214,7 @@ impl<D: NetworkDriver> Core<D> {
         if plans.is_empty() {
             return answer(Ok(()));
         }
-        let what: Vec<String> = plans
-            .iter()
-            .map(|p| {
-                let devices: Vec<&str> = p.devices.iter().map(|d| d.device.as_str()).collect();
-                format!(
-                    "claim {}/{} device {}",
-                    p.claim.namespace,
-                    p.claim.name,
-                    devices.join(", ")
-                )
-            })
-            .collect();
+        let what = crate::plan::describe(&plans);
         let owned = plans.clone();
         let path = netns.clone();
         let started = std::time::Instant::now();
@@ -274,10 +263,10 @@ impl<D: NetworkDriver> Core<D> {
                     self.report_attached(plan);
                 }
                 self.driver.attached(pod, &all);
-                tracing::info!(pod = %pod, netns = %netns.display(), claims = %what.join("; "), elapsed = ?started.elapsed(), "interfaces attached");
+                tracing::info!(pod = %pod, netns = %netns.display(), claims = %what, elapsed = ?started.elapsed(), "interfaces attached");
             }
             Err(error) => {
-                let message = format!("pod {pod}: cannot attach {}: {error}", what.join("; "));
+                let message = format!("pod {pod}: cannot attach {what}: {error}");
                 for plan in &plans {
                     self.report_not_ready(plan, "AttachFailed", &message);
                 }

@@ -72,6 +72,23 @@ pub struct ClaimPlan {
     pub devices: Vec<DevicePlan>,
 }
 
+/// `claim ns/a device d0; claim ns/b device d1, d2`: what a set of plans moves, for messages.
+pub fn describe(plans: &[ClaimPlan]) -> String {
+    plans
+        .iter()
+        .map(|p| {
+            let devices: Vec<&str> = p.devices.iter().map(|d| d.device.as_str()).collect();
+            format!(
+                "claim {}/{} device {}",
+                p.claim.namespace,
+                p.claim.name,
+                devices.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Why a claim cannot be prepared. Every variant carries the claim; the message leaves it out
 /// because the kubelet plugin SDK prefixes every per-claim error with it.
 #[derive(Debug, thiserror::Error)]

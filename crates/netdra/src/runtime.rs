@@ -14,7 +14,11 @@ use nri::{
     proto::api::{Container, ContainerUpdate, CreateContainerResponse, Event, PodSandbox},
 };
 
-use crate::{core::Core, driver::NetworkDriver, plan::PodRef};
+use crate::{
+    core::Core,
+    driver::NetworkDriver,
+    plan::{PodRef, describe},
+};
 
 /// The [`nri::Plugin`] the runtime calls.
 pub(crate) struct RuntimeSide<D>(pub Arc<Core<D>>);
@@ -25,22 +29,6 @@ fn pod_ref(pod: &PodSandbox) -> PodRef {
         name: pod.name.clone(),
         uid: pod.uid.clone(),
     }
-}
-
-fn describe(plans: &[crate::plan::ClaimPlan]) -> String {
-    plans
-        .iter()
-        .map(|p| {
-            let devices: Vec<&str> = p.devices.iter().map(|d| d.device.as_str()).collect();
-            format!(
-                "claim {}/{} device {}",
-                p.claim.namespace,
-                p.claim.name,
-                devices.join(", ")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl<D: NetworkDriver> RuntimeSide<D> {
