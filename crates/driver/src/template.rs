@@ -45,12 +45,8 @@ impl NetworkDriver for Driver {
     /// field). Without addresses and routes the interface keeps its own host addresses and the
     /// routes through it, as a secondary NIC keeps what its cloud assigned.
     fn plan_interface(&self, request: &InterfaceRequest<'_>) -> Result<InterfacePlan, DriverError> {
-        let config = request.config.cloned().unwrap_or_default();
-        let carry_host_addresses = config.addresses.is_empty() && config.routes.is_empty();
-        Ok(InterfacePlan {
-            config: config.validate()?,
-            carry_host_addresses,
-        })
+        // The reference rules live in netdra's `HostDevice`; replace this call with your own.
+        netdra::HostDevice.plan_interface(request)
     }
 
     /// Step 4: say what happened; nothing else to do for whole interfaces.
