@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# protoc: only for the CRI client test dependency (k8s-cri's build script); netdra's own
-# protos are compiled with protox.
+# protoc: for the CRI client (k8s-cri's build script) that the demo and the tests use; netdra's
+# own protos are compiled with protox.
 if ! command -v protoc >/dev/null; then
-    say "apt: protobuf-compiler (for the k8s-cri test dependency)"
+    say "apt: protobuf-compiler (for the k8s-cri CRI client)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
 fi

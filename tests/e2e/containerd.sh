@@ -196,7 +196,8 @@ start() {
     [ -f "$E2E/ready" ] || die "not set up: run '$0 setup' first"
     if running; then log "containerd $FLAVOR already running (pid $(cat "$PIDFILE"))"; print_env; return; fi
     write_config
-    PATH=$BIN:$PATH nohup "$BIN/containerd" --config "$DIR/config.toml" >> "$DIR/containerd.log" 2>&1 &
+    # Its own session: a Ctrl-C or SIGTERM meant for the test or the demo does not reach it.
+    PATH=$BIN:$PATH setsid nohup "$BIN/containerd" --config "$DIR/config.toml" >> "$DIR/containerd.log" 2>&1 &
     echo $! > "$PIDFILE"
     local i
     for i in $(seq 100); do

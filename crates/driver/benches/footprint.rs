@@ -122,7 +122,8 @@ async fn run() {
     // Size: a stripped copy of the binary this run built.
     let dir = tempfile::tempdir().unwrap();
     let stripped = dir.path().join("netdra");
-    std::fs::copy(netdra(), &stripped).unwrap();
+    std::fs::copy(netdra(), &stripped)
+        .unwrap_or_else(|e| panic!("{} (NETDRA_BINARY, an absolute path): {e}", netdra().display()));
     assert!(
         std::process::Command::new("strip")
             .arg(&stripped)

@@ -4,11 +4,13 @@
 //! ```text
 //! netdra [run]      the node agent (the default)
 //! netdra inventory  print the ResourceSlices this node would publish, as YAML (no cluster)
+//! netdra demo       a pod's whole network lifecycle on this host, no cluster (root)
 //! ```
 //!
 //! Every flag also reads from an environment variable (`netdra --help` lists them). A bad value
 //! stops start-up with a message naming the flag.
 
+mod demo;
 mod health;
 mod template;
 
@@ -33,12 +35,24 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Run the node agent (the default).
     Run,
     /// Print the ResourceSlices this node would publish, as YAML; needs no cluster.
     Inventory,
+    /// Walk a pod's network lifecycle on this host with no cluster (needs root): veth NICs,
+    /// the agent against an in-process API server, the scheduler's and the kubelet's parts
+    /// played here, pods on containerd (--cri-socket) or else on the NRI runtime harness.
+    Demo {
+        /// containerd's CRI socket (with --nri-socket pointing at its NRI socket); the NRI
+        /// runtime harness stands in for the runtime when absent.
+        #[arg(long, env = "CRI_SOCKET")]
+        cri_socket: Option<PathBuf>,
+        /// Milliseconds to pause before each step, for following it live.
+        #[arg(long, env = "DEMO_STEP_DELAY_MS", default_value_t = 0)]
+        step_delay_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,8 +116,10 @@ struct Flags {
 fn init_logging(flags: &Flags) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&flags.log_level)
         .with_context(|| format!("--log-level {:?}", flags.log_level))?;
+    // Colours only for a terminal: `kubectl logs` and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match flags.log_format {
         LogFormat::Text => builder.init(),
@@ -226,9 +242,22 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match init_logging(&cli.flags) {
-        Ok(()) => match cli.command.unwrap_or(Command::Run) {
+        Ok(()) => match cli.command.clone().unwrap_or(Command::Run) {
             Command::Run => run(&cli.flags).await,
             Command::Inventory => inventory(&cli.flags).await,
+            Command::Demo {
+                cri_socket,
+                step_delay_ms,
+            } => {
+                demo::run(demo::DemoOptions {
+                    driver: cli.flags.driver_name.clone(),
+                    cri_socket,
+                    step_delay: std::time::Duration::from_millis(step_delay_ms),
+                    nri_socket: cli.flags.nri_socket.clone(),
+                    nri_plugin_index: cli.flags.nri_plugin_index.clone(),
+                })
+                .await
+            }
         },
         Err(e) => Err(e),
     };

@@ -34,13 +34,25 @@ fn netdra(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The demo's own flags, besides the global ones.
+const DEMO_FLAGS: &[(&str, &str)] = &[
+    ("--cri-socket", "CRI_SOCKET"),
+    ("--step-delay-ms", "DEMO_STEP_DELAY_MS"),
+];
+
 #[test]
 fn help_lists_every_flag_with_its_variable() {
-    for args in [&["--help"][..], &["run", "--help"], &["inventory", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["inventory", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = netdra(args);
         assert!(out.status.success());
         let help = String::from_utf8(out.stdout).unwrap();
-        for (flag, var) in FLAGS {
+        let own = if args[0] == "demo" { DEMO_FLAGS } else { &[] };
+        for (flag, var) in FLAGS.iter().chain(own) {
             let at = help
                 .find(&format!("{flag} <"))
                 .unwrap_or_else(|| panic!("{args:?}: {flag} missing:\n{help}"));
@@ -77,6 +89,9 @@ fn a_bad_value_stops_start_up_naming_the_flag() {
         (&["run", "--log-format", "yaml"], "--log-format"),
         (&["run", "--metrics-address", "localhost"], "--metrics-address"),
         (&["run", "--claim-cache", "sometimes"], "--claim-cache"),
+        (&["demo", "--step-delay-ms", "soon"], "--step-delay-ms"),
+        (&["demo", "--driver-name", "Not_A_Name"], "--driver-name"),
+        (&["demo", "--nri-plugin-index", "1x"], "--nri-plugin-index"),
     ];
     for (args, flag) in cases {
         let out = netdra(args);
