@@ -32,3 +32,14 @@ fi
 # A private containerd 1.7 and 2.x with NRI, CRI, runc and CNI for the NRI end-to-end tests.
 say "containerd e2e environment"
 bash tests/e2e/containerd.sh setup
+
+# A real single-node Kubernetes (API server, controller-manager, scheduler, kubelet, etcd) built
+# from the Go modules pinned in tests/cluster/go.mod; cached outside the clone by version.
+say "Kubernetes from Go modules (tests/cluster)"
+if ! bash tests/cluster/cluster.sh setup; then
+    if [ "${CI:-}" = true ]; then
+        echo "setup: Kubernetes could not be built (above); the cluster test cannot run" >&2
+        exit 1
+    fi
+    echo "setup: Kubernetes could not be built (above); the cluster test will be skipped" >&2
+fi

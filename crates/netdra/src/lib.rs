@@ -20,7 +20,7 @@
 //! - StopPodSandbox: the interfaces go back to the host, best effort, never failing the
 //!   runtime. RemovePodSandbox and Unprepare forget.
 //! - Every outcome is written on the claim ([`status`]): `networkData` and a `Ready`
-//!   condition per device, by server-side apply, from a queue that never blocks a hook.
+//!   condition per device, by a merge patch with preconditions, from a queue that never blocks a hook.
 //!
 //! Everything blocking (netlink, namespaces, the state file) runs on blocking threads.
 

@@ -1,10 +1,19 @@
 //! The claim's `status.devices[]` entries this driver writes, and the queue that writes them.
 //!
-//! Entries are plain data built from the plan and what happened ([`DeviceState`]); the
-//! [`StatusWriter`] applies them by server-side apply to the claim's `status` subresource
-//! under the driver's field manager, so other drivers' entries are left alone and an empty
-//! list removes exactly this driver's entries. Writes happen on a task of their own, with
-//! retry and backoff: a hook never waits for the API server and never fails because of it.
+//! Entries are plain data built from the plan and what happened ([`DeviceState`]). The
+//! [`StatusWriter`] reads the claim, replaces this driver's entries in `status.devices` (other
+//! drivers' entries are kept as they are; an empty list removes exactly this driver's), and
+//! writes the list back as a JSON merge patch of the `status` subresource with the claim's
+//! resourceVersion and UID as preconditions: a concurrent writer makes it read again, a
+//! re-created claim is left alone. Writes happen on a task of their own, with retry and
+//! backoff: a hook never waits for the API server and never fails because of it.
+//!
+//! Not server-side apply, though the list is a list-map made for it: the real API server (1.36)
+//! refuses an apply to a claim's status when the allocation's opaque parameters are not stored
+//! with their keys in sorted order. It re-encodes the allocation while merging, sees it changed
+//! and answers `422 status.allocation: field is immutable`. Any client that keeps its own key
+//! order (all but kubectl, which sorts) creates such claims; a merge patch leaves the allocation's
+//! bytes alone.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -16,7 +25,10 @@ use k8s_openapi::{
     api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
-use kube::api::{Api, Patch, PatchParams};
+use kube::{
+    api::{Api, DynamicObject, Patch, PatchParams},
+    discovery::ApiResource,
+};
 use kubeletplugin::ClaimRef;
 use netdev::RestoreRecord;
 use parking_lot::Mutex;
@@ -111,15 +123,92 @@ pub fn claim_statuses(driver: &str, plan: &ClaimPlan, states: &[DeviceState<'_>]
         .collect()
 }
 
-/// The server-side apply body that makes `entries` this driver's entries of the claim.
-pub fn apply_body(claim: &ClaimRef, entries: &[AllocatedDeviceStatus]) -> Value {
+/// The claim's `status.devices` with this driver's entries replaced by `entries`: other
+/// drivers' entries stay as they are and where they are; this driver's follow them.
+///
+/// # Errors
+/// When an entry cannot be represented as JSON (it always can; serde's signature says it may not).
+pub fn merged_devices(
+    current: &[Value],
+    driver: &str,
+    entries: &[AllocatedDeviceStatus],
+) -> Result<Vec<Value>, serde_json::Error> {
+    let mut devices: Vec<Value> = current
+        .iter()
+        .filter(|d| d.get("driver").and_then(Value::as_str) != Some(driver))
+        .cloned()
+        .collect();
+    for entry in entries {
+        devices.push(serde_json::to_value(entry)?);
+    }
+    Ok(devices)
+}
+
+/// The JSON merge patch of the claim's `status` subresource that sets `devices`; the API
+/// server refuses it (409) unless the claim is still at `resource_version` with the claim's UID.
+pub fn status_patch(claim: &ClaimRef, resource_version: &str, devices: &[Value]) -> Value {
     json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        // The UID makes the API server refuse the write if the claim was re-created meanwhile.
-        "metadata": {"name": claim.name, "namespace": claim.namespace, "uid": claim.uid},
-        "status": {"devices": entries},
+        "metadata": {"uid": claim.uid, "resourceVersion": resource_version},
+        "status": {"devices": devices},
     })
+}
+
+/// What one write attempt found.
+enum Written {
+    /// The entries are on the claim.
+    Done,
+    /// The claim is gone or was re-created with another UID: nothing to write to.
+    Gone,
+}
+
+/// Why one write attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// The API server's answer, or no answer.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// A read without a resourceVersion cannot be a precondition.
+    #[error("claim {0} was read without a resourceVersion")]
+    NoResourceVersion(ClaimRef),
+    /// An entry did not encode.
+    #[error("claim {0}: encoding its status entries: {1}")]
+    Encode(ClaimRef, serde_json::Error),
+}
+
+/// One read-merge-write of a claim's entries.
+async fn write(
+    api: &Api<DynamicObject>,
+    claim: &ClaimRef,
+    driver: &str,
+    entries: &[AllocatedDeviceStatus],
+) -> Result<Written, WriteError> {
+    // The claim itself, not its status subresource: the same object, and a verb the driver
+    // already holds (it reads claims at Prepare).
+    let current = match api.get(&claim.name).await {
+        Ok(current) => current,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Written::Gone),
+        Err(e) => return Err(e.into()),
+    };
+    if current.metadata.uid.as_deref() != Some(claim.uid.as_str()) {
+        return Ok(Written::Gone);
+    }
+    let Some(resource_version) = current.metadata.resource_version.as_deref() else {
+        return Err(WriteError::NoResourceVersion(claim.clone()));
+    };
+    let listed = current
+        .data
+        .pointer("/status/devices")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let devices = merged_devices(&listed, driver, entries).map_err(|e| WriteError::Encode(claim.clone(), e))?;
+    let params = PatchParams {
+        field_manager: Some(driver.to_owned()),
+        ..PatchParams::default()
+    };
+    let body = status_patch(claim, resource_version, &devices);
+    api.patch_status(&claim.name, &params, &Patch::Merge(&body)).await?;
+    Ok(Written::Done)
 }
 
 /// Writes claim status entries in the background. Dropping it stops the writer; entries not
@@ -138,6 +227,8 @@ impl Drop for StatusWriter {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Conflicts re-read at once this many times before the write backs off like any failure.
+const CONFLICT_RETRIES: u32 = 3;
 
 impl StatusWriter {
     /// Starts the writer for driver (and field manager) `driver`, counting its writes in
@@ -171,7 +262,7 @@ async fn run(
 ) {
     // Claims due for a write, with their attempt count and when.
     let mut due: BTreeMap<ClaimRef, (u32, Instant)> = BTreeMap::new();
-    let params = PatchParams::apply(&driver).force();
+    let resource = ApiResource::erase::<ResourceClaim>(&());
     loop {
         let next = due.values().map(|(_, at)| *at).min();
         tokio::select! {
@@ -192,10 +283,9 @@ async fn run(
             let Some(entries) = desired.lock().get(&claim).cloned() else {
                 continue;
             };
-            let api: Api<ResourceClaim> = Api::namespaced(client.clone(), &claim.namespace);
-            let body = apply_body(&claim, &entries);
-            match api.patch_status(&claim.name, &params, &Patch::Apply(&body)).await {
-                Ok(_) => {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &claim.namespace, &resource);
+            match write(&api, &claim, &driver, &entries).await {
+                Ok(Written::Done) => {
                     metrics.status_written(true);
                     let mut map = desired.lock();
                     // Keep a newer desired state that arrived during the write.
@@ -204,10 +294,20 @@ async fn run(
                     }
                     tracing::debug!(%claim, entries = entries.len(), "claim status written");
                 }
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {
+                Ok(Written::Gone) => {
+                    desired.lock().remove(&claim);
+                    tracing::info!(%claim, "claim gone or re-created; its status is not written");
+                }
+                // Another writer came first: read again at once, a few times, then back off.
+                Err(WriteError::Api(kube::Error::Api(s))) if s.code == 409 && attempts < CONFLICT_RETRIES => {
+                    metrics.status_written(false);
+                    tracing::debug!(%claim, "claim changed during the status write; reading it again");
+                    due.insert(claim, (attempts + 1, Instant::now()));
+                }
+                Err(WriteError::Api(kube::Error::Api(s))) if s.code == 422 || s.code == 400 => {
                     metrics.status_written(false);
                     desired.lock().remove(&claim);
-                    // Gone, re-created (UID precondition), or refused: a retry cannot help.
+                    // Refused as invalid: a retry cannot help.
                     tracing::warn!(%claim, code = s.code, message = %s.message, "claim status not written; not retrying");
                 }
                 Err(e) => {
@@ -299,8 +399,33 @@ mod tests {
         assert!(e.get("networkData").is_none());
         assert_eq!(e["conditions"][0]["status"], "False");
         assert_eq!(e["conditions"][0]["reason"], "AttachFailed");
-        let body = apply_body(&plan(false).claim, &entries);
+        let devices = merged_devices(&[], "net.x", &entries).unwrap();
+        let body = status_patch(&plan(false).claim, "41", &devices);
         assert_eq!(body["metadata"]["uid"], "u");
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
         assert_eq!(body["status"]["devices"][0]["device"], "d0");
+    }
+
+    #[test]
+    fn other_drivers_entries_are_kept_and_this_drivers_replaced() {
+        let other = json!({"driver": "gpu.example.com", "pool": "node", "device": "gpu0", "data": {"x": 1}});
+        let stale = json!({"driver": "net.x", "pool": "node", "device": "old"});
+        let entries = claim_statuses(
+            "net.x",
+            &plan(false),
+            &[DeviceState::NotReady {
+                reason: "HookMissed",
+                message: "m",
+            }],
+        );
+        let merged = merged_devices(&[other.clone(), stale], "net.x", &entries).unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged[0], other,
+            "another driver's entry is untouched, unknown fields included"
+        );
+        assert_eq!(merged[1]["device"], "d0");
+        // An empty list removes exactly this driver's entries.
+        assert_eq!(merged_devices(&merged, "net.x", &[]).unwrap(), vec![other]);
     }
 }

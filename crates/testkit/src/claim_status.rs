@@ -9,6 +9,14 @@
 //! - An entry for a device that is not in `status.allocation.devices.results` is invalid (422),
 //!   as is the same key twice in one apply.
 //! - A `metadata.uid` in the applied object is a precondition (409 when it differs).
+//! - The device and duplicate rules hold for every write of the status (a merge patch too),
+//!   and so does the UID precondition.
+//! - An apply to the status of a claim whose allocation carries opaque parameters is refused
+//!   with `422 status.allocation: field is immutable`. The real server (1.36) does this when
+//!   those parameters were stored with their keys in other than sorted order: it re-encodes the
+//!   allocation while merging, and the bytes differ. Every client but kubectl (which sorts) can
+//!   store them so; this fake keeps no key order, so it takes every claim with opaque
+//!   parameters to be one of them. A merge patch is accepted (it leaves those bytes alone).
 
 use std::collections::BTreeSet;
 
@@ -53,13 +61,15 @@ fn managed_fields(object: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Applies `patch` (a ResourceClaim with `status.devices`) by `manager` to `current`; the
-/// object to store, or the API's error.
-pub(crate) fn apply(current: &Value, manager: &str, patch: &Value) -> Result<Value, ApiError> {
-    let name = current
+fn claim_name(current: &Value) -> &str {
+    current
         .pointer("/metadata/name")
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A `metadata.uid` in a patch of the claim is a precondition: 409 when it differs.
+pub(crate) fn check_uid(current: &Value, patch: &Value) -> Result<(), ApiError> {
     if let Some(uid) = patch.pointer("/metadata/uid").and_then(Value::as_str) {
         let actual = current
             .pointer("/metadata/uid")
@@ -70,17 +80,20 @@ pub(crate) fn apply(current: &Value, manager: &str, patch: &Value) -> Result<Val
                 code: 409,
                 reason: "Conflict",
                 message: format!(
-                    "Operation cannot be fulfilled on resourceclaims.resource.k8s.io \"{name}\": Precondition failed: \
-                     UID in precondition: {uid}, UID in object meta: {actual}"
+                    "Operation cannot be fulfilled on resourceclaims.resource.k8s.io \"{}\": Precondition failed: \
+                     UID in precondition: {uid}, UID in object meta: {actual}",
+                    claim_name(current)
                 ),
             });
         }
     }
-    let applied: Vec<Value> = match patch.pointer("/status/devices") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err(invalid(name, "status.devices: must be a list".into())),
-    };
+    Ok(())
+}
+
+/// Checks the `status.devices` a write would store against the claim's allocation: every
+/// entry names an allocated device, no key twice. Returns the entries' keys.
+pub(crate) fn validate_devices(current: &Value, devices: &[Value]) -> Result<BTreeSet<String>, ApiError> {
+    let name = claim_name(current);
     let allocated: BTreeSet<(String, String, String)> = current
         .pointer("/status/allocation/devices/results")
         .and_then(Value::as_array)
@@ -92,7 +105,7 @@ pub(crate) fn apply(current: &Value, manager: &str, patch: &Value) -> Result<Val
         })
         .collect();
     let mut keys = BTreeSet::new();
-    for (i, entry) in applied.iter().enumerate() {
+    for (i, entry) in devices.iter().enumerate() {
         let s = |f: &str| entry.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
         let id = (s("driver"), s("pool"), s("device"));
         if !allocated.contains(&id) {
@@ -112,6 +125,33 @@ pub(crate) fn apply(current: &Value, manager: &str, patch: &Value) -> Result<Val
             ));
         }
     }
+    Ok(keys)
+}
+
+/// Applies `patch` (a ResourceClaim with `status.devices`) by `manager` to `current`; the
+/// object to store, or the API's error.
+pub(crate) fn apply(current: &Value, manager: &str, patch: &Value) -> Result<Value, ApiError> {
+    let name = claim_name(current);
+    check_uid(current, patch)?;
+    let has_opaque_parameters = current
+        .pointer("/status/allocation/devices/config")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c.pointer("/opaque/parameters").is_some());
+    if has_opaque_parameters {
+        let allocation = current.pointer("/status/allocation").cloned().unwrap_or_default();
+        return Err(invalid(
+            name,
+            format!("status.allocation: Invalid value: {allocation}: field is immutable"),
+        ));
+    }
+    let applied: Vec<Value> = match patch.pointer("/status/devices") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(invalid(name, "status.devices: must be a list".into())),
+    };
+    let keys = validate_devices(current, &applied)?;
     let before = owned_keys(current, manager);
     let others: BTreeSet<String> = managed_fields(current)
         .iter()

@@ -1,9 +1,10 @@
 //! Test support for netdra.
 //!
 //! The centre piece is [`FakeApiServer`]: an in-process Kubernetes API server that speaks real
-//! HTTP on a loopback port, so a `kube::Client` talks to it exactly as to a cluster. No real
-//! kube-apiserver can be installed on the project's machines; this fake keeps the semantics the
-//! driver depends on (resourceVersion, 404/409, watch streams, the status subresource,
+//! HTTP on a loopback port, so a `kube::Client` talks to it exactly as to a cluster. It starts in
+//! microseconds and can be cut or failed at will; the real API server runs in one test
+//! (`crates/driver/tests/cluster.rs`), and what it showed is kept here. The fake keeps the
+//! semantics the driver depends on (resourceVersion, 404/409, watch streams, the status subresource,
 //! server-side-apply patches, and for a ResourceClaim's `status.devices` the list-map and
 //! per-manager ownership of server-side apply, `src/claim_status.rs`) and logs every request so
 //! tests can count API traffic.

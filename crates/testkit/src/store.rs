@@ -372,8 +372,16 @@ impl Store {
         }
         let mut next = current.clone();
         if status {
+            if *resource == RESOURCE_CLAIMS {
+                claim_status::check_uid(&current, &patch)?;
+            }
             let mut s = next.get("status").cloned().unwrap_or(json!({}));
             merge(&mut s, patch.get("status").cloned().unwrap_or(Value::Null));
+            if *resource == RESOURCE_CLAIMS
+                && let Some(devices) = s.get("devices").and_then(Value::as_array)
+            {
+                claim_status::validate_devices(&current, devices)?;
+            }
             set_or_remove(&mut next, "status", Some(s));
         } else {
             let mut p = patch;
@@ -512,6 +520,59 @@ mod tests {
 
     fn claim(name: &str) -> Value {
         json!({"metadata": {"name": name}, "spec": {"devices": {}}, "status": {"allocation": {}}})
+    }
+
+    /// A claim allocated to `net.x`'s device d1 with an opaque configuration, as the scheduler
+    /// leaves it.
+    fn allocated_claim(store: &mut Store) -> Value {
+        let claim = json!({
+            "metadata": {"name": "c", "uid": "u1"},
+            "spec": {"devices": {}},
+            "status": {"allocation": {"devices": {
+                "results": [{"request": "nic", "driver": "net.x", "pool": "n1", "device": "d1"}],
+                "config": [{"source": "FromClaim", "opaque": {"driver": "net.x", "parameters": {"name": "net1"}}}],
+            }}},
+        });
+        store.create(&RESOURCE_CLAIMS, "ns", claim, true).unwrap().0
+    }
+
+    #[test]
+    fn a_claims_status_takes_merge_patches_with_preconditions_and_refuses_apply_over_opaque_parameters() {
+        let mut store = Store::default();
+        let stored = allocated_claim(&mut store);
+        let rv = stored["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+        let entry = json!({"driver": "net.x", "pool": "n1", "device": "d1", "networkData": {"interfaceName": "net1"}});
+        let body = |uid: &str, rv: &str, devices: Value| json!({"metadata": {"uid": uid, "resourceVersion": rv}, "status": {"devices": devices}});
+        let patch = |store: &mut Store, p: Value, kind: PatchKind| {
+            store.patch(&RESOURCE_CLAIMS, "ns", "c", p, kind, true, Some("net.x"))
+        };
+
+        // As the real server: the apply re-encodes the allocation and finds it changed.
+        let apply = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "c", "namespace": "ns"}, "status": {"devices": [entry.clone()]}});
+        let refused = patch(&mut store, apply, PatchKind::Apply).unwrap_err();
+        assert_eq!(refused.code, 422);
+        assert!(refused.message.contains("status.allocation") && refused.message.contains("field is immutable"));
+
+        // Preconditions: another UID or an old resourceVersion is a conflict.
+        let e = patch(&mut store, body("u2", &rv, json!([entry.clone()])), PatchKind::Merge).unwrap_err();
+        assert_eq!((e.code, e.message.contains("UID in precondition")), (409, true));
+        let e = patch(&mut store, body("u1", "0", json!([entry.clone()])), PatchKind::Merge).unwrap_err();
+        assert_eq!(e.code, 409);
+        // A device the claim was not allocated is invalid, as with apply.
+        let stray = json!({"driver": "net.x", "pool": "n1", "device": "d9"});
+        let e = patch(&mut store, body("u1", &rv, json!([stray])), PatchKind::Merge).unwrap_err();
+        assert_eq!(e.code, 422);
+
+        let (written, _) = patch(&mut store, body("u1", &rv, json!([entry.clone()])), PatchKind::Merge).unwrap();
+        assert_eq!(written["status"]["devices"], json!([entry]));
+        assert_eq!(
+            written["status"]["allocation"], stored["status"]["allocation"],
+            "the allocation is left alone"
+        );
+        let rv = written["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+        let (cleared, _) = patch(&mut store, body("u1", &rv, json!([])), PatchKind::Merge).unwrap();
+        assert_eq!(cleared["status"]["devices"], json!([]));
     }
 
     #[test]

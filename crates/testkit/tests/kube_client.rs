@@ -91,7 +91,8 @@ async fn server_side_apply_and_status_subresource() {
     fake.seed(
         &RESOURCE_CLAIMS,
         "ns",
-        json!({"metadata": {"name": "c", "uid": "u1"}, "spec": {}}),
+        json!({"metadata": {"name": "c", "uid": "u1"}, "spec": {}, "status": {"allocation": {"devices": {
+            "results": [{"request": "nic", "driver": "net.example.com", "pool": "n1", "device": "eth1"}]}}}}),
     );
     let claims: Api<ResourceClaim> = Api::namespaced(fake.client(), "ns");
     let status = json!({"status": {"devices": [{"driver": "net.example.com", "pool": "n1", "device": "eth1",
