@@ -35,6 +35,7 @@ use kube::{
     core::GroupVersionKind,
 };
 use serde_json::{Value, json};
+use testkit::HostSnapshot;
 
 const DRIVER: &str = "netdra.dev";
 const NIC: &str = "ndk8s0";
@@ -440,10 +441,11 @@ async fn netdra_on_a_real_kubernetes_node() {
     {
         return;
     }
+    let host_before = HostSnapshot::take("netdra-cluster");
     let started = Instant::now();
     let cluster = Cluster::start();
     println!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
-    let _veth = Veth::create();
+    let veth = Veth::create();
     let dir = tempfile::tempdir().unwrap();
     let client = admin(&cluster).await;
     let node = cluster.var("NODE_NAME").to_owned();
@@ -646,4 +648,16 @@ async fn netdra_on_a_real_kubernetes_node() {
     );
     driver.stop();
     println!("the whole run took {:.1}s", started.elapsed().as_secs_f64());
+
+    // Stopped: nothing of the cluster, the driver or the pod is left on the host.
+    drop(veth);
+    drop(cluster);
+    host_before.assert_restored(&[]);
+    let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(|h| Some(h.ok()?.path().join("netdra-cluster")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "the kubelet's cgroups are left: {cgroups:?}");
+    println!("stopped: no namespace, link, socket, mount, process or cgroup left");
 }

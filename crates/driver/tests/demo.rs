@@ -7,7 +7,6 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::{
-    collections::BTreeSet,
     io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -17,9 +16,13 @@ use std::{
 };
 
 use nix::{sys::signal::Signal, unistd::Pid};
+use testkit::HostSnapshot;
 
 /// One demo at a time: they use the same link names and containerd.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The demo's temporary directories start so.
+const TEMP_PREFIX: &str = "netdra-demo-";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -35,126 +38,6 @@ fn is_root() -> bool {
 fn e2e_ready() -> bool {
     let dir = std::env::var_os("NETDRA_E2E_DIR").map_or_else(|| PathBuf::from("/tmp/netdra-e2e"), PathBuf::from);
     dir.join("ready").exists()
-}
-
-fn lines_of(path: &str) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn names_in(dir: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| keep(n))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What a run could leave behind on the host.
-#[derive(Debug, PartialEq, Eq)]
-struct HostSnapshot {
-    namespaces: BTreeSet<String>,
-    links: BTreeSet<String>,
-    unix_listeners: BTreeSet<String>,
-    tcp_listeners: BTreeSet<String>,
-    mounts: BTreeSet<String>,
-    processes: BTreeSet<String>,
-    temp_dirs: BTreeSet<String>,
-}
-
-impl HostSnapshot {
-    fn take() -> Self {
-        // Listening unix sockets (flags 00010000, __SO_ACCEPTCON), by path.
-        let unix_listeners = lines_of("/proc/net/unix")
-            .iter()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.len() >= 8 && cols[3] == "00010000").then(|| cols[7].to_owned())
-            })
-            .collect();
-        let tcp_listeners = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .flat_map(|f| lines_of(f).into_iter().skip(1))
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.len() > 3 && cols[3] == "0A").then(|| cols[1].to_owned())
-            })
-            .collect();
-        let mounts = lines_of("/proc/self/mountinfo")
-            .iter()
-            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
-            .collect();
-        // The runtime's and the demo's processes, by the names their programs have. Other work
-        // on the machine (builds, the test harness) comes and goes and says nothing here.
-        let watched = [
-            "netdra",
-            "containerd",
-            "containerd-shim",
-            "containerd-shim-runc-v2",
-            "runc",
-            "pause",
-            "ip",
-        ];
-        let processes = names_in("/proc", |n| n.bytes().all(|b| b.is_ascii_digit()))
-            .into_iter()
-            .filter_map(|pid| {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-                let comm = comm.trim();
-                watched.contains(&comm).then(|| format!("{pid} {comm}"))
-            })
-            .collect();
-        Self {
-            namespaces: names_in("/run/netns", |_| true),
-            links: names_in("/sys/class/net", |_| true),
-            unix_listeners,
-            tcp_listeners,
-            mounts,
-            processes,
-            temp_dirs: names_in(&std::env::temp_dir().display().to_string(), |n| {
-                n.starts_with("netdra-demo-")
-            }),
-        }
-    }
-
-    /// Waits (up to 10 s, for processes that are still exiting) until the host is as `self`.
-    fn assert_restored(&self) {
-        let start = Instant::now();
-        loop {
-            let now = Self::take();
-            if &now == self {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let diff = |name: &str, a: &BTreeSet<String>, b: &BTreeSet<String>| {
-                    let added: Vec<_> = b.difference(a).collect();
-                    let removed: Vec<_> = a.difference(b).collect();
-                    (!added.is_empty() || !removed.is_empty())
-                        .then(|| format!("{name}: left behind {added:?}, gone {removed:?}"))
-                };
-                let report: Vec<String> = [
-                    diff("namespaces", &self.namespaces, &now.namespaces),
-                    diff("links", &self.links, &now.links),
-                    diff("unix listeners", &self.unix_listeners, &now.unix_listeners),
-                    diff("tcp listeners", &self.tcp_listeners, &now.tcp_listeners),
-                    diff("mounts", &self.mounts, &now.mounts),
-                    diff("processes", &self.processes, &now.processes),
-                    diff("temporary directories", &self.temp_dirs, &now.temp_dirs),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                panic!("the host is not as it was before the demo:\n{}", report.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 /// `scripts/demo.sh` with this build's binary, in its own process group (as a terminal runs a
@@ -237,7 +120,7 @@ fn the_demo_walks_the_lifecycle_on_containerd_and_leaves_nothing_behind() {
     if !prerequisites(true) {
         return;
     }
-    let before = HostSnapshot::take();
+    let before = HostSnapshot::take(TEMP_PREFIX);
     let start = Instant::now();
     let (child, lines) = spawn_demo(&[]);
     let (code, printed) = finish(child, &lines, Duration::from_secs(120));
@@ -247,7 +130,7 @@ fn the_demo_walks_the_lifecycle_on_containerd_and_leaves_nothing_behind() {
     assert!(printed.iter().any(|l| l.contains("runtime: containerd")), "{printed:?}");
     assert_walked(&printed);
     assert!(took < Duration::from_secs(60), "the demo took {took:?}");
-    before.assert_restored();
+    before.assert_restored(&[]);
 }
 
 #[test]
@@ -256,13 +139,13 @@ fn the_demo_on_the_nri_harness_leaves_nothing_behind() {
     if !prerequisites(false) {
         return;
     }
-    let before = HostSnapshot::take();
+    let before = HostSnapshot::take(TEMP_PREFIX);
     let (child, lines) = spawn_demo(&[("NETDRA_DEMO_RUNTIME", "harness")]);
     let (code, printed) = finish(child, &lines, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{}", printed.join("\n"));
     assert!(printed.iter().any(|l| l.contains("NRI runtime harness")), "{printed:?}");
     assert_walked(&printed);
-    before.assert_restored();
+    before.assert_restored(&[]);
 }
 
 #[test]
@@ -271,7 +154,7 @@ fn a_demo_interrupted_with_the_nic_in_the_pod_cleans_up() {
     if !prerequisites(true) {
         return;
     }
-    let before = HostSnapshot::take();
+    let before = HostSnapshot::take(TEMP_PREFIX);
     let (child, lines) = spawn_demo(&[("DEMO_STEP_DELAY_MS", "1000")]);
     // Step 7's title is printed once the pod runs with ndemo0 inside it.
     let start = Instant::now();
@@ -303,5 +186,5 @@ fn a_demo_interrupted_with_the_nic_in_the_pod_cleans_up() {
         !text.contains("[8/9 at"),
         "the demo went on after the interrupt:\n{text}"
     );
-    before.assert_restored();
+    before.assert_restored(&[]);
 }

@@ -12,11 +12,13 @@
 mod claim_status;
 mod fake_apiserver;
 mod harness;
+mod host_snapshot;
 mod path;
 mod resources;
 mod store;
 
 pub use fake_apiserver::{FakeApiServer, InjectedFailure, RecordedRequest};
 pub use harness::{available_or_skip, example_binary, percentile};
+pub use host_snapshot::HostSnapshot;
 pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
 pub mod wire;
