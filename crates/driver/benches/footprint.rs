@@ -13,10 +13,11 @@ mod common;
 
 use std::{io::Write, path::Path, process::Stdio, time::Duration};
 
-use common::{dra_client, is_root, wait_published};
+use common::{dra_client, wait_published};
 use kubeletplugin::proto::dra::v1 as dra;
 use nri::runtime::{RuntimeListener, RuntimeOptions};
 use serde_json::json;
+use testkit::is_root;
 use testkit::{FakeApiServer, RESOURCE_CLAIMS};
 
 /// The binary to measure.

@@ -109,13 +109,6 @@ fn a_bad_value_stops_start_up_naming_the_flag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nri-plugin-index"));
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 /// Deletes the veth by name when dropped.
 struct Veth(&'static str);
 
@@ -127,7 +120,7 @@ impl Drop for Veth {
 
 #[test]
 fn inventory_prints_resource_slices_that_parse_strictly() {
-    if !testkit::available_or_skip(is_root(), "the inventory test needs root to create a veth") {
+    if !testkit::available_or_skip(testkit::is_root(), "the inventory test needs root to create a veth") {
         return;
     }
     let veth = Veth("ndcli0");

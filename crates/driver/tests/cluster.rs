@@ -58,13 +58,6 @@ fn cluster_cmd(args: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 fn built() -> bool {
     let out = Command::new("bash")
         .arg(workspace().join("tests/cluster/cluster.sh"))
@@ -433,12 +426,13 @@ fn ready_entry(claim: &ResourceClaim) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netdra_on_a_real_kubernetes_node() {
-    if !testkit::available_or_skip(is_root(), "the cluster test needs root (kubelet, containerd, veths)")
-        || !testkit::available_or_skip(
-            built(),
-            "Kubernetes is not built (tests/cluster/cluster.sh setup, as scripts/test.sh does)",
-        )
-    {
+    if !testkit::available_or_skip(
+        testkit::is_root(),
+        "the cluster test needs root (kubelet, containerd, veths)",
+    ) || !testkit::available_or_skip(
+        built(),
+        "Kubernetes is not built (tests/cluster/cluster.sh setup, as scripts/test.sh does)",
+    ) {
         return;
     }
     let host_before = HostSnapshot::take("netdra-cluster");

@@ -28,13 +28,6 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 fn e2e_ready() -> bool {
     let dir = std::env::var_os("NETDRA_E2E_DIR").map_or_else(|| PathBuf::from("/tmp/netdra-e2e"), PathBuf::from);
     dir.join("ready").exists()
@@ -87,12 +80,14 @@ fn finish(mut child: Child, lines: &mpsc::Receiver<String>, timeout: Duration) -
 }
 
 fn prerequisites(containerd: bool) -> bool {
-    testkit::available_or_skip(is_root(), "the demo tests need root (veths, namespaces, containerd)")
-        && (!containerd
-            || testkit::available_or_skip(
-                e2e_ready(),
-                "no containerd e2e environment (run tests/e2e/containerd.sh setup, as scripts/test.sh does)",
-            ))
+    testkit::available_or_skip(
+        testkit::is_root(),
+        "the demo tests need root (veths, namespaces, containerd)",
+    ) && (!containerd
+        || testkit::available_or_skip(
+            e2e_ready(),
+            "no containerd e2e environment (run tests/e2e/containerd.sh setup, as scripts/test.sh does)",
+        ))
 }
 
 fn assert_walked(printed: &[String]) {

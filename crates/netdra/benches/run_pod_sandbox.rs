@@ -319,7 +319,7 @@ async fn run() {
 
 fn main() {
     if !testkit::available_or_skip(
-        common::is_root(),
+        testkit::is_root(),
         "the RunPodSandbox benchmark needs root (network namespaces and veths)",
     ) {
         return;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dra_client, ip_ok as ip, is_root, wait_published};
+use common::{dra_client, ip_ok as ip, wait_published};
 use kubeletplugin::{PluginOptions, proto::dra::v1 as dra};
 use netdev::{DeviceFilter, InventoryConfig, Sysfs};
 use nri::{
@@ -19,6 +19,7 @@ use nri::{
     runtime::{RuntimeListener, RuntimeOptions},
 };
 use serde_json::{Value, json};
+use testkit::is_root;
 use testkit::{FakeApiServer, RESOURCE_CLAIMS};
 
 const DRIVER: &str = "missed.netdra.dev";

@@ -34,6 +34,17 @@ pub fn available_or_skip(available: bool, reason: &str) -> bool {
     false
 }
 
+/// Whether this process runs as root (its effective user ID is 0), as the privileged tests need.
+///
+/// # Panics
+/// When `/proc/self/status` cannot be read (not Linux).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
 /// The `p` quantile (0.0–1.0, nearest rank) of `sorted`, which is sorted ascending.
 ///
 /// # Panics

@@ -762,14 +762,6 @@ pub async fn dra_client(socket: &Path) -> dra::dra_plugin_client::DraPluginClien
     dra::dra_plugin_client::DraPluginClient::new(uds_channel(socket).await)
 }
 
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 pub async fn connect_cri(path: &Path) -> RuntimeServiceClient<Channel> {
     RuntimeServiceClient::new(uds_channel(path).await)
 }
