@@ -45,17 +45,11 @@ fn workspace() -> PathBuf {
 }
 
 fn cluster_cmd(args: &str) -> String {
-    let out = Command::new("bash")
-        .arg(workspace().join("tests/cluster/cluster.sh"))
-        .arg(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cluster.sh {args} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testkit::command_output(
+        Command::new("bash")
+            .arg(workspace().join("tests/cluster/cluster.sh"))
+            .arg(args),
+    )
 }
 
 fn built() -> bool {
@@ -68,13 +62,7 @@ fn built() -> bool {
 }
 
 fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testkit::command_output(Command::new("ip").args(args))
 }
 
 /// The running cluster: stopped (every process, mount and cgroup) when dropped.

@@ -41,18 +41,12 @@ fn e2e_ready() -> bool {
 }
 
 fn script(args: &[&str]) -> String {
-    let out = std::process::Command::new("bash")
-        .arg(workspace().join("tests/e2e/containerd.sh"))
-        .args(args)
-        .env("NETDRA_E2E_DIR", e2e_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "containerd.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testkit::command_output(
+        std::process::Command::new("bash")
+            .arg(workspace().join("tests/e2e/containerd.sh"))
+            .args(args)
+            .env("NETDRA_E2E_DIR", e2e_dir()),
+    )
 }
 
 struct Containerd {

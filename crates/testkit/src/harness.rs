@@ -34,6 +34,24 @@ pub fn available_or_skip(available: bool, reason: &str) -> bool {
     false
 }
 
+/// Runs `command` to its end; its standard output.
+///
+/// # Panics
+/// When it cannot start or exits unsuccessfully: the message names the command and carries
+/// what it printed on standard error.
+pub fn command_output(command: &mut std::process::Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether this process runs as root (its effective user ID is 0), as the privileged tests need.
 ///
 /// # Panics

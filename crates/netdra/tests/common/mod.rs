@@ -47,28 +47,16 @@ pub fn e2e_ready() -> bool {
 }
 
 pub fn script(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(workspace().join("tests/e2e/containerd.sh"))
-        .args(args)
-        .env("NETDRA_E2E_DIR", e2e_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "containerd.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testkit::command_output(
+        Command::new("bash")
+            .arg(workspace().join("tests/e2e/containerd.sh"))
+            .args(args)
+            .env("NETDRA_E2E_DIR", e2e_dir()),
+    )
 }
 
 pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testkit::command_output(Command::new("ip").args(args))
 }
 
 pub fn ip_ok(args: &[&str]) -> bool {
