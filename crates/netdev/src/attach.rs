@@ -2,7 +2,8 @@
 //! none.
 //!
 //! The kernel work per interface, in order:
-//! 1. On the host socket: read the link, its addresses and its routes ([`crate::record`]).
+//! 1. On the host socket: read the link, its PCI function (sysfs), its addresses and its
+//!    routes ([`crate::record`]).
 //! 2. On a socket inside the pod: check that the name it will take is free there (and whether
 //!    its index is).
 //! 3. On the host socket, **one** `RTM_SETLINK` by index carrying `IFLA_NET_NS_FD`, the new
@@ -20,6 +21,14 @@
 //! MTU, MAC and up/down state, with its addresses and routes, and the error names the step that
 //! failed and how the rollback went.
 //!
+//! The work comes in two halves, for a caller that journals before it changes anything
+//! (write-ahead): [`record_all`] is step 1, reads only, and returns the restore records with
+//! the namespace's path and inode; the caller persists them, so that after a crash in the middle
+//! of the move it knows what to look for and how to put it back ([`locate`](crate::locate()),
+//! [`detach`](crate::detach())); then [`attach_recorded`] checks that each recorded index still
+//! names its interface on the host and does steps 2 to 4 (and the rollback) from those records.
+//! [`attach_all`] is both in one call.
+//!
 //! Everything here blocks and must run in the host namespace: a caller on an async runtime uses
 //! a blocking thread (`spawn_blocking`). Attaches into different namespaces can run in
 //! parallel (each call has its own sockets; the kernel serialises the moves themselves under
@@ -29,7 +38,7 @@
 //! the later call left it.
 
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -102,6 +111,25 @@ pub enum AttachError {
         /// The name both would take.
         name: String,
     },
+    /// [`attach_recorded`] was given a different number of records than requests.
+    #[error("attach {devices}: {requests} requested, {records} restore records given")]
+    RecordCount {
+        /// The interfaces asked for, comma-separated.
+        devices: String,
+        /// How many were asked for.
+        requests: usize,
+        /// How many records came with them.
+        records: usize,
+    },
+    /// [`attach_recorded`] was given, for an interface, a record of another interface, pod
+    /// name or namespace (records out of order, or of another call).
+    #[error("attach {device}: the restore record given is of {recorded}")]
+    NotItsRecord {
+        /// The interface asked for.
+        device: String,
+        /// What the record is of: `eth2 as net1 in /var/run/netns/X`.
+        recorded: String,
+    },
     /// The target namespace could not be used.
     #[error("attach: {0}")]
     Netns(#[from] NetnsError),
@@ -159,8 +187,67 @@ pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<Resto
 
 /// Attaches every requested interface into `netns`, or none: a failure returns those already
 /// moved. The records, in request order, are what [`detach`](crate::detach()) needs; persist them before
-/// anything else can fail.
+/// anything else can fail. This is [`record_all`] then [`attach_recorded`] in one call, for a
+/// caller that need not persist the records before the move.
 pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
+    check_names(requests)?;
+    // One host socket for both halves: nothing happens between them here.
+    let mut host = host_socket(requests)?;
+    let records = record_with(&mut host, netns.path(), netns.inode()?, requests)?;
+    attach_with(&mut host, netns, requests, &records)?;
+    Ok(records)
+}
+
+/// The first half of [`attach_all`], which changes nothing: checks the requests and reads
+/// each interface's host state (step 1 of the module documentation).
+/// The records, in request order, carry the namespace's path and inode; the caller persists
+/// them, then hands them to [`attach_recorded`].
+pub fn record_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
+    let inode = netns.inode()?;
+    record_at(netns.path(), inode, requests)
+}
+
+/// [`record_all`] for the namespace at `netns_path` whose inode is `netns_inode`, without
+/// opening it: only the host is read, so a caller can open the namespace meanwhile.
+pub fn record_at(
+    netns_path: &Path,
+    netns_inode: u64,
+    requests: &[AttachRequest<'_>],
+) -> Result<Vec<RestoreRecord>, AttachError> {
+    check_names(requests)?;
+    let mut host = host_socket(requests)?;
+    record_with(&mut host, netns_path, netns_inode, requests)
+}
+
+/// The second half of [`attach_all`]: moves and configures the interfaces that [`record_all`]
+/// recorded for the same `requests` and `netns`, all or none, returning them to the host as
+/// recorded on failure. Records of other requests, or that no longer match the host (an
+/// interface gone or renamed since), are refused before anything changes.
+pub fn attach_recorded(
+    netns: &Netns,
+    requests: &[AttachRequest<'_>],
+    records: &[RestoreRecord],
+) -> Result<(), AttachError> {
+    check_records(netns, requests, records)?;
+    let mut host = host_socket(requests)?;
+    // Time passed while the caller persisted the records: each index must still be its link.
+    for record in records {
+        let link = get_link(&mut host, LinkSelector::Index(record.host.index)).map_err(|source| AttachError::Read {
+            device: record.host.name.clone(),
+            step: "read the link".into(),
+            source,
+        })?;
+        if link.is_none_or(|link| link.name != record.host.name) {
+            return Err(AttachError::NoSuchDevice {
+                device: record.host.name.clone(),
+            });
+        }
+    }
+    attach_with(&mut host, netns, requests, records)
+}
+
+/// Refuses two interfaces that would take the same name in the pod.
+fn check_names(requests: &[AttachRequest<'_>]) -> Result<(), AttachError> {
     for (i, request) in requests.iter().enumerate() {
         let name = pod_name(request);
         if let Some(other) = requests[..i].iter().find(|r| pod_name(r) == name) {
@@ -171,18 +258,55 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
             });
         }
     }
-    let host_ns = Netns::current()?;
-    let mut host = Rtnl::new().map_err(|source| AttachError::Read {
+    Ok(())
+}
+
+/// Refuses records that are not one per request, in order, for `netns`.
+fn check_records(netns: &Netns, requests: &[AttachRequest<'_>], records: &[RestoreRecord]) -> Result<(), AttachError> {
+    if requests.len() != records.len() {
+        return Err(AttachError::RecordCount {
+            devices: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
+            requests: requests.len(),
+            records: records.len(),
+        });
+    }
+    for (request, record) in requests.iter().zip(records) {
+        if record.host.name != request.device || record.name_in_pod != pod_name(request) || record.netns != netns.path()
+        {
+            return Err(AttachError::NotItsRecord {
+                device: request.device.into(),
+                recorded: format!(
+                    "{} as {} in {}",
+                    record.host.name,
+                    record.name_in_pod,
+                    record.netns.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A routing netlink socket in the host namespace.
+fn host_socket(requests: &[AttachRequest<'_>]) -> Result<Rtnl, AttachError> {
+    Rtnl::new().map_err(|source| AttachError::Read {
         device: requests.first().map(|r| r.device.to_owned()).unwrap_or_default(),
         step: "open a routing netlink socket".into(),
         source,
-    })?;
-    let sysfs = Sysfs::default();
+    })
+}
 
-    // Read everything first: a missing interface changes nothing.
+/// Step 1: reads everything first, so that a missing interface changes nothing.
+fn record_with(
+    host: &mut Rtnl,
+    netns_path: &Path,
+    netns_inode: u64,
+    requests: &[AttachRequest<'_>],
+) -> Result<Vec<RestoreRecord>, AttachError> {
+    let sysfs = Sysfs::default();
     let mut links = Vec::with_capacity(requests.len());
     for request in requests {
-        let link = get_link(&mut host, LinkSelector::Name(request.device))
+        let link = get_link(host, LinkSelector::Name(request.device))
             .map_err(|source| AttachError::Read {
                 device: request.device.into(),
                 step: "read the link".into(),
@@ -194,25 +318,35 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
         let pci = sysfs.interface(&link.name).pci.map(|p| p.address);
         links.push((link, pci));
     }
-    let hosts = record_hosts(&mut host, links).map_err(|source| AttachError::Read {
+    let hosts = record_hosts(host, links).map_err(|source| AttachError::Read {
         device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
         step: "read addresses and routes".into(),
         source,
     })?;
-    let records: Vec<RestoreRecord> = requests
+    Ok(requests
         .iter()
         .zip(hosts)
         .map(|(request, host_state)| RestoreRecord {
-            netns: netns.path().to_owned(),
+            netns: netns_path.to_owned(),
+            netns_inode: Some(netns_inode),
             name_in_pod: pod_name(request).to_owned(),
             mac_in_pod: request.config.hardware_address.or(host_state.mac),
             host: host_state,
         })
-        .collect();
+        .collect())
+}
 
+/// Steps 2 to 4, with the rollback; `records` are `requests`' own, in order.
+fn attach_with(
+    host: &mut Rtnl,
+    netns: &Netns,
+    requests: &[AttachRequest<'_>],
+    records: &[RestoreRecord],
+) -> Result<(), AttachError> {
+    let host_ns = Netns::current()?;
     let mut pod = Rtnl::from_socket(netns.socket()?);
     let mut keep_index = Vec::with_capacity(records.len());
-    for record in &records {
+    for record in records {
         let look = |what: &str| {
             let step = format!("look for {what} in {}", netns.path().display());
             let device = record.host.name.clone();
@@ -238,11 +372,11 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
     // rtnl lock for milliseconds and leaves work behind that requests in between would wait for.
     let mut batch = Vec::new();
     let mut steps = Vec::new();
-    for (at, ((request, record), keep)) in requests.iter().zip(&records).zip(keep_index).enumerate() {
-        let index = match move_in(&mut host, &mut pod, netns, request.config, record, keep) {
+    for (at, ((request, record), keep)) in requests.iter().zip(records).zip(keep_index).enumerate() {
+        let index = match move_in(host, &mut pod, netns, request.config, record, keep) {
             Ok(index) => index,
             Err((step, source)) => {
-                let rollback = roll_back(&mut host, &mut pod, &host_ns, &records[..=at]);
+                let rollback = roll_back(host, &mut pod, &host_ns, &records[..=at]);
                 return Err(AttachError::Failed {
                     device: record.host.name.clone(),
                     step,
@@ -266,7 +400,7 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
                 .find_map(|(answer, (at, step))| answer.err().map(|e| (at, step, RtnlError::Kernel(e)))),
         };
         if let Some((at, step, source)) = failed {
-            let rollback = roll_back(&mut host, &mut pod, &host_ns, &records);
+            let rollback = roll_back(host, &mut pod, &host_ns, records);
             return Err(AttachError::Failed {
                 device: records[at].host.name.clone(),
                 step,
@@ -275,7 +409,7 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
             });
         }
     }
-    Ok(records)
+    Ok(())
 }
 
 fn pod_name<'a>(request: &AttachRequest<'a>) -> &'a str {
@@ -702,6 +836,62 @@ mod tests {
         )
         .expect_err("duplicate");
         assert_eq!(err.to_string(), "attach eth2: eth1 would also be named net1 in the pod");
+    }
+
+    #[test]
+    fn records_that_are_not_the_requests_own_are_refused_before_any_change() {
+        let config = InterfaceConfig {
+            name: Some("net1".into()),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        // No root needed: the records are compared before anything is opened.
+        let netns = Netns::current().expect("own namespace");
+        let requests = [AttachRequest::new("eth1", &config), AttachRequest::new("eth2", &config)];
+        let err = attach_recorded(&netns, &requests[..1], &[]).expect_err("no record");
+        assert!(
+            matches!(
+                err,
+                AttachError::RecordCount {
+                    requests: 1,
+                    records: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "attach eth1: 1 requested, 0 restore records given");
+
+        let record = RestoreRecord {
+            host: crate::record::HostInterface {
+                name: "eth2".into(),
+                index: 7,
+                mtu: 1500,
+                mac: None,
+                permanent_mac: None,
+                pci_address: None,
+                alias: None,
+                up: true,
+                addresses: Vec::new(),
+                routes: Vec::new(),
+            },
+            netns: netns.path().to_owned(),
+            netns_inode: None,
+            name_in_pod: "net1".into(),
+            mac_in_pod: None,
+        };
+        let err = attach_recorded(&netns, &requests, std::slice::from_ref(&record)).expect_err("one short");
+        assert_eq!(
+            err.to_string(),
+            "attach eth1, eth2: 2 requested, 1 restore records given"
+        );
+        let err = attach_recorded(&netns, &requests[..1], &[record]).expect_err("another's record");
+        assert!(matches!(err, AttachError::NotItsRecord { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "attach eth1: the restore record given is of eth2 as net1 in /proc/thread-self/ns/net"
+        );
     }
 
     #[test]

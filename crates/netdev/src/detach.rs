@@ -1,7 +1,9 @@
 //! Bringing an interface back from a pod to the host, as it was before the attach.
 //!
 //! Best effort and idempotent. The interface is looked for in the pod's namespace first (under
-//! its pod name, else by identity); if it is there, one `RTM_SETLINK` on a socket inside the pod
+//! its pod name, else by identity), which is opened by its recorded inode when there is one:
+//! a namespace whose path was unmounted, or now names another namespace, is still found while
+//! a bind mount elsewhere or a process holds it ([`Netns::open_expecting`]). If it is there, one `RTM_SETLINK` on a socket inside the pod
 //! moves it to the host under its original name with its MTU, MAC and up/down state. If the
 //! namespace is gone, or the interface is not in it, it is looked for on the host: the kernel
 //! returns a physical interface to the host when its namespace is destroyed, under a name of
@@ -17,10 +19,10 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 use crate::attach::{LinkChange, restore_addresses_and_routes, restoring, set_link, single};
+use crate::locate::{find_in_pod, find_on_host, pod_namespace};
 use crate::netns::{Netns, NetnsError};
-use crate::record::{LinkSelector, LinkView, RestoreRecord, dump_links, get_link};
+use crate::record::{LinkSelector, LinkView, RestoreRecord, get_link};
 use crate::rtnl::{Rtnl, RtnlError};
-use crate::sysfs::Sysfs;
 
 /// Where the interface was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,23 +97,24 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
     })?;
     let mut host = Rtnl::new().map_err(host_error)?;
 
-    match Netns::open(&record.netns) {
-        Ok(pod_ns) => {
-            let mut pod = Rtnl::from_socket(pod_ns.socket().map_err(|source| DetachError::Netns {
-                device: device.clone(),
-                source,
-            })?);
-            if let Some(link) = find_in_pod(&mut pod, record).map_err(host_error)? {
-                move_out(&mut pod, &host_ns, &link, record)?;
-                return Ok(Detached {
-                    outcome: DetachOutcome::Returned,
-                    incomplete: restore_addresses_and_routes(&mut host, &record.host),
-                });
-            }
+    // In the pod while its namespace is anywhere; when it is gone (or, with no inode recorded,
+    // its path is no longer a namespace), on the host.
+    let pod_ns = pod_namespace(record).map_err(|source| DetachError::Netns {
+        device: device.clone(),
+        source,
+    })?;
+    if let Some(pod_ns) = pod_ns {
+        let mut pod = Rtnl::from_socket(pod_ns.socket().map_err(|source| DetachError::Netns {
+            device: device.clone(),
+            source,
+        })?);
+        if let Some(link) = find_in_pod(&mut pod, record).map_err(host_error)? {
+            move_out(&mut pod, &host_ns, &link, record)?;
+            return Ok(Detached {
+                outcome: DetachOutcome::Returned,
+                incomplete: restore_addresses_and_routes(&mut host, &record.host),
+            });
         }
-        // Gone, or its path is no longer a namespace (unmounted): look on the host.
-        Err(NetnsError::Missing { .. } | NetnsError::NotANetworkNamespace { .. }) => {}
-        Err(source) => return Err(DetachError::Netns { device, source }),
     }
 
     let Some(link) = find_on_host(&mut host, record).map_err(host_error)? else {
@@ -131,36 +134,6 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
         outcome: DetachOutcome::FoundOnHost { name: link.name },
         incomplete,
     })
-}
-
-/// The interface in the pod: under its pod name if that is it, else by identity.
-fn find_in_pod(pod: &mut Rtnl, record: &RestoreRecord) -> Result<Option<LinkView>, RtnlError> {
-    if let Some(link) = get_link(pod, LinkSelector::Name(&record.name_in_pod))?
-        && record.identifies(&link, None)
-    {
-        return Ok(Some(link));
-    }
-    Ok(dump_links(pod)?.into_iter().find(|l| record.identifies(l, None)))
-}
-
-/// The interface on the host: under its original name if that is it, else by identity.
-fn find_on_host(host: &mut Rtnl, record: &RestoreRecord) -> Result<Option<LinkView>, RtnlError> {
-    let sysfs = Sysfs::default();
-    let pci = |name: &str| {
-        record
-            .host
-            .pci_address
-            .as_ref()
-            .and_then(|_| sysfs.interface(name).pci.map(|p| p.address))
-    };
-    if let Some(link) = get_link(host, LinkSelector::Name(&record.host.name))?
-        && record.identifies(&link, pci(&link.name).as_deref())
-    {
-        return Ok(Some(link));
-    }
-    Ok(dump_links(host)?
-        .into_iter()
-        .find(|l| record.identifies(l, pci(&l.name).as_deref())))
 }
 
 /// Moves `link` out of the pod, restoring it in the same message. If the original name is

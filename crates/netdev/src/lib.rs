@@ -9,9 +9,12 @@
 //!
 //! What a pod gets:
 //! - [`config`]: an interface's configuration inside a pod and the pure rules that validate it.
-//! - [`netns`]: a network namespace, checked to be one before anything moves into it.
+//! - [`netns`]: a network namespace, checked to be one before anything moves into it, and
+//!   found again by its inode wherever it is still held ([`holders`]).
 //! - [`attach`](mod@attach): interfaces moved into a pod's namespace and configured, all or
-//!   none, with a [`record`] of what to restore; [`detach`](mod@detach) brings them back.
+//!   none, with a [`record`] of what to restore, read first so the caller can journal it before
+//!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
+//!   where a recorded interface is now (in the pod, on the host, or gone).
 //!
 //! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`]) take
 //! plain data and a sysfs root, so they are tested without root.
@@ -24,8 +27,10 @@ pub mod device;
 pub mod filter;
 #[doc(hidden)]
 pub mod floor;
+pub mod holders;
 pub mod inventory;
 pub mod link;
+pub mod locate;
 pub mod names;
 pub mod netlink;
 pub mod netns;
@@ -34,12 +39,14 @@ mod rtnl;
 pub mod sysfs;
 pub mod watch;
 
-pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all};
+pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
 pub use config::{ConfigError, InterfaceConfig, Mac, RouteConfig, ValidConfig};
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use device::{Exclusion, Kind, NetDevice};
 pub use filter::{DeviceFilter, FilterError};
+pub use holders::find_netns;
 pub use inventory::{Inventory, InventoryConfig, Scan};
+pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};

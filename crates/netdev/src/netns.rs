@@ -10,6 +10,10 @@
 //! created it, so [`Netns::open`] starts a short-lived OS thread that enters the namespace,
 //! creates the routing netlink socket later requests go through, and ends. No other thread,
 //! and never an async runtime's worker, changes namespace.
+//!
+//! A path is only a name: once its pod is gone it may be unmounted while the namespace lives on
+//! elsewhere, or name another namespace. [`Netns::open_expecting`] opens a recorded namespace
+//! by its identity, its inode, wherever it is still held ([`crate::holders`]).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -46,6 +50,15 @@ pub enum NetnsError {
         /// What it is instead.
         reason: String,
     },
+    /// The namespace recorded with this path and inode is no longer anywhere: the path is gone
+    /// or names another namespace, and no mount or process holds the recorded one.
+    #[error("network namespace {path} (net:[{inode}]): gone, and nothing else holds it")]
+    Gone {
+        /// The path recorded.
+        path: PathBuf,
+        /// The inode recorded.
+        inode: u64,
+    },
     /// Entering the namespace or creating a socket in it failed.
     #[error("netlink socket in network namespace {path}: {source}")]
     Socket {
@@ -76,15 +89,26 @@ impl std::fmt::Debug for Netns {
 impl Netns {
     /// Opens `path` and checks that it is a network namespace.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
-        let path = path.as_ref().to_owned();
-        let file = File::open(&path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => NetnsError::Missing { path: path.clone() },
-            _ => NetnsError::Io {
-                path: path.clone(),
-                source,
-            },
-        })?;
-        Self::from_fd(file.into(), path)
+        let path = path.as_ref();
+        Self::from_fd(open_file(path)?.into(), path)
+    }
+
+    /// Opens the namespace recorded as `path` with, when known, `inode` (its [`Netns::inode`]
+    /// then).
+    ///
+    /// A path can outlive its namespace's use: after the pod it belonged to died, it may be
+    /// unmounted while the namespace lives on, held by a bind mount elsewhere or a process in
+    /// it, or be reused for another namespace (a new pod's, under the same name). So with an
+    /// inode, a path that is missing, not a namespace, or another namespace is not used: the
+    /// namespace is looked for by its inode ([`find_netns`](crate::holders::find_netns)) and
+    /// opened where found, and [`path`](Self::path) is then that holder's path.
+    /// [`NetnsError::Gone`] when it is nowhere. Without an inode this is [`Netns::open`].
+    pub fn open_expecting(path: impl AsRef<Path>, inode: Option<u64>) -> Result<Self, NetnsError> {
+        let Some(inode) = inode else {
+            return Self::open(path);
+        };
+        let (file, found) = holder_of(path.as_ref(), inode)?;
+        Self::from_fd(file.into(), found)
     }
 
     /// The calling thread's own network namespace (`/proc/thread-self/ns/net`): the kernel
@@ -167,6 +191,47 @@ impl Netns {
     }
 }
 
+/// The namespace of inode `inode`, opened: at `path` if that is still it, else wherever it is
+/// held; with the path it was opened by.
+fn holder_of(path: &Path, inode: u64) -> Result<(File, PathBuf), NetnsError> {
+    if let Some(file) = open_if(path, inode)? {
+        return Ok((file, path.to_owned()));
+    }
+    let gone = || NetnsError::Gone {
+        path: path.to_owned(),
+        inode,
+    };
+    let found = crate::holders::find_netns(inode).ok_or_else(gone)?;
+    // The holder may have let go since it was found (its process ended).
+    let file = open_if(&found, inode)?.ok_or_else(gone)?;
+    Ok((file, found))
+}
+
+/// `path` opened if it is the nsfs file of inode `inode`; `None` when it is missing, not nsfs,
+/// or another namespace. Checked before [`Netns::from_fd`] enters it: no thread is spent on a
+/// namespace that is not the one.
+fn open_if(path: &Path, inode: u64) -> Result<Option<File>, NetnsError> {
+    let file = match open_file(path) {
+        Ok(file) => file,
+        Err(NetnsError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let is_it = nix::sys::stat::fstat(&file).is_ok_and(|s| s.st_ino == inode)
+        && fstatfs(&file).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC);
+    Ok(is_it.then_some(file))
+}
+
+/// Opens `path` read-only; a missing one is [`NetnsError::Missing`].
+fn open_file(path: &Path) -> Result<File, NetnsError> {
+    File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => NetnsError::Missing { path: path.to_owned() },
+        _ => NetnsError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
 /// Creates a routing netlink socket inside the namespace `fd` on a thread of its own, which
 /// ends with the call (see the module documentation).
 pub(crate) fn socket_inside(fd: &OwnedFd) -> std::io::Result<netlink_sys::Socket> {
@@ -206,6 +271,36 @@ mod tests {
         let err = Netns::open("/proc/self/ns/mnt").expect_err("a mount namespace");
         assert!(matches!(err, NetnsError::NotANetworkNamespace { .. }), "{err}");
         assert!(err.to_string().contains("another kind of namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_namespace_is_found_by_its_inode_wherever_it_is_held() {
+        // `holder_of` rather than `open_expecting`: entering a namespace, even our own, needs
+        // CAP_SYS_ADMIN, and these run without root.
+        let own = Netns::current().expect("own namespace").inode().expect("inode");
+        let (_, found) = holder_of(Path::new("/proc/self/ns/net"), own).expect("the path is it");
+        assert_eq!(found, Path::new("/proc/self/ns/net"));
+        // The path is gone, or not a namespace: found through a process in it.
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        for path in [Path::new("/nonexistent/netns/pod"), file.path()] {
+            let (held, found) = holder_of(path, own).expect("found elsewhere");
+            assert_ne!(found, path);
+            assert_eq!(nix::sys::stat::fstat(&held).expect("stat").st_ino, own);
+        }
+        // Without an inode, only the path counts.
+        let err = Netns::open_expecting("/nonexistent/netns/pod", None).expect_err("missing");
+        assert!(matches!(err, NetnsError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_path_naming_another_namespace_is_not_taken_for_the_recorded_one() {
+        // No namespace has inode 1: our own namespace at the path is another one.
+        let err = Netns::open_expecting("/proc/self/ns/net", Some(1)).expect_err("gone");
+        assert!(matches!(err, NetnsError::Gone { inode: 1, .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "network namespace /proc/self/ns/net (net:[1]): gone, and nothing else holds it"
+        );
     }
 
     #[test]

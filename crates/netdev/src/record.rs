@@ -37,6 +37,11 @@ pub struct RestoreRecord {
     pub host: HostInterface,
     /// The namespace it was moved into, as given.
     pub netns: PathBuf,
+    /// That namespace's identity (the inode of its nsfs file): how it is found again when its
+    /// path is gone, or names another namespace, after a crash ([`crate::Netns::open_expecting`]).
+    /// Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_inode: Option<u64>,
     /// Its name inside the pod.
     pub name_in_pod: String,
     /// Its MAC address inside the pod (the configured one, or its own).
@@ -370,6 +375,7 @@ mod tests {
                 }],
             },
             netns: "/var/run/netns/cni-1234".into(),
+            netns_inode: Some(4_026_532_177),
             name_in_pod: "net1".into(),
             mac_in_pod: Some(Mac([2, 0xaa, 0, 0, 0, 1])),
         }
@@ -409,6 +415,21 @@ mod tests {
         let json = serde_json::to_string(&record).expect("serialises");
         assert!(json.contains(r#""macInPod":"02:aa:00:00:00:01""#), "{json}");
         assert!(json.contains(r#""address":"192.0.2.5/24""#), "{json}");
+        assert!(json.contains(r#""netnsInode":4026532177"#), "{json}");
         assert_eq!(serde_json::from_str::<RestoreRecord>(&json).expect("parses"), record);
+    }
+
+    #[test]
+    fn a_record_written_before_the_inode_was_recorded_still_parses() {
+        // What an earlier version persisted: no `netnsInode`.
+        let old = r#"{"host":{"name":"eth1","index":7,"mtu":1500,"mac":"02:00:00:00:00:07",
+            "permanentMac":null,"pciAddress":null,"alias":null,"up":true,"addresses":[],"routes":[]},
+            "netns":"/var/run/netns/cni-1","nameInPod":"net1","macInPod":null}"#;
+        let record: RestoreRecord = serde_json::from_str(old).expect("parses");
+        assert_eq!(record.netns_inode, None);
+        assert_eq!(record.netns, PathBuf::from("/var/run/netns/cni-1"));
+        // And without an inode, none is written.
+        let json = serde_json::to_string(&record).expect("serialises");
+        assert!(!json.contains("netnsInode"), "{json}");
     }
 }

@@ -10,64 +10,9 @@ use std::process::Command;
 
 use common::*;
 use netdev::{
-    AttachError, AttachRequest, DetachOutcome, InterfaceConfig, Netns, NetnsError, RouteConfig, ValidConfig, attach,
-    attach_all, detach,
+    AttachError, AttachRequest, DetachOutcome, InterfaceConfig, Location, Netns, NetnsError, RestoreRecord,
+    RouteConfig, ValidConfig, attach, attach_all, attach_recorded, detach, locate, record_all,
 };
-use serde_json::Value;
-
-/// `ip -j ARGS`, parsed.
-fn ip_json(args: &[&str]) -> Value {
-    let out = Command::new("ip").arg("-j").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip -j {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// What detach must restore, as `ip` shows it: name, MTU, MAC, up flag, addresses and routes.
-#[derive(Debug, PartialEq, Eq)]
-struct HostView {
-    name: String,
-    mtu: u64,
-    mac: String,
-    up: bool,
-    addresses: BTreeSet<String>,
-    routes: BTreeSet<String>,
-}
-
-fn host_view(name: &str) -> HostView {
-    let link = &ip_json(&["link", "show", "dev", name])[0];
-    let addresses = ip_json(&["addr", "show", "dev", name])[0]["addr_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        // The IPv6 link-local address follows the MAC; its DAD state varies with timing.
-        .filter(|a| a["scope"] != "link")
-        .map(|a| format!("{}/{} {}", a["local"], a["prefixlen"], a["scope"]))
-        .collect();
-    let routes = ["-4", "-6"]
-        .iter()
-        .flat_map(|family| {
-            ip_json(&[family, "route", "show", "dev", name])
-                .as_array()
-                .cloned()
-                .unwrap()
-        })
-        .filter(|r| !r["dst"].as_str().unwrap_or_default().starts_with("fe80"))
-        .map(|r| format!("{} via {} proto {}", r["dst"], r["gateway"], r["protocol"]))
-        .collect();
-    HostView {
-        name: link["ifname"].as_str().unwrap().to_owned(),
-        mtu: link["mtu"].as_u64().unwrap(),
-        mac: link["address"].as_str().unwrap().to_owned(),
-        up: link["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
-        addresses,
-        routes,
-    }
-}
 
 /// The configuration of acceptance point 2.
 fn full_config() -> ValidConfig {
@@ -92,32 +37,6 @@ fn full_config() -> ValidConfig {
     }
     .validate()
     .unwrap()
-}
-
-/// A veth `host` (peer `peer`, up) with an address and a route, in the given up/down state.
-fn host_veth(created: &mut Created, host: &str, peer: &str, third_octet: u8, up: bool) {
-    created.veth(host, peer, None);
-    ip(&["link", "set", peer, "up"]);
-    ip(&["link", "set", host, "mtu", "1450"]);
-    if up {
-        ip(&["link", "set", host, "up"]);
-    }
-    ip(&["addr", "add", &format!("192.168.{third_octet}.5/24"), "dev", host]);
-    if up {
-        ip(&[
-            "route",
-            "add",
-            &format!("198.51.{third_octet}.0/24"),
-            "via",
-            &format!("192.168.{third_octet}.1"),
-            "dev",
-            host,
-        ]);
-    }
-}
-
-fn netns_path(name: &str) -> String {
-    format!("/var/run/netns/{name}")
 }
 
 #[test]
@@ -513,4 +432,61 @@ fn host_addresses_and_routes_are_carried_into_the_pod_and_back() {
     assert_eq!(detached.outcome, DetachOutcome::Returned);
     assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
     assert_eq!(host_view(&host), before, "address and route back on the host");
+}
+
+#[test]
+fn record_all_changes_nothing_and_attach_recorded_moves_what_it_recorded() {
+    if !privileged("the write-ahead attach test") {
+        return;
+    }
+    let p = prefix("wa");
+    let mut created = Created::default();
+    let (host, peer, ns) = (format!("{p}h"), format!("{p}p"), format!("{p}ns"));
+    host_veth(&mut created, &host, &peer, 248, true);
+    created.netns(&ns);
+    let before = host_view(&host);
+
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let config = full_config();
+    let requests = [AttachRequest::new(&host, &config)];
+    let records = record_all(&netns, &requests).unwrap();
+    assert_eq!(host_view(&host), before, "record_all changed nothing");
+    let inode: u64 = testkit::command_output(Command::new("stat").args(["-L", "-c", "%i", &netns_path(&ns)]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].netns_inode, Some(inode));
+    assert_eq!(records[0].netns.to_str(), Some(netns_path(&ns).as_str()));
+    assert_eq!(records[0].host.addresses.len(), 1, "{:?}", records[0].host);
+    assert_eq!(locate(&records[0]).unwrap(), Location::OnHost { name: host.clone() });
+
+    // What a journal would hand back.
+    let records: Vec<RestoreRecord> = serde_json::from_str(&serde_json::to_string(&records).unwrap()).unwrap();
+    attach_recorded(&netns, &requests, &records).unwrap();
+    assert!(!link_exists(&host), "{host} left the host");
+    let link = &ip_json(&["-n", &ns, "link", "show", "dev", "net1"])[0];
+    assert_eq!(link["mtu"], 1400);
+    assert_eq!(link["address"], "02:aa:bb:cc:dd:01");
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+    let addresses: BTreeSet<String> = ip_json(&["-n", &ns, "addr", "show", "dev", "net1"])[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert_eq!(addresses, BTreeSet::from(["10.10.0.2/24".into(), "fd00::2/64".into()]));
+    let route = &ip_json(&["-n", &ns, "route", "show", "10.20.0.0/16"])[0];
+    assert_eq!(route["gateway"], "10.10.0.1");
+    assert_eq!(locate(&records[0]).unwrap(), Location::InPod { name: "net1".into() });
+
+    // Records that no longer match the host are refused before any change.
+    let err = attach_recorded(&netns, &requests, &records).unwrap_err();
+    assert!(matches!(err, AttachError::NoSuchDevice { .. }), "{err}");
+
+    let detached = detach(&records[0]).unwrap();
+    assert_eq!(detached.outcome, DetachOutcome::Returned);
+    assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
+    assert_eq!(host_view(&host), before);
 }

@@ -2,17 +2,15 @@
 //! namespaces that are removed by the names recorded at creation, even when a test fails.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
-use std::process::Command;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 
 /// Whether this process may create links and namespaces. Under `CI=true` a missing privilege
 /// fails loudly; elsewhere the caller skips with the printed reason.
 pub fn privileged(what: &str) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0");
+    let root = testkit::is_root();
     let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
     testkit::available_or_skip(
         root && ip,
@@ -75,12 +73,17 @@ pub fn host_links() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// Links and namespaces this test created, removed by name when dropped.
+/// Links, namespaces, the mounts holding namespaces and the processes in them that this test
+/// created, removed by name (or process ID) when dropped.
 #[derive(Default)]
 pub struct Created {
     /// Host links, with the namespace their veth peer was created in (if not the host's).
     links: Vec<(String, Option<String>)>,
     netns: Vec<String>,
+    /// Files a namespace is bind-mounted onto.
+    holds: Vec<PathBuf>,
+    /// Processes started inside a namespace.
+    processes: Vec<Child>,
 }
 
 impl Created {
@@ -107,11 +110,68 @@ impl Created {
         self.netns.push(name.to_owned());
         ip(&["netns", "add", name]);
     }
+
+    /// Holds namespace `name` alive past `ip netns del` with a bind mount of its file onto a
+    /// new file, as a runtime or an operator might; that file's path.
+    pub fn hold(&mut self, name: &str) -> PathBuf {
+        let hold = std::env::temp_dir().join(format!("netdev-hold-{name}"));
+        std::fs::File::create(&hold).unwrap();
+        self.holds.push(hold.clone());
+        let out = Command::new("mount")
+            .arg("--bind")
+            .arg(netns_path(name))
+            .arg(&hold)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+        hold
+    }
+
+    /// Releases a hold made by [`Created::hold`] now: unmounts it and removes its file.
+    pub fn release(&mut self, hold: &Path) {
+        self.holds.retain(|h| h != hold);
+        unhold(hold);
+    }
+
+    /// A process sleeping inside namespace `name`, which holds it alive; its PID.
+    pub fn process_in(&mut self, name: &str) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", name, "sleep", "600"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.processes.push(child);
+        // `ip netns exec` enters the namespace, then becomes `sleep`.
+        let ns = std::fs::metadata(netns_path(name)).unwrap().ino();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()).ok() != Some(ns) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} never entered {name}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        pid
+    }
+}
+
+/// Unmounts a hold and removes its file, quietly (a test may have done it).
+fn unhold(hold: &Path) {
+    let _ = Command::new("umount").arg(hold).output();
+    let _ = std::fs::remove_file(hold);
 }
 
 impl Drop for Created {
     fn drop(&mut self) {
-        // Namespaces first: the kernel dismantles a namespace's veths in one batch, and their
+        // What holds a namespace first, or deleting it would not end it.
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for hold in &self.holds {
+            unhold(hold);
+        }
+        // Namespaces next: the kernel dismantles a namespace's veths in one batch, and their
         // host peers with them, far faster than deleting 1,000 links one by one.
         for ns in &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
@@ -134,8 +194,22 @@ impl Drop for Created {
         for (link, _) in self.links.iter().filter(|(l, _)| existing.contains(l)) {
             batch.push_str(&format!("link del {link}\n"));
         }
+        // Quietly: deleting one end of a veth takes its peer along, so a later line may fail
+        // (`-force` goes on past it).
         if !batch.is_empty() {
-            let _ = std::panic::catch_unwind(|| ip_batch(&batch));
+            use std::io::Write;
+            if let Ok(mut child) = Command::new("ip")
+                .args(["-force", "-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            {
+                if let Some(mut stdin) = child.stdin.take() {
+                    let _ = stdin.write_all(batch.as_bytes());
+                }
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -143,4 +217,95 @@ impl Drop for Created {
 /// A prefix for link names unique to this process (link names are at most 15 bytes).
 pub fn prefix(tag: &str) -> String {
     format!("{tag}{:04}", std::process::id() % 10_000)
+}
+
+/// `/var/run/netns/NAME`.
+pub fn netns_path(name: &str) -> String {
+    format!("/var/run/netns/{name}")
+}
+
+/// `ip -j ARGS`, parsed.
+pub fn ip_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ip").arg("-j").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip -j {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What detach must restore, as `ip` shows it: name, MTU, MAC, up flag, addresses and routes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostView {
+    pub name: String,
+    pub mtu: u64,
+    pub mac: String,
+    pub up: bool,
+    pub addresses: BTreeSet<String>,
+    pub routes: BTreeSet<String>,
+}
+
+/// Host link `name` as `ip` shows it.
+pub fn host_view(name: &str) -> HostView {
+    let link = &ip_json(&["link", "show", "dev", name])[0];
+    let addresses = ip_json(&["addr", "show", "dev", name])[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // The IPv6 link-local address follows the MAC; its DAD state varies with timing.
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{} {}", a["local"], a["prefixlen"], a["scope"]))
+        .collect();
+    let routes = ["-4", "-6"]
+        .iter()
+        .flat_map(|family| {
+            ip_json(&[family, "route", "show", "dev", name])
+                .as_array()
+                .cloned()
+                .unwrap()
+        })
+        .filter(|r| !r["dst"].as_str().unwrap_or_default().starts_with("fe80"))
+        .map(|r| format!("{} via {} proto {}", r["dst"], r["gateway"], r["protocol"]))
+        .collect();
+    HostView {
+        name: link["ifname"].as_str().unwrap().to_owned(),
+        mtu: link["mtu"].as_u64().unwrap(),
+        mac: link["address"].as_str().unwrap().to_owned(),
+        up: link["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        addresses,
+        routes,
+    }
+}
+
+/// A veth `host` (peer `peer`, up) with an address and a route, in the given up/down state.
+pub fn host_veth(created: &mut Created, host: &str, peer: &str, third_octet: u8, up: bool) {
+    created.veth(host, peer, None);
+    ip(&["link", "set", peer, "up"]);
+    ip(&["link", "set", host, "mtu", "1450"]);
+    if up {
+        ip(&["link", "set", host, "up"]);
+    }
+    ip(&["addr", "add", &format!("192.168.{third_octet}.5/24"), "dev", host]);
+    if up {
+        ip(&[
+            "route",
+            "add",
+            &format!("198.51.{third_octet}.0/24"),
+            "via",
+            &format!("192.168.{third_octet}.1"),
+            "dev",
+            host,
+        ]);
+    }
+}
+
+/// Waits (bounded) until the kernel has dismantled a deleted namespace, which it does
+/// asynchronously: the host end `peer` of a veth whose other end was in it is gone.
+pub fn wait_gone(peer: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while link_exists(peer) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
