@@ -8,8 +8,10 @@
 //! is small: a request/response envelope and stream-ID bookkeeping.
 
 use std::{
+    any::Any,
     collections::HashMap,
     future::Future,
+    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering},
@@ -18,6 +20,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt as _;
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::{
@@ -63,7 +66,7 @@ pub enum Code {
     OutOfRange,
     /// No such service or method: NRI runtimes then fall back to `StateChange`.
     Unimplemented,
-    /// The peer sent something it should not have.
+    /// The peer sent something it should not have, or a handler panicked.
     Internal,
     /// The connection is gone.
     Unavailable,
@@ -159,7 +162,8 @@ pub struct IncomingRequest {
 
 /// Serves the requests arriving on an endpoint.
 pub trait RequestHandler: Send + Sync + 'static {
-    /// Answers one request with an encoded response message or a status.
+    /// Answers one request with an encoded response message or a status. A panic is answered
+    /// as [`Code::Internal`].
     fn handle(&self, request: IncomingRequest) -> impl Future<Output = Result<Vec<u8>, Status>> + Send;
 }
 
@@ -418,14 +422,28 @@ async fn serve_request<H: RequestHandler>(handler: &H, data: &[u8]) -> Vec<u8> {
                 .ok()
                 .filter(|n| *n > 0)
                 .map(Duration::from_nanos);
-            handler
-                .handle(IncomingRequest {
-                    service: request.service,
-                    method: request.method,
-                    payload: Bytes::from(request.payload),
-                    timeout,
-                })
-                .await
+            let method = request.method.clone();
+            let handled = handler.handle(IncomingRequest {
+                service: request.service,
+                method: request.method,
+                payload: Bytes::from(request.payload),
+                timeout,
+            });
+            // A panic would kill this request's task without an answer: the runtime would wait
+            // out its request timeout and then drop the plugin. Answering an error fails only
+            // this call. AssertUnwindSafe: state the handler left half-updated is no worse off
+            // than if the task had died, and the connection itself is untouched.
+            match AssertUnwindSafe(handled).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    let reason = panic_message(panic.as_ref());
+                    tracing::error!(%method, panic = %reason, "NRI request handler panicked; answering the call with an error");
+                    Err(Status::new(
+                        Code::Internal,
+                        format!("{method}: the plugin's handler panicked: {reason}"),
+                    ))
+                }
+            }
         }
         Err(e) => Err(Status::new(
             Code::InvalidArgument,
@@ -447,6 +465,15 @@ async fn serve_request<H: RequestHandler>(handler: &H, data: &[u8]) -> Vec<u8> {
         },
     };
     response.encode_to_vec()
+}
+
+/// The text of a panic's payload (what `panic!` was given), when it is text.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload")
 }
 
 fn status(code: Code, message: &str) -> rpc::Status {

@@ -37,7 +37,9 @@ pub struct RuntimeInfo {
 /// the ones the plugin cares about and list them in [`events`](Plugin::events).
 ///
 /// Handlers run under the runtime's request timeout (2 s by default, see [`RuntimeInfo`]); a
-/// handler that takes more than half of it is logged as a warning.
+/// handler that takes more than half of it is logged as a warning. A handler that panics
+/// fails only its call: the runtime gets an `Internal` error naming the method, and the
+/// connection keeps serving.
 pub trait Plugin: Send + Sync + 'static {
     /// The events to subscribe to. The SDK sends the runtime this set limited to what that
     /// runtime accepts, so an older runtime never rejects the plugin for a newer event.

@@ -52,6 +52,9 @@ impl Plugin for Recorder {
         if pod.name.starts_with("fail-") {
             return Err(format!("cannot attach net1 to pod {}", pod.name).into());
         }
+        if pod.name.starts_with("panic-") {
+            panic!("no interface for pod {}", pod.name);
+        }
         let netns = nri::pod_netns_path(pod).unwrap_or("-");
         self.log.lock().unwrap().push(format!("run {} {netns}", pod.name));
         Ok(())
@@ -201,6 +204,30 @@ async fn events_arrive_through_dedicated_rpcs_and_state_change() {
         .await
         .unwrap_err();
     assert!(status.message.contains("fail-d"));
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_call_and_the_connection_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
+    let recorder = Recorder::with_events(EventSet::pod_lifecycle());
+    let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
+    let runtime = listener.accept(RuntimeOptions::default()).await.unwrap();
+    // Answered at once, not after the runtime's request timeout.
+    let started = std::time::Instant::now();
+    let status = runtime.run_pod_sandbox(pod("panic-a")).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(status.code, Code::Internal, "{status}");
+    assert!(
+        status.message.contains("RunPodSandbox") && status.message.contains("panicked"),
+        "{status}"
+    );
+    assert!(status.message.contains("no interface for pod panic-a"), "{status}");
+    // The same connection serves the next call.
+    runtime.run_pod_sandbox(pod("b")).await.unwrap();
+    assert_eq!(recorder.log(), ["run b /var/run/netns/cni-b"]);
+    assert!(matches!(handle.state(), ConnectionState::Connected { session: 1, .. }));
     handle.stop().await;
 }
 
