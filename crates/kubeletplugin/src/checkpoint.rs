@@ -1,11 +1,12 @@
-//! The versioned checkpoint of prepared claims.
+//! The versioned checkpoint of prepared claims: the default [`PreparedStore`],
+//! [`FileCheckpoint`].
 //!
 //! File format: one header line `netdra-kubeletplugin-checkpoint v<VERSION> crc32=<8 hex>`,
 //! then the JSON body whose CRC-32 the header carries. The checksum catches a torn or
 //! bit-flipped file that would still parse as JSON. Writes are atomic (temporary file, fsync,
-//! rename). A file that is corrupt or of an unknown version is reported
-//! with its path and never overwritten: prepared state that cannot be read could mean
-//! interfaces still sitting in pods, so an operator decides, not the plugin.
+//! rename), one per committed kubelet batch. A file that is corrupt or of an unknown version
+//! is reported with its path and never overwritten: prepared state that cannot be read could
+//! mean interfaces still sitting in pods, so an operator decides, not the plugin.
 
 use std::{
     collections::BTreeMap,
@@ -15,8 +16,12 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 
-use crate::driver::PreparedClaim;
+use crate::{
+    driver::PreparedClaim,
+    store::{PreparedChange, PreparedStore},
+};
 
 /// The version this code writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -194,6 +199,91 @@ impl Checkpoint {
     }
 }
 
+/// The default [`PreparedStore`]: the checkpoint file (by default
+/// `<plugin dir>/checkpoint`), rewritten once per committed batch.
+///
+/// It keeps the file's content in memory, so a commit applies its changes and writes the
+/// result without reading the file again. The file is read and written on blocking threads.
+#[derive(Debug)]
+pub struct FileCheckpoint {
+    file: Checkpoint,
+    /// The file's content as last read or written; `None` until the first read. Held across a
+    /// write, so commits are applied one at a time and the file always holds the latest map.
+    claims: Mutex<Option<PreparedClaims>>,
+}
+
+impl FileCheckpoint {
+    /// A checkpoint at `path` (nothing is read or written yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            file: Checkpoint::new(path),
+            claims: Mutex::new(None),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    async fn read(&self) -> Result<PreparedClaims, CheckpointError> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.load())
+            .await
+            .map_err(|source| CheckpointError::TaskFailed {
+                path: self.path().to_path_buf(),
+                source,
+            })?
+    }
+}
+
+impl PreparedStore for FileCheckpoint {
+    type Error = CheckpointError;
+
+    async fn load(&self) -> Result<Vec<PreparedClaim>, CheckpointError> {
+        let mut claims = self.claims.lock().await;
+        let loaded = self.read().await?;
+        if !loaded.is_empty() {
+            tracing::info!(claims = loaded.len(), path = %self.path().display(), "restored prepared claims from checkpoint");
+        }
+        let out = loaded.values().cloned().collect();
+        *claims = Some(loaded);
+        Ok(out)
+    }
+
+    async fn commit(&self, changes: Vec<PreparedChange>) -> Result<(), CheckpointError> {
+        let mut claims = self.claims.lock().await;
+        // Never loaded: read the file first, so a commit cannot replace claims it never saw
+        // (and a damaged file stays untouched).
+        let mut next = match &*claims {
+            Some(current) => current.clone(),
+            None => self.read().await?,
+        };
+        for change in changes {
+            match change {
+                PreparedChange::Prepared(prepared) => {
+                    next.insert(prepared.claim.uid.clone(), prepared);
+                }
+                PreparedChange::Unprepared(claim) => {
+                    next.remove(&claim.uid);
+                }
+            }
+        }
+        // Encoded here, so the writer thread gets bytes rather than another copy of the map.
+        let bytes = encode(&next);
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.store_encoded(&bytes))
+            .await
+            .map_err(|source| CheckpointError::TaskFailed {
+                path: self.path().to_path_buf(),
+                source,
+            })??;
+        // Only a written map becomes the current one: a failed write leaves the state as it was.
+        *claims = Some(next);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +362,79 @@ mod tests {
         assert!(matches!(e, CheckpointError::UnsupportedVersion { found: 7, .. }));
         let e = decode(Path::new("/cp"), b"{\"claims\":{}}").unwrap_err();
         assert!(matches!(e, CheckpointError::Corrupt { .. }));
+    }
+
+    fn prepared(uid: &str) -> PreparedClaim {
+        let claim = ClaimRef {
+            namespace: "ns".into(),
+            name: uid.into(),
+            uid: uid.into(),
+        };
+        PreparedClaim {
+            claim,
+            preparation: Preparation::default(),
+            boot_id: None,
+        }
+    }
+
+    fn uids(claims: &PreparedClaims) -> Vec<&str> {
+        claims.keys().map(String::as_str).collect()
+    }
+
+    #[tokio::test]
+    async fn a_commit_applies_its_changes_on_top_of_what_the_file_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        Checkpoint::new(&path).store(&sample()).unwrap();
+        // Not loaded first: the commit reads the file rather than replacing it.
+        let store = FileCheckpoint::new(&path);
+        store
+            .commit(vec![
+                PreparedChange::Prepared(prepared("u2")),
+                PreparedChange::Prepared(prepared("u3")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(uids(&Checkpoint::new(&path).load().unwrap()), ["u1", "u2", "u3"]);
+        store
+            .commit(vec![
+                PreparedChange::Unprepared(prepared("u1").claim),
+                PreparedChange::Unprepared(prepared("u3").claim),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(uids(&Checkpoint::new(&path).load().unwrap()), ["u2"]);
+        let loaded = FileCheckpoint::new(&path).load().await.unwrap();
+        assert_eq!(loaded, vec![prepared("u2")]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_forgotten_and_a_damaged_file_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        let store = FileCheckpoint::new(&path);
+        assert!(store.load().await.unwrap().is_empty());
+        // A directory where the temporary file goes: the write fails.
+        fs::create_dir(dir.path().join("checkpoint.tmp")).unwrap();
+        let e = store
+            .commit(vec![PreparedChange::Prepared(prepared("lost"))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
+        fs::remove_dir(dir.path().join("checkpoint.tmp")).unwrap();
+        store
+            .commit(vec![PreparedChange::Prepared(prepared("kept"))])
+            .await
+            .unwrap();
+        assert_eq!(uids(&Checkpoint::new(&path).load().unwrap()), ["kept"]);
+
+        fs::write(&path, b"garbage").unwrap();
+        let e = FileCheckpoint::new(&path)
+            .commit(vec![PreparedChange::Prepared(prepared("x"))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CheckpointError::Corrupt { .. }), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"garbage");
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //!
 //! A driver never sees gRPC or Kubernetes plumbing: the SDK resolves each claim the kubelet
 //! names, keeps only the allocation results of this driver with their opaque configuration,
-//! hands them over as a [`ResolvedClaim`], and persists what the driver returns.
+//! hands them over as a [`ResolvedClaim`], and stores what the driver returns.
 
 use std::{error::Error, fmt, future::Future, sync::Arc};
 
@@ -74,7 +74,7 @@ pub struct ResolvedClaim {
     pub object: Arc<ResourceClaim>,
 }
 
-/// A device as prepared, reported to the kubelet and kept in the checkpoint.
+/// A device as prepared, reported to the kubelet and kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedDevice {
     /// Requests this device satisfies (empty means all requests of the claim).
@@ -97,7 +97,7 @@ pub struct Preparation {
     /// The prepared devices, reported to the kubelet.
     pub devices: Vec<PreparedDevice>,
     /// Anything the driver needs later (for unprepare, or for its runtime hooks); persisted in
-    /// the checkpoint and handed back after a restart.
+    /// the store and handed back after a restart.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
 }
@@ -123,7 +123,7 @@ impl Preparation {
     }
 }
 
-/// A claim this plugin prepared, as kept in the checkpoint.
+/// A claim this plugin prepared, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedClaim {
     /// Which claim.
@@ -142,15 +142,19 @@ pub struct PreparedClaim {
 /// The driver logic behind the kubelet's DRA calls.
 ///
 /// Calls for the same claim are serialised by the SDK; calls for different claims may run in
-/// parallel. The SDK makes both idempotent: a claim already prepared is answered from the
-/// checkpoint without calling `prepare` again, and unpreparing an unknown claim succeeds
-/// without calling `unprepare`.
+/// parallel. A claim already prepared is answered from the stored state without calling
+/// `prepare` again, and unpreparing an unknown claim succeeds without calling `unprepare`.
+///
+/// `unprepare` must nevertheless be idempotent: when a batch's changes cannot be stored the
+/// claims it released stay prepared and the kubelet retries, so `unprepare` runs again for a
+/// claim it already released.
 pub trait DraDriver: Send + Sync + 'static {
     /// Prepares the devices of one claim. Slow work (validation, lookups) belongs here: the
     /// kubelet allows 45 s for a whole batch.
     fn prepare(&self, claim: &ResolvedClaim) -> impl Future<Output = Result<Preparation, DriverError>> + Send;
 
     /// Releases what `prepare` set up. Receives exactly what `prepare` returned, possibly
-    /// after a restart of the plugin.
+    /// after a restart of the plugin. Also called to undo a `prepare` whose batch could not be
+    /// stored. Must succeed again for a claim it already released (see the trait's docs).
     fn unprepare(&self, claim: &PreparedClaim) -> impl Future<Output = Result<(), DriverError>> + Send;
 }

@@ -4,8 +4,23 @@
 //! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects: every
 //! connection passes through a normaliser, `src/authority.rs` says why), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
 //! claims the kubelet names from a watch cache, serialises and deduplicates calls per claim,
-//! keeps a versioned checkpoint of prepared claims, and manages the socket files whose
-//! presence is the registration.
+//! keeps the prepared claims durable, and manages the socket files whose presence is the
+//! registration.
+//!
+//! # Guarantees
+//!
+//! - Every claim of a kubelet batch gets its own answer; one failing claim never fails the
+//!   others.
+//! - Calls for one claim are serialised; a claim already prepared in this boot is answered
+//!   without the driver, and unpreparing an unknown claim succeeds without it. Claims
+//!   prepared in another boot are prepared again.
+//! - One durable write per kubelet batch (prepare and unprepare alike), made before the
+//!   kubelet gets its answer; a batch that changes nothing writes nothing. If the write fails,
+//!   the batch's new preparations are undone with the driver's `unprepare` and each of those
+//!   claims gets an error, so the kubelet retries.
+//! - The store is replaceable: [`start`] keeps the claims in a versioned checkpoint file
+//!   ([`FileCheckpoint`]); [`start_with_store`] takes any [`PreparedStore`], so a driver with a
+//!   journal of its own writes its state and the prepared claims in one write.
 //!
 //! A driver implements [`DraDriver`] and calls [`start`]:
 //!
@@ -47,8 +62,9 @@ pub mod publisher;
 mod services;
 pub mod slices;
 mod sockets;
+mod store;
 
-pub use checkpoint::CheckpointError;
+pub use checkpoint::{CheckpointError, FileCheckpoint};
 pub use claims::{ClaimCacheMode, ClaimError, resolve_for_driver};
 pub use driver::{
     AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,
@@ -56,6 +72,7 @@ pub use driver::{
 };
 pub use plugin::{
     ClaimCacheReader, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions,
-    current_boot_id, shutdown_signal, start, validate_driver_name,
+    current_boot_id, shutdown_signal, start, start_with_store, validate_driver_name,
 };
 pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};
+pub use store::{PreparedChange, PreparedStore};

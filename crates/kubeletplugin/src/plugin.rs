@@ -10,13 +10,14 @@ use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Server;
 
 use crate::{
-    checkpoint::{Checkpoint, CheckpointError},
+    checkpoint::{CheckpointError, FileCheckpoint},
     claims::{ClaimCacheMode, ClaimLookup},
     driver::{DraDriver, PreparedClaim},
     preparer::Preparer,
     proto::{dra, pluginregistration::registration_server::RegistrationServer},
     services::{DraService, RegistrationService, RegistrationState},
     sockets::{self, SocketError},
+    store::PreparedStore,
 };
 
 /// Default directory the kubelet watches for registration sockets.
@@ -46,6 +47,9 @@ pub enum PluginError {
     /// The checkpoint could not be read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The driver's store (see [`start_with_store`]) could not load the prepared claims.
+    #[error("the prepared claims could not be loaded from the driver's store: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Settings of a kubelet plugin. Paths default to the kubelet's standard layout.
@@ -55,7 +59,8 @@ pub struct PluginOptions {
     pub driver_name: String,
     /// Directory the kubelet watches for registration sockets.
     pub registry_dir: PathBuf,
-    /// This driver's plugin directory: holds the DRA socket and the checkpoint.
+    /// This driver's plugin directory: holds the DRA socket and (unless the driver provides
+    /// its own store) the checkpoint.
     pub plugin_dir: PathBuf,
     /// How claims are looked up.
     pub claim_cache: ClaimCacheMode,
@@ -118,7 +123,7 @@ impl PluginOptions {
         self.plugin_dir.join("dra.sock")
     }
 
-    /// `<plugin dir>/checkpoint`.
+    /// `<plugin dir>/checkpoint`: where [`start`] keeps the prepared claims.
     pub fn checkpoint_file(&self) -> PathBuf {
         self.plugin_dir.join("checkpoint")
     }
@@ -151,8 +156,10 @@ pub struct PluginHandle<D: DraDriver> {
     dra_socket: PathBuf,
 }
 
-/// Starts a plugin: loads the checkpoint, binds the DRA socket and then the registration
-/// socket (so the kubelet never finds a registration whose endpoint is not served yet).
+/// Starts a plugin that keeps its prepared claims in the checkpoint file
+/// ([`PluginOptions::checkpoint_file`], a [`FileCheckpoint`]): loads it, binds the DRA socket
+/// and then the registration socket (so the kubelet never finds a registration whose endpoint
+/// is not served yet).
 ///
 /// `client` is the API client, or why there is none: the plugin still registers and answers
 /// every claim with a per-claim error naming that reason.
@@ -162,23 +169,59 @@ pub async fn start<D: DraDriver>(
     client: kube::Client,
 ) -> Result<PluginHandle<D>, PluginError> {
     validate_driver_name(&options.driver_name)?;
-    if options.boot_id.is_none() {
-        tracing::warn!("reboot detection off: no boot ID; claims in the checkpoint are trusted after a reboot");
-    }
     let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
-    let preparer = Arc::new(
-        Preparer::new(
-            options.driver_name.clone(),
-            Arc::new(driver),
-            lookup,
-            Checkpoint::new(options.checkpoint_file()),
-            options.call_timeout,
-            options.boot_id.clone(),
-        )
-        .await?,
-    );
-    let cache_task = cache_future.map(tokio::spawn);
+    let store = FileCheckpoint::new(options.checkpoint_file());
+    let preparer = preparer(&options, driver, store, lookup).await?;
+    serve(options, preparer, cache_future).await
+}
 
+/// Starts a plugin, as [`start`] does, that keeps its prepared claims in `store` instead of
+/// the checkpoint file: a driver with durable state of its own makes that state and the
+/// prepared claims one write per kubelet batch.
+pub async fn start_with_store<D: DraDriver, S: PreparedStore>(
+    options: PluginOptions,
+    driver: D,
+    store: S,
+    client: kube::Client,
+) -> Result<PluginHandle<D>, PluginError> {
+    validate_driver_name(&options.driver_name)?;
+    let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
+    let preparer = preparer(&options, driver, store, lookup)
+        .await
+        .map_err(|e| PluginError::Store(Box::new(e)))?;
+    serve(options, preparer, cache_future).await
+}
+
+/// Loads `store` into a preparer; its error is the store's own, so that [`start`] reports the
+/// checkpoint's errors as they are.
+async fn preparer<D: DraDriver, S: PreparedStore>(
+    options: &PluginOptions,
+    driver: D,
+    store: S,
+    lookup: ClaimLookup,
+) -> Result<Preparer<D>, S::Error> {
+    if options.boot_id.is_none() {
+        tracing::warn!("reboot detection off: no boot ID; stored prepared claims are trusted after a reboot");
+    }
+    Preparer::new(
+        options.driver_name.clone(),
+        Arc::new(driver),
+        lookup,
+        store,
+        options.call_timeout,
+        options.boot_id.clone(),
+    )
+    .await
+}
+
+/// Serves a loaded preparer: binds the DRA socket and then the registration socket, then
+/// spawns the claim watch.
+async fn serve<D: DraDriver>(
+    options: PluginOptions,
+    preparer: Preparer<D>,
+    cache_future: Option<impl Future<Output = ()> + Send + 'static>,
+) -> Result<PluginHandle<D>, PluginError> {
+    let preparer = Arc::new(preparer);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (registration_tx, registration_rx) = watch::channel(RegistrationState::Pending);
     let dra_socket = options.dra_socket();
@@ -222,6 +265,9 @@ pub async fn start<D: DraDriver>(
         shutdown_rx,
         options.socket_check_interval,
     ));
+    // Spawned once nothing can fail any more, so that the handle is its only owner. Nobody
+    // asks for a claim before the registration socket exists, so it starts in time.
+    let cache_task = cache_future.map(tokio::spawn);
     tracing::info!(
         driver = %options.driver_name,
         registration_socket = %registration_socket.display(),
@@ -258,6 +304,11 @@ impl<D: DraDriver> PluginHandle<D> {
         self.registration.borrow().clone()
     }
 
+    /// Follows the kubelet's registration (for a readiness probe that outlives the handle).
+    pub fn registration_watch(&self) -> watch::Receiver<RegistrationState> {
+        self.registration.clone()
+    }
+
     /// Waits until the kubelet reports a verdict (registered or rejected).
     pub async fn wait_for_verdict(&mut self) -> RegistrationState {
         let _ = self.registration.wait_for(|s| *s != RegistrationState::Pending).await;
@@ -292,9 +343,9 @@ impl<D: DraDriver> PluginHandle<D> {
         self.preparer.lookup().cached_claims()
     }
 
-    /// The claims currently prepared (as in the checkpoint).
+    /// The claims currently prepared (as last committed to the store).
     pub async fn prepared_claims(&self) -> Vec<PreparedClaim> {
-        self.preparer.prepared_claims().await
+        self.preparer.prepared_claims()
     }
 
     /// Stops serving and removes both sockets, in order: the servers first (the kubelet sees

@@ -1,8 +1,10 @@
 //! The prepare/unprepare core behind both DRA service versions.
 //!
-//! Per claim: serialise calls (a lock per UID), answer an already-prepared claim from the
-//! checkpoint, resolve the claim, call the driver, persist. Each claim gets its own result, so
-//! one failing claim never fails its neighbours in the same kubelet batch.
+//! Per kubelet batch: lock every claim it names (a lock per UID, taken in UID order), answer
+//! claims already prepared from memory, resolve the others and call the driver for them
+//! concurrently, then make the batch's changes durable with one commit to the
+//! [`PreparedStore`](crate::PreparedStore). Each claim gets its own result, so one failing
+//! claim never fails its neighbours in the same batch.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -11,12 +13,13 @@ use std::{
 };
 
 use parking_lot::Mutex as SyncMutex;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    checkpoint::{Checkpoint, CheckpointError, PreparedClaims},
+    checkpoint::PreparedClaims,
     claims::{ClaimError, ClaimLookup, resolve_for_driver},
     driver::{ClaimRef, DraDriver, DriverError, PreparedClaim, PreparedDevice},
+    store::{DynStore, PreparedChange, PreparedStore, StoreError},
 };
 
 /// Why one claim's prepare or unprepare failed. Its text is the claim's `error` in the answer
@@ -45,14 +48,14 @@ pub(crate) enum ClaimCallError {
         #[source]
         source: DriverError,
     },
-    /// The checkpoint could not be written; the claim's state is as before the call.
-    #[error("claim {claim}: {source}")]
-    Checkpoint {
+    /// The batch's commit to the store failed; the claim's state is as before the call.
+    #[error("claim {claim}: the prepared claims could not be stored: {source}")]
+    Store {
         /// The claim.
         claim: ClaimRef,
-        /// Why.
+        /// The store's error, shared by every claim of the batch.
         #[source]
-        source: CheckpointError,
+        source: StoreError,
     },
 }
 
@@ -62,23 +65,52 @@ struct ClaimLocks {
     locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
-impl ClaimLocks {
-    async fn run<T>(&self, uid: &str, f: impl Future<Output = T>) -> T {
-        let lock = {
-            let mut locks = self.locks.lock();
-            locks.entry(uid.to_string()).or_default().clone()
-        };
-        let result = {
-            let _guard = lock.lock().await;
-            f.await
-        };
-        let mut locks = self.locks.lock();
-        // Two references: the map's and ours. Anything more is a waiter that still needs it.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(uid);
+/// A held claim lock; dropping it releases the lock and forgets it if nobody waits for it.
+struct ClaimGuard<'a> {
+    locks: &'a ClaimLocks,
+    uid: String,
+    /// `None` while still waiting for the lock.
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        // Under the map's lock nobody can take a new reference, so a count of one (the map's)
+        // means no call holds or waits for this lock.
+        let mut locks = self.locks.locks.lock();
+        drop(self.guard.take());
+        if locks.get(&self.uid).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(&self.uid);
         }
-        result
     }
+}
+
+impl ClaimLocks {
+    /// Locks every UID of `uids`, which must be sorted and distinct: every batch taking its
+    /// locks in the same order is what keeps two overlapping batches from deadlocking.
+    async fn lock_all<'u>(&self, uids: impl IntoIterator<Item = &'u String>) -> Vec<ClaimGuard<'_>> {
+        let mut held = Vec::new();
+        for uid in uids {
+            let lock = self.locks.lock().entry(uid.clone()).or_default().clone();
+            // Made before the wait, so a cancelled wait still forgets an unused lock.
+            let mut guard = ClaimGuard {
+                locks: self,
+                uid: uid.clone(),
+                guard: None,
+            };
+            guard.guard = Some(lock.lock_owned().await);
+            held.push(guard);
+        }
+        held
+    }
+}
+
+/// What preparing one claim came to, before the batch's commit.
+enum Prepared {
+    /// Nothing to store: prepared before in this boot, or not allocated to this driver.
+    Known(Vec<PreparedDevice>),
+    /// The driver prepared it now; it counts once the batch is committed.
+    New(PreparedClaim),
 }
 
 /// Runs prepare and unprepare for a driver.
@@ -87,42 +119,38 @@ pub(crate) struct Preparer<D> {
     driver: Arc<D>,
     lookup: ClaimLookup,
     locks: ClaimLocks,
-    checkpoint: Checkpoint,
-    /// Prepared claims by UID; the checkpoint file is written while this is held, so the file
-    /// always reflects the latest map.
-    prepared: Mutex<PreparedClaims>,
+    store: Box<dyn DynStore>,
+    /// Prepared claims by UID, as last committed to the store. Changed only after a
+    /// successful commit, and only under the claims' locks.
+    prepared: SyncMutex<PreparedClaims>,
     call_timeout: Duration,
     /// This boot; prepared claims of another boot are prepared again.
     boot_id: Option<String>,
 }
 
 impl<D: DraDriver> Preparer<D> {
-    /// Loads the checkpoint (on a blocking thread); a damaged one is a start-up error.
-    pub(crate) async fn new(
+    /// Loads the prepared claims from `store`; a store that cannot load is a start-up error.
+    pub(crate) async fn new<S: PreparedStore>(
         driver_name: String,
         driver: Arc<D>,
         lookup: ClaimLookup,
-        checkpoint: Checkpoint,
+        store: S,
         call_timeout: Duration,
         boot_id: Option<String>,
-    ) -> Result<Self, CheckpointError> {
-        let reader = checkpoint.clone();
-        let prepared = tokio::task::spawn_blocking(move || reader.load())
-            .await
-            .map_err(|source| CheckpointError::TaskFailed {
-                path: checkpoint.path().to_path_buf(),
-                source,
-            })??;
-        if !prepared.is_empty() {
-            tracing::info!(claims = prepared.len(), path = %checkpoint.path().display(), "restored prepared claims from checkpoint");
-        }
+    ) -> Result<Self, S::Error> {
+        let prepared: PreparedClaims = store
+            .load()
+            .await?
+            .into_iter()
+            .map(|p| (p.claim.uid.clone(), p))
+            .collect();
         Ok(Self {
             driver_name,
             driver,
             lookup,
             locks: ClaimLocks::default(),
-            checkpoint,
-            prepared: Mutex::new(prepared),
+            store: Box::new(store),
+            prepared: SyncMutex::new(prepared),
             call_timeout,
             boot_id,
         })
@@ -132,49 +160,147 @@ impl<D: DraDriver> Preparer<D> {
         &self.lookup
     }
 
-    pub(crate) async fn prepared_claims(&self) -> Vec<PreparedClaim> {
-        self.prepared.lock().await.values().cloned().collect()
+    pub(crate) fn prepared_claims(&self) -> Vec<PreparedClaim> {
+        self.prepared.lock().values().cloned().collect()
     }
 
-    /// Prepares every claim of a batch concurrently; the map has an entry per distinct UID.
+    /// Prepares every claim of a batch, with one commit for the claims the driver prepared;
+    /// the map has an entry per distinct UID.
     pub(crate) async fn prepare_all(
         &self,
         claims: Vec<ClaimRef>,
     ) -> BTreeMap<String, Result<Vec<PreparedDevice>, ClaimCallError>> {
+        let started = Instant::now();
         let unique: BTreeMap<String, ClaimRef> = claims.into_iter().map(|c| (c.uid.clone(), c)).collect();
-        let results = futures::future::join_all(unique.into_values().map(|c| async move {
-            let started = Instant::now();
-            let result = self.locks.run(&c.uid, self.prepare_one(&c)).await;
-            match &result {
-                Ok(devices) => tracing::info!(claim = %c, devices = devices.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "prepared claim"),
-                Err(error) => tracing::warn!(claim = %c, %error, "failed to prepare claim"),
+        // Held until the commit is done, so no other call sees a claim between its driver
+        // call and its commit.
+        let _locks = self.locks.lock_all(unique.keys()).await;
+        let outcomes = futures::future::join_all(unique.values().map(|c| self.prepare_one(c))).await;
+
+        let new: Vec<&PreparedClaim> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Ok(Prepared::New(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let committed = self
+            .commit(new.iter().map(|p| PreparedChange::Prepared((*p).clone())).collect())
+            .await;
+        match &committed {
+            Ok(()) => {
+                let mut prepared = self.prepared.lock();
+                for p in &new {
+                    prepared.insert(p.claim.uid.clone(), (*p).clone());
+                }
             }
-            (c.uid, result)
-        }))
-        .await;
-        results.into_iter().collect()
+            Err(error) => {
+                // Do not leave prepared devices that no store remembers.
+                futures::future::join_all(new.iter().map(|p| async move {
+                    if let Err(undo) = self
+                        .call_driver(&p.claim, "unprepare", self.driver.unprepare(p))
+                        .await
+                    {
+                        tracing::error!(claim = %p.claim, store_error = %error, error = %undo, "rolling back a prepare after a failed commit also failed");
+                    }
+                }))
+                .await;
+            }
+        }
+
+        unique
+            .into_iter()
+            .zip(outcomes)
+            .map(|((uid, claim), outcome)| {
+                let result = match outcome {
+                    Ok(Prepared::Known(devices)) => Ok(devices),
+                    Ok(Prepared::New(p)) => match &committed {
+                        Ok(()) => Ok(p.preparation.devices),
+                        Err(source) => Err(ClaimCallError::Store {
+                            claim: claim.clone(),
+                            source: source.clone(),
+                        }),
+                    },
+                    Err(error) => Err(error),
+                };
+                match &result {
+                    Ok(devices) => tracing::info!(claim = %claim, devices = devices.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "prepared claim"),
+                    Err(error) => tracing::warn!(claim = %claim, %error, "failed to prepare claim"),
+                }
+                (uid, result)
+            })
+            .collect()
     }
 
-    /// Unprepares every claim of a batch concurrently.
+    /// Unprepares every claim of a batch, with one commit for the claims the driver released.
     pub(crate) async fn unprepare_all(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), ClaimCallError>> {
         let unique: BTreeMap<String, ClaimRef> = claims.into_iter().map(|c| (c.uid.clone(), c)).collect();
-        let results = futures::future::join_all(unique.into_values().map(|c| async move {
-            let result = self.locks.run(&c.uid, self.unprepare_one(&c)).await;
-            match &result {
-                Ok(()) => tracing::info!(claim = %c, "unprepared claim"),
-                Err(error) => tracing::warn!(claim = %c, %error, "failed to unprepare claim"),
+        let _locks = self.locks.lock_all(unique.keys()).await;
+        let known: Vec<Option<PreparedClaim>> = {
+            let prepared = self.prepared.lock();
+            unique.keys().map(|uid| prepared.get(uid).cloned()).collect()
+        };
+        let outcomes = futures::future::join_all(unique.values().zip(&known).map(|(c, p)| async move {
+            match p {
+                // Unknown claims succeed without the driver: unprepare is idempotent.
+                None => Ok(false),
+                Some(p) => self
+                    .call_driver(c, "unprepare", self.driver.unprepare(p))
+                    .await
+                    .map(|()| true),
             }
-            (c.uid, result)
         }))
         .await;
-        results.into_iter().collect()
+
+        let released: Vec<&PreparedClaim> = known
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(p, o)| p.as_ref().filter(|_| matches!(o, Ok(true))))
+            .collect();
+        let committed = self
+            .commit(
+                released
+                    .iter()
+                    .map(|p| PreparedChange::Unprepared(p.claim.clone()))
+                    .collect(),
+            )
+            .await;
+        if committed.is_ok() {
+            let mut prepared = self.prepared.lock();
+            for p in &released {
+                prepared.remove(&p.claim.uid);
+            }
+        }
+        // On a failed commit the released claims stay prepared: the kubelet retries, and the
+        // driver's unprepare runs again (which is why it must be idempotent).
+
+        unique
+            .into_iter()
+            .zip(outcomes)
+            .map(|((uid, claim), outcome)| {
+                let result = match (outcome, &committed) {
+                    (Ok(true), Err(source)) => Err(ClaimCallError::Store {
+                        claim: claim.clone(),
+                        source: source.clone(),
+                    }),
+                    (Ok(_), _) => Ok(()),
+                    (Err(error), _) => Err(error),
+                };
+                match &result {
+                    Ok(()) => tracing::info!(claim = %claim, "unprepared claim"),
+                    Err(error) => tracing::warn!(claim = %claim, %error, "failed to unprepare claim"),
+                }
+                (uid, result)
+            })
+            .collect()
     }
 
-    async fn prepare_one(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, ClaimCallError> {
-        if let Some(done) = self.prepared.lock().await.get(&claim.uid) {
-            // Without a boot ID of its own the plugin cannot tell, and trusts the checkpoint.
+    /// Prepares one claim up to, not including, the commit.
+    async fn prepare_one(&self, claim: &ClaimRef) -> Result<Prepared, ClaimCallError> {
+        if let Some(done) = self.prepared.lock().get(&claim.uid) {
+            // Without a boot ID of its own the plugin cannot tell, and trusts the store.
             if self.boot_id.is_none() || done.boot_id == self.boot_id {
-                return Ok(done.preparation.devices.clone());
+                return Ok(Prepared::Known(done.preparation.devices.clone()));
             }
             tracing::info!(
                 claim = %claim,
@@ -186,49 +312,16 @@ impl<D: DraDriver> Preparer<D> {
         let resolved = resolve_for_driver(&self.driver_name, claim, object)?;
         if resolved.devices.is_empty() {
             // Allocated only to other drivers: nothing to do, nothing to remember.
-            return Ok(Vec::new());
+            return Ok(Prepared::Known(Vec::new()));
         }
         let preparation = self
             .call_driver(claim, "prepare", self.driver.prepare(&resolved))
             .await?;
-        let prepared = PreparedClaim {
+        Ok(Prepared::New(PreparedClaim {
             claim: claim.clone(),
             preparation,
             boot_id: self.boot_id.clone(),
-        };
-        let devices = prepared.preparation.devices.clone();
-        if let Err(e) = self
-            .persist(|claims| {
-                claims.insert(claim.uid.clone(), prepared.clone());
-            })
-            .await
-        {
-            // Do not leave prepared devices that no checkpoint remembers.
-            if let Err(undo) = self.driver.unprepare(&prepared).await {
-                tracing::error!(claim = %claim, error = %undo, "rolling back a prepare after a checkpoint failure also failed");
-            }
-            return Err(ClaimCallError::Checkpoint {
-                claim: claim.clone(),
-                source: e,
-            });
-        }
-        Ok(devices)
-    }
-
-    async fn unprepare_one(&self, claim: &ClaimRef) -> Result<(), ClaimCallError> {
-        let Some(prepared) = self.prepared.lock().await.get(&claim.uid).cloned() else {
-            return Ok(());
-        };
-        self.call_driver(claim, "unprepare", self.driver.unprepare(&prepared))
-            .await?;
-        self.persist(|claims| {
-            claims.remove(&claim.uid);
-        })
-        .await
-        .map_err(|source| ClaimCallError::Checkpoint {
-            claim: claim.clone(),
-            source,
-        })
+        }))
     }
 
     /// Runs one driver call within the call timeout.
@@ -251,104 +344,151 @@ impl<D: DraDriver> Preparer<D> {
             })
     }
 
-    /// Applies `change` and writes the checkpoint; on a write failure the map is left as it was.
-    async fn persist(&self, change: impl FnOnce(&mut PreparedClaims)) -> Result<(), CheckpointError> {
-        let mut prepared = self.prepared.lock().await;
-        let mut next = prepared.clone();
-        change(&mut next);
-        // Encoded here, so the writer thread gets bytes rather than another copy of the map.
-        let bytes = crate::checkpoint::encode(&next);
-        let checkpoint = self.checkpoint.clone();
-        tokio::task::spawn_blocking(move || checkpoint.store_encoded(&bytes))
-            .await
-            .map_err(|e| CheckpointError::TaskFailed {
-                path: self.checkpoint.path().to_path_buf(),
-                source: e,
-            })??;
-        *prepared = next;
-        Ok(())
+    /// Commits a batch's changes: the batch's one durable write. Nothing to change, no write.
+    async fn commit(&self, changes: Vec<PreparedChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let count = changes.len();
+        let result = self.store.commit(changes).await;
+        tracing::debug!(
+            changes = count,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = result.is_ok(),
+            "committed prepared claims"
+        );
+        result
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use k8s_openapi::api::resource::v1::ResourceClaim;
 
     use super::*;
-    use crate::driver::{DriverError, Preparation, ResolvedClaim};
+    use crate::{
+        checkpoint::FileCheckpoint,
+        driver::{DriverError, Preparation, ResolvedClaim},
+    };
 
     const DRIVER: &str = "net.example.com";
 
-    /// A driver whose prepare takes `delay` and counts its calls.
+    /// A driver whose prepare takes `delay` and records the claims it prepares and unprepares.
     #[derive(Default)]
     struct Driver {
         delay: Duration,
         prepares: AtomicUsize,
         unprepares: AtomicUsize,
+        prepared_names: SyncMutex<Vec<String>>,
+        unprepared_names: SyncMutex<Vec<String>>,
     }
 
     impl DraDriver for Driver {
         async fn prepare(&self, claim: &ResolvedClaim) -> Result<Preparation, DriverError> {
             self.prepares.fetch_add(1, Ordering::SeqCst);
+            self.prepared_names.lock().push(claim.claim.name.clone());
             tokio::time::sleep(self.delay).await;
             Ok(Preparation::of_allocation(claim))
         }
-        async fn unprepare(&self, _claim: &PreparedClaim) -> Result<(), DriverError> {
+        async fn unprepare(&self, claim: &PreparedClaim) -> Result<(), DriverError> {
             self.unprepares.fetch_add(1, Ordering::SeqCst);
+            self.unprepared_names.lock().push(claim.claim.name.clone());
             Ok(())
         }
     }
 
-    fn claim() -> (ClaimRef, ResourceClaim) {
-        let object = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "c", "namespace": "ns", "uid": "uid-c"},
+    #[derive(Debug, thiserror::Error)]
+    #[error("the disk is full")]
+    struct DiskFull;
+
+    /// A store that records its commits and fails them while `fail` is set.
+    #[derive(Default, Clone)]
+    struct RecordingStore {
+        commits: Arc<SyncMutex<Vec<Vec<PreparedChange>>>>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl RecordingStore {
+        fn commits(&self) -> Vec<Vec<PreparedChange>> {
+            self.commits.lock().clone()
+        }
+    }
+
+    impl PreparedStore for RecordingStore {
+        type Error = DiskFull;
+        async fn load(&self) -> Result<Vec<PreparedClaim>, DiskFull> {
+            Ok(Vec::new())
+        }
+        async fn commit(&self, changes: Vec<PreparedChange>) -> Result<(), DiskFull> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(DiskFull);
+            }
+            self.commits.lock().push(changes);
+            Ok(())
+        }
+    }
+
+    fn reference(name: &str) -> ClaimRef {
+        ClaimRef {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    /// A claim `ns/<name>` (uid `uid-<name>`) with one device of this driver.
+    fn object(name: &str) -> ResourceClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
             "spec": {"devices": {"requests": [{"name": "net", "exactly": {"deviceClassName": "net"}}]}},
             "status": {"allocation": {"devices": {"results": [
                 {"request": "net", "driver": DRIVER, "pool": "node1", "device": "eth1"}
             ]}}},
         }))
-        .expect("a claim");
-        let reference = ClaimRef {
-            namespace: "ns".into(),
-            name: "c".into(),
-            uid: "uid-c".into(),
-        };
-        (reference, object)
+        .expect("a claim")
     }
 
-    async fn preparer(driver: Arc<Driver>, checkpoint: Checkpoint, call_timeout: Duration) -> Preparer<Driver> {
-        let (_, object) = claim();
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+
+    /// A preparer whose lookup knows the claims `c` and `a`, `b`, `c` of [`NAMES`].
+    async fn preparer<S: PreparedStore>(driver: Arc<Driver>, store: S, call_timeout: Duration) -> Preparer<Driver> {
+        let objects = std::iter::once("c").chain(NAMES).map(object).collect();
         Preparer::new(
             DRIVER.into(),
             driver,
-            ClaimLookup::with_cached(vec![object]),
-            checkpoint,
+            ClaimLookup::with_cached(objects),
+            store,
             call_timeout,
             Some("boot".into()),
         )
         .await
-        .expect("an empty checkpoint loads")
+        .unwrap_or_else(|_| panic!("an empty store loads"))
+    }
+
+    fn uids(preparer: &Preparer<Driver>) -> Vec<String> {
+        let mut uids: Vec<_> = preparer.prepared_claims().into_iter().map(|p| p.claim.uid).collect();
+        uids.sort();
+        uids
+    }
+
+    fn batch() -> Vec<ClaimRef> {
+        NAMES.map(reference).to_vec()
     }
 
     /// Paused time: the 40 s deadline passes without 40 s passing.
     #[tokio::test(start_paused = true)]
     async fn a_driver_slower_than_the_call_timeout_gets_a_per_claim_timeout() {
-        let dir = tempfile::tempdir().expect("temp dir");
         let driver = Arc::new(Driver {
             delay: Duration::from_secs(3600),
             ..Driver::default()
         });
-        let preparer = preparer(
-            driver.clone(),
-            Checkpoint::new(dir.path().join("cp")),
-            Duration::from_secs(40),
-        )
-        .await;
-        let (reference, _) = claim();
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
         let started = tokio::time::Instant::now();
-        let results = preparer.prepare_all(vec![reference]).await;
+        let results = preparer.prepare_all(vec![reference("c")]).await;
         assert_eq!(started.elapsed(), Duration::from_secs(40));
         let error = results["uid-c"].as_ref().expect_err("timed out");
         assert!(
@@ -360,7 +500,8 @@ mod tests {
             "claim ns/c (uid uid-c): driver prepare timed out after 40s"
         );
         assert_eq!(driver.prepares.load(Ordering::SeqCst), 1);
-        assert!(preparer.prepared_claims().await.is_empty());
+        assert!(preparer.prepared_claims().is_empty());
+        assert!(store.commits().is_empty(), "nothing prepared, nothing committed");
     }
 
     #[tokio::test]
@@ -372,16 +513,17 @@ mod tests {
         let driver = Arc::new(Driver::default());
         let preparer = preparer(
             driver.clone(),
-            Checkpoint::new(dir.path().join("cp")),
+            FileCheckpoint::new(dir.path().join("cp")),
             Duration::from_secs(40),
         )
         .await;
-        let (reference, _) = claim();
-        let results = preparer.prepare_all(vec![reference]).await;
+        let results = preparer.prepare_all(vec![reference("c")]).await;
         let error = results["uid-c"].as_ref().expect_err("the write failed");
-        assert!(matches!(error, ClaimCallError::Checkpoint { .. }), "{error}");
+        assert!(matches!(error, ClaimCallError::Store { .. }), "{error}");
         assert!(
-            error.to_string().starts_with("claim ns/c (uid uid-c): checkpoint "),
+            error
+                .to_string()
+                .starts_with("claim ns/c (uid uid-c): the prepared claims could not be stored: checkpoint "),
             "{error}"
         );
         assert_eq!(driver.prepares.load(Ordering::SeqCst), 1);
@@ -390,6 +532,167 @@ mod tests {
             1,
             "the driver's work was undone"
         );
-        assert!(preparer.prepared_claims().await.is_empty(), "nothing is remembered");
+        assert!(preparer.prepared_claims().is_empty(), "nothing is remembered");
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_new_claims_is_one_commit() {
+        let driver = Arc::new(Driver::default());
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        let results = preparer.prepare_all(batch()).await;
+        assert!(
+            results.values().all(|r| r.as_ref().is_ok_and(|d| d.len() == 1)),
+            "{results:?}"
+        );
+        let commits = store.commits();
+        assert_eq!(commits.len(), 1, "{commits:?}");
+        let mut committed: Vec<_> = commits[0]
+            .iter()
+            .map(|c| match c {
+                PreparedChange::Prepared(p) => p.claim.uid.clone(),
+                PreparedChange::Unprepared(c) => panic!("unprepared {c} in a prepare"),
+            })
+            .collect();
+        committed.sort();
+        assert_eq!(committed, ["uid-a", "uid-b", "uid-c"]);
+        assert_eq!(uids(&preparer), ["uid-a", "uid-b", "uid-c"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_prepared_claims_commits_nothing() {
+        let driver = Arc::new(Driver::default());
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        let first = preparer.prepare_all(batch()).await;
+        let again = preparer.prepare_all(batch()).await;
+        assert_eq!(
+            format!("{first:?}"),
+            format!("{again:?}"),
+            "the same answer from memory"
+        );
+        assert_eq!(store.commits().len(), 1, "only the first batch changed something");
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), 3);
+        // Unknown claims: nothing to release, nothing to commit.
+        let results = preparer.unprepare_all(vec![reference("x")]).await;
+        assert!(results["uid-x"].is_ok());
+        assert_eq!(store.commits().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_undoes_every_prepare_of_the_batch_and_the_retry_succeeds() {
+        let driver = Arc::new(Driver::default());
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        store.fail.store(true, Ordering::SeqCst);
+        let results = preparer.prepare_all(batch()).await;
+        for name in NAMES {
+            let error = results[&format!("uid-{name}")].as_ref().expect_err("not stored");
+            assert!(matches!(error, ClaimCallError::Store { .. }), "{error}");
+            assert_eq!(
+                error.to_string(),
+                format!("claim ns/{name} (uid uid-{name}): the prepared claims could not be stored: the disk is full")
+            );
+        }
+        let mut undone = driver.unprepared_names.lock().clone();
+        undone.sort();
+        assert_eq!(undone, NAMES, "the driver's work was undone for each claim");
+        assert!(preparer.prepared_claims().is_empty(), "nothing is remembered");
+
+        // The kubelet retries once the store works again.
+        store.fail.store(false, Ordering::SeqCst);
+        let results = preparer.prepare_all(batch()).await;
+        assert!(results.values().all(Result::is_ok), "{results:?}");
+        assert_eq!(driver.prepares.load(Ordering::SeqCst), 6, "prepared again");
+        assert_eq!(store.commits().len(), 1);
+        assert_eq!(uids(&preparer), ["uid-a", "uid-b", "uid-c"]);
+    }
+
+    #[tokio::test]
+    async fn an_unprepare_batch_is_one_commit() {
+        let driver = Arc::new(Driver::default());
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        preparer.prepare_all(batch()).await;
+        let mut claims = batch();
+        claims.push(reference("unknown"));
+        let results = preparer.unprepare_all(claims).await;
+        assert_eq!(results.len(), 4);
+        assert!(results.values().all(Result::is_ok), "{results:?}");
+        let commits = store.commits();
+        assert_eq!(commits.len(), 2, "one prepare and one unprepare commit: {commits:?}");
+        let mut released: Vec<_> = commits[1]
+            .iter()
+            .map(|c| match c {
+                PreparedChange::Unprepared(c) => c.uid.clone(),
+                PreparedChange::Prepared(p) => panic!("prepared {} in an unprepare", p.claim),
+            })
+            .collect();
+        released.sort();
+        assert_eq!(released, ["uid-a", "uid-b", "uid-c"]);
+        assert_eq!(
+            driver.unprepares.load(Ordering::SeqCst),
+            3,
+            "the unknown claim skips the driver"
+        );
+        assert!(preparer.prepared_claims().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_unprepare_commit_keeps_the_claims_prepared_and_the_retry_succeeds() {
+        let driver = Arc::new(Driver::default());
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        preparer.prepare_all(batch()).await;
+        store.fail.store(true, Ordering::SeqCst);
+        let results = preparer.unprepare_all(batch()).await;
+        for name in NAMES {
+            let error = results[&format!("uid-{name}")].as_ref().expect_err("not stored");
+            assert!(matches!(error, ClaimCallError::Store { .. }), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("claim ns/{name} (uid uid-{name}): ")),
+                "{error}"
+            );
+        }
+        assert_eq!(uids(&preparer), ["uid-a", "uid-b", "uid-c"], "still prepared");
+
+        // The kubelet retries: the driver's (idempotent) unprepare runs again, then the commit.
+        store.fail.store(false, Ordering::SeqCst);
+        let results = preparer.unprepare_all(batch()).await;
+        assert!(results.values().all(Result::is_ok), "{results:?}");
+        assert_eq!(driver.unprepares.load(Ordering::SeqCst), 6);
+        assert_eq!(store.commits().len(), 2);
+        assert!(preparer.prepared_claims().is_empty());
+    }
+
+    /// Paused time: a deadlock would show as the 10 s timeout, at once.
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_batches_both_finish_and_prepare_the_shared_claim_once() {
+        let driver = Arc::new(Driver {
+            delay: Duration::from_millis(100),
+            ..Driver::default()
+        });
+        let store = RecordingStore::default();
+        let preparer = preparer(driver.clone(), store.clone(), Duration::from_secs(40)).await;
+        let (first, second) = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::join(
+                preparer.prepare_all(vec![reference("a"), reference("b")]),
+                // Listed out of order: the locks are taken in UID order anyway.
+                preparer.prepare_all(vec![reference("c"), reference("b")]),
+            ),
+        )
+        .await
+        .expect("both batches finish");
+        assert!(first.values().chain(second.values()).all(Result::is_ok));
+        assert_eq!(first["uid-b"].as_ref().ok(), second["uid-b"].as_ref().ok());
+        let mut prepared = driver.prepared_names.lock().clone();
+        prepared.sort();
+        assert_eq!(prepared, ["a", "b", "c"], "b was prepared once");
+        assert_eq!(store.commits().len(), 2, "one commit per batch");
+        assert_eq!(uids(&preparer), ["uid-a", "uid-b", "uid-c"]);
+        assert!(preparer.locks.locks.lock().is_empty(), "no lock outlives its batch");
     }
 }

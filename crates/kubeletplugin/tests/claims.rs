@@ -136,7 +136,9 @@ async fn warm_cache_makes_no_api_requests() {
             .all(|c| c.error.is_empty() && c.devices.len() == 1),
         "{response:?}"
     );
-    assert_eq!(api.requests(), vec![], "a warm cache answers without the API server");
+    // The claim watch's own re-list or re-watch may land here; it is not a lookup.
+    let lookups: Vec<_> = api.requests().into_iter().filter(|r| !r.watch).collect();
+    assert_eq!(lookups, vec![], "a warm cache answers without the API server");
 
     // A claim created after the cache synced arrives through the watch, still without a GET.
     seed_claim(&api, "ns", "late", "u-late", DRIVER, &["eth9"]);
