@@ -8,7 +8,7 @@
 #   containerd.sh start   FLAVOR      start containerd FLAVOR (1.7 or 2); prints its environment
 #   containerd.sh stop    FLAVOR      stop it (by recorded PID); running pods survive in their shims
 #   containerd.sh restart FLAVOR      stop, then start (the NRI socket is recreated)
-#   containerd.sh teardown FLAVOR     stop it and end the shims it left (by recorded PID files)
+#   containerd.sh teardown FLAVOR     stop it, end the shims it left (by recorded PID files), drop its state
 #   containerd.sh env     FLAVOR      print CRI_SOCKET=..., NRI_SOCKET=...
 #
 # Everything lives in $NETDRA_E2E_DIR (default /tmp/netdra-e2e). Root is required.
@@ -196,6 +196,8 @@ start() {
     [ -f "$E2E/ready" ] || die "not set up: run '$0 setup' first"
     if running; then log "containerd $FLAVOR already running (pid $(cat "$PIDFILE"))"; print_env; return; fi
     write_config
+    # Sockets a containerd that died left behind would pass the wait below before it serves.
+    rm -f "$NRI_SOCKET" "$CRI_SOCKET" "$CRI_SOCKET.ttrpc"
     # Its own session: a Ctrl-C or SIGTERM meant for the test or the demo does not reach it.
     PATH=$BIN:$PATH setsid nohup "$BIN/containerd" --config "$DIR/config.toml" >> "$DIR/containerd.log" 2>&1 &
     echo $! > "$PIDFILE"
@@ -236,6 +238,11 @@ teardown() {
     for m in $(awk -v d="$DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
         umount -l "$m" && log "unmounted leftover $m"
     done
+    # Its metadata and state go too: each run starts from nothing (the pause image is imported
+    # at every start). Kept, it can stop the next start: containerd 2.1.9 keeps the record of a
+    # sandbox whose NRI RunPodSandbox failed, and when the kubelet's retry reused its name it
+    # refuses to recover ("failed to reserve sandbox name … is reserved for …").
+    rm -rf "$DIR/root-state" "$DIR/state"
 }
 
 print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET"; }

@@ -212,14 +212,14 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     options.metrics = netdra::Metrics::register(&mut registry);
 
-    let agent = Arc::new(
-        netdra::start(options, template::Driver, client)
-            .await
-            .context("starting the agent")?,
-    );
+    let agent = netdra::start(options, template::Driver, client)
+        .await
+        .context("starting the agent")?;
+    // The probe reads readiness on its own: a scraper's keep-alive connection never keeps the
+    // agent from its ordered shutdown.
     let probe = {
-        let agent = agent.clone();
-        Arc::new(move || agent.readiness()) as health::ReadinessProbe
+        let readiness = agent.readiness_probe();
+        Arc::new(move || readiness.readiness()) as health::ReadinessProbe
     };
     let server = health::serve(flags.metrics_address, registry, probe)
         .await
@@ -231,10 +231,7 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     tracing::info!(signal, "shutting down");
     drop(server);
-    match Arc::try_unwrap(agent) {
-        Ok(agent) => agent.shutdown().await,
-        Err(_) => tracing::warn!("the agent is still referenced; stopping it without the ordered shutdown"),
-    }
+    agent.shutdown().await;
     Ok(())
 }
 

@@ -13,6 +13,11 @@
 //!   configured address, route and MTU; the claim's status shows `networkData` and Ready=True;
 //! - the driver restarted while the pod runs: it re-registers, the slice stays, the state holds;
 //! - the pod deleted: the interface is back on the host, the kubelet unprepared;
+//! - a standalone claim held by a running pod and referenced by a second pod (the kubelet
+//!   prepares a claim once, so no Prepare reaches the driver for the second): the second pod's
+//!   sandbox fails with an error naming the claim and the pod holding it, for as long as that pod
+//!   holds it; once it is deleted, the kubelet's retry gets the interface, the second pod runs
+//!   with it, and the claim says Ready=True for it;
 //! - the driver stopped past the kubelet's grace period: the kubelet wipes its slices; started
 //!   again: republished.
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -26,7 +31,7 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
-    core::v1::{Node, Pod, ServiceAccount},
+    core::v1::{Event, Node, Pod, ServiceAccount},
     resource::v1::{ResourceClaim, ResourceSlice},
 };
 use kube::{
@@ -390,6 +395,53 @@ fn pod() -> Value {
     })
 }
 
+/// A standalone claim for the NIC: pods reference it by name, so several can share it.
+fn shared_claim() -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "shared-nic", "namespace": "default"},
+        "spec": {"devices": {
+            "requests": [{"name": "nic", "exactly": {
+                "deviceClassName": DRIVER,
+                "selectors": [{"cel": {"expression": format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\"")}}],
+            }}],
+            "config": [{"requests": ["nic"], "opaque": {"driver": DRIVER, "parameters": {
+                "apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig",
+                "name": "net1", "addresses": ["10.232.0.2/24"],
+            }}}],
+        }},
+    })
+}
+
+/// A pod using the claim `shared-nic`.
+fn pod_with_shared_claim(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "resourceClaims": [{"name": "nic", "resourceClaimName": "shared-nic"}],
+            "containers": [{"name": "app", "image": "localhost/pause:netdra", "imagePullPolicy": "Never",
+                "resources": {"claims": [{"name": "nic"}]}}],
+        },
+    })
+}
+
+async fn running_pod(pods: &Api<Pod>, name: &str, timeout: Duration) -> Pod {
+    eventually(&format!("pod {name} running"), timeout, || {
+        let pods = pods.clone();
+        let name = name.to_owned();
+        async move {
+            let p = pods.get(&name).await.ok()?;
+            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+        }
+    })
+    .await
+}
+
 /// Whether the kubelet's log (at -v 4) has `message` for `claim_uid` without an error.
 fn kubelet_called(log: &str, message: &str, claim_uid: &str) -> bool {
     log.lines()
@@ -608,6 +660,88 @@ async fn netdra_on_a_real_kubernetes_node() {
         "the kubelet's log shows its NodeUnprepareResources call for claim {claim_uid} answered"
     );
     println!("pod deleted: {NIC} back on the host, claim unprepared");
+
+    // A standalone claim held by one pod and referenced by a second (finding 4 of issue 17).
+    create(&client, &shared_claim(), false).await;
+    create(&client, &pod_with_shared_claim("holder"), false).await;
+    let holder = running_pod(&pods, "holder", Duration::from_secs(90)).await;
+    let holder_uid = holder.metadata.uid.clone().unwrap();
+    let holder_ns = pod_netns(cluster.var("CRI_SOCKET"), &holder_uid).await;
+    assert!(ip(&["-n", &holder_ns, "addr", "show", "dev", "net1"]).contains("10.232.0.2/24"));
+    let shared_uid = claims.get("shared-nic").await.unwrap().metadata.uid.unwrap();
+    create(&client, &pod_with_shared_claim("second"), false).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let refusal = eventually("the second pod's sandbox refused", Duration::from_secs(60), || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=second"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .filter_map(|e| e.message)
+                .find(|m| m.contains("claim default/shared-nic"))
+        }
+    })
+    .await;
+    println!("second pod, while holder holds the claim: {refusal}");
+    assert!(
+        refusal.contains(&format!("pod default/holder (uid {holder_uid})")),
+        "the refusal names the pod holding the claim: {refusal}"
+    );
+    // For as long as the holder holds it, the second pod does not run.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = pods.get("second").await.unwrap();
+    assert_ne!(
+        second.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running"),
+        "the second pod never runs without its interface"
+    );
+    assert!(ip(&["-n", &holder_ns, "link", "show", "net1"]).contains("net1"));
+    // The holder goes: the kubelet's retry of the second pod's sandbox gets the interface.
+    pods.delete("holder", &DeleteParams::default()).await.unwrap();
+    let second = running_pod(&pods, "second", Duration::from_secs(180)).await;
+    let second_uid = second.metadata.uid.clone().unwrap();
+    let second_ns = pod_netns(cluster.var("CRI_SOCKET"), &second_uid).await;
+    let addresses = ip(&["-n", &second_ns, "addr", "show", "dev", "net1"]);
+    assert!(addresses.contains("10.232.0.2/24"), "{addresses}");
+    let entry = eventually(
+        "Ready=True on the shared claim for the second pod",
+        Duration::from_secs(30),
+        || {
+            let claims = claims.clone();
+            async move {
+                let claim = claims.get("shared-nic").await.ok()?;
+                let entry = ready_entry(&claim)?;
+                entry["conditions"][0]["message"]
+                    .as_str()?
+                    .contains("net1")
+                    .then_some(entry)
+            }
+        },
+    )
+    .await;
+    assert_eq!(entry["networkData"]["ips"], json!(["10.232.0.2/24"]));
+    assert!(
+        driver.log().contains(&format!("pod=default/second (uid {second_uid})")),
+        "the driver's log names the second pod"
+    );
+    println!("holder deleted: the second pod runs with net1, claim {shared_uid} Ready=True");
+    pods.delete("second", &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the NIC back on the host after the second pod",
+        Duration::from_secs(60),
+        || async { Path::new("/sys/class/net").join(NIC).exists().then_some(()) },
+    )
+    .await;
+    eventually("the shared claim unprepared", Duration::from_secs(60), || {
+        let log = cluster.kubelet_log();
+        let uid = shared_uid.clone();
+        async move { kubelet_called(&log, "Done calling NodeUnprepareResources rpc", &uid).then_some(()) }
+    })
+    .await;
+    claims.delete("shared-nic", &DeleteParams::default()).await.unwrap();
 
     // Stopped past the kubelet's grace period: the kubelet wipes the slices; back: republished.
     driver.stop();

@@ -7,12 +7,14 @@
 //! and host veth, and the config `{net1, MTU 1400, 10.10.0.2/24, 10.20.0.0/16 via
 //! 10.10.0.1}`. Each sample follows a pause (`SETTLE`) for both.
 //!
-//! The kernel's time for one namespace move varies by ±10 ms from move to move, so over 60
-//! samples the raw p99 of either side is mostly that noise. Both sides therefore also report
-//! each call's time outside its own moves (the moves are timed inside the calls): the hook's
-//! time above the kernel's cost of its own namespace move. Targets: that, at p99, at most 5 ms
-//! above the floor's; 0 API requests during Prepare. Needs root; under `CI=true` its absence
-//! is a failure.
+//! The kernel's time for one namespace move varies by ±10 ms from move to move, so the raw p99
+//! of either side is mostly that noise. Both sides therefore also report each call's time
+//! outside its own moves (the moves are timed inside the calls): the hook's time above the
+//! kernel's cost of its own namespace move, which includes the journal's write-ahead fsync.
+//! Prepare is measured beside the kubelet-plugin SDK alone with a driver that does nothing (its
+//! own checkpoint file): what the framework adds. Targets (issue 17): the hook above its moves
+//! p99 ≤ 2 ms; netdra's warm Prepare p99 < 2 ms with 0 API requests; 200 samples each. Needs
+//! root; under `CI=true` its absence is a failure.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -34,7 +36,7 @@ use nri::{
 use serde_json::json;
 use testkit::{FakeApiServer, RESOURCE_CLAIMS, percentile};
 
-const PODS: usize = 60;
+const PODS: usize = 200;
 /// The pause before each sample, for the floor and the hook alike: a namespace move right
 /// after another waits for the kernel's cleanup of the previous one (RCU grace periods), and
 /// the agent's inventory rescan after a move briefly holds the rtnl lock; spaced samples
@@ -229,7 +231,10 @@ async fn run() {
             &RESOURCE_CLAIMS,
             "default",
             json!({
-                "metadata": {"name": format!("claim-{i}"), "namespace": "default", "uid": format!("claim-uid-{i}")},
+                // Made from the pod's ResourceClaimTemplate, as the controller-manager makes it.
+                "metadata": {"name": format!("claim-{i}"), "namespace": "default", "uid": format!("claim-uid-{i}"),
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": format!("pod-{i}"),
+                                                  "uid": format!("pod-uid-{i}"), "controller": true}]},
                 "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "netdra"}}],
                           "config": [{"opaque": {"driver": DRIVER, "parameters": parameters}}]}},
                 "status": {
@@ -243,6 +248,7 @@ async fn run() {
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sdk_prepare = sdk_alone(&api, dir.path()).await;
     let mut client = common::dra_client(&dra_socket).await;
     api.clear_requests();
     let mut prepare = Vec::with_capacity(PODS);
@@ -299,22 +305,86 @@ async fn run() {
         ms(h50) - ms(f50),
         ms(h99) - ms(f99)
     );
-    let (_, fo99) = report("floor, outside its namespace move", &mut floor_outside);
+    let (fo50, fo99) = report("floor, outside its namespace move", &mut floor_outside);
     let (ho50, ho99) = report("hook, outside its namespace move", &mut hook_outside);
     println!(
-        "hook above the kernel's cost of its own move: p50 {:.2} ms, p99 {:.2} ms; floor's p99 {:.2} ms \
-         (target hook p99 ≤ floor p99 + 5 ms: {})",
+        "hook above the kernel's cost of its own move: p50 {:.2} ms, p99 {:.2} ms; the floor's own: p50 {:.2} ms, \
+         p99 {:.2} ms (ratio at p99 {:.1}x); target hook p99 ≤ 2 ms: {}",
         ms(ho50),
         ms(ho99),
+        ms(fo50),
         ms(fo99),
-        if ho99 <= fo99 + Duration::from_millis(5) {
+        ms(ho99) / ms(fo99).max(0.001),
+        if ho99 <= Duration::from_millis(2) {
             "met"
         } else {
             "MISSED"
         }
     );
-    report("NodePrepareResources (warm cache)", &mut prepare);
+    println!("\nNodePrepareResources of one claim, warm claim cache ({PODS} claims, one run)");
+    let (b50, b99) = report("kubelet-plugin SDK alone (baseline)", &mut sdk_prepare);
+    let (p50, p99) = report("netdra Prepare (plan + journal)", &mut prepare);
+    println!(
+        "netdra over the SDK alone: p50 {:+.2} ms, p99 {:+.2} ms (ratio at p99 {:.2}x); target netdra p99 < 2 ms: {}",
+        ms(p50) - ms(b50),
+        ms(p99) - ms(b99),
+        ms(p99) / ms(b99).max(0.001),
+        if p99 < Duration::from_millis(2) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
     println!("API requests during {PODS} Prepares (watches excluded): {prepare_requests} (target 0)");
+    assert_eq!(prepare_requests, 0, "a warm cache must not call the API server");
+}
+
+/// The kubelet-plugin SDK alone, with a driver that prepares nothing, on the same claims: the
+/// baseline of netdra's Prepare (claim lookup in the watch cache, gRPC, the SDK's checkpoint
+/// fsync). Each claim is unprepared again, untimed.
+async fn sdk_alone(api: &FakeApiServer, dir: &std::path::Path) -> Vec<Duration> {
+    struct Nothing;
+    impl kubeletplugin::DraDriver for Nothing {
+        async fn prepare(
+            &self,
+            claim: &kubeletplugin::ResolvedClaim,
+        ) -> Result<kubeletplugin::Preparation, kubeletplugin::DriverError> {
+            Ok(kubeletplugin::Preparation::of_allocation(claim))
+        }
+        async fn unprepare(&self, _: &kubeletplugin::PreparedClaim) -> Result<(), kubeletplugin::DriverError> {
+            Ok(())
+        }
+    }
+    let mut options = PluginOptions::new(DRIVER);
+    options.registry_dir = dir.join("sdk-registry");
+    options.plugin_dir = dir.join("sdk-plugins");
+    let plugin = kubeletplugin::start(options, Nothing, api.client()).await.unwrap();
+    while !plugin.claim_cache_ready() || plugin.cached_claims() < PODS {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = common::dra_client(plugin.dra_socket()).await;
+    let mut times = Vec::with_capacity(PODS);
+    for i in 0..PODS {
+        let claims = vec![dra::Claim {
+            namespace: "default".into(),
+            name: format!("claim-{i}"),
+            uid: format!("claim-uid-{i}"),
+        }];
+        let start = Instant::now();
+        let answer = client
+            .node_prepare_resources(dra::NodePrepareResourcesRequest { claims: claims.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        times.push(start.elapsed());
+        assert!(answer.claims[&format!("claim-uid-{i}")].error.is_empty());
+        client
+            .node_unprepare_resources(dra::NodeUnprepareResourcesRequest { claims })
+            .await
+            .unwrap();
+    }
+    plugin.shutdown().await;
+    times
 }
 
 fn main() {

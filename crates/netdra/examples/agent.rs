@@ -7,6 +7,11 @@
 //! ```
 //!
 //! Every flag also reads from the environment.
+//!
+//! For the crash tests, `NETDRA_E2E_STALL=<attach|detach>-<before|after>[:<ms>]` makes the
+//! first attach (or detach) stop before or after its kernel work, for `ms` milliseconds or for
+//! good, after logging `stalled at <step>`: the test then kills the agent at that journal step,
+//! or stops the pod while the attach is under way.
 
 use std::path::PathBuf;
 
@@ -81,7 +86,14 @@ async fn main() -> anyhow::Result<()> {
         filter,
     };
     let options = netdra::AgentOptions::new(plugin, nri, &args.node_name, inventory);
-    let agent = netdra::start(options, netdra::HostDevice, client)
+    let stall = std::env::var("NETDRA_E2E_STALL")
+        .ok()
+        .map(|s| Stall::parse(&s))
+        .transpose()?;
+    let kernel = Stalling {
+        stall: std::sync::Mutex::new(stall),
+    };
+    let agent = netdra::start_with_kernel(options, netdra::HostDevice, kernel, client)
         .await
         .context("starting the netdra agent")?;
     let signal = kubeletplugin::shutdown_signal()
@@ -90,4 +102,110 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down");
     agent.shutdown().await;
     Ok(())
+}
+
+/// Where the test wants the agent to stop.
+#[derive(Debug, Clone, PartialEq)]
+struct Stall {
+    operation: String,
+    before: bool,
+    /// `None`: for good (the test kills the agent).
+    pause: Option<std::time::Duration>,
+}
+
+impl Stall {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let (step, pause) = match text.split_once(':') {
+            Some((step, ms)) => (
+                step,
+                Some(std::time::Duration::from_millis(
+                    ms.parse().context("NETDRA_E2E_STALL: ms")?,
+                )),
+            ),
+            None => (text, None),
+        };
+        let (operation, when) = step
+            .split_once('-')
+            .context("NETDRA_E2E_STALL is <attach|detach>-<before|after>[:<ms>]")?;
+        anyhow::ensure!(
+            matches!(operation, "attach" | "detach") && matches!(when, "before" | "after"),
+            "NETDRA_E2E_STALL is <attach|detach>-<before|after>[:<ms>], not {text:?}"
+        );
+        Ok(Self {
+            operation: operation.into(),
+            before: when == "before",
+            pause,
+        })
+    }
+}
+
+/// The real kernel, stopping once where [`Stall`] says.
+struct Stalling {
+    stall: std::sync::Mutex<Option<Stall>>,
+}
+
+impl Stalling {
+    /// Stops if this is the step; only once.
+    async fn at(&self, operation: &str, before: bool) {
+        let stall = {
+            let mut stall = self.stall.lock().unwrap_or_else(|e| e.into_inner());
+            match &*stall {
+                Some(s) if s.operation == operation && s.before == before => stall.take(),
+                _ => None,
+            }
+        };
+        let Some(stall) = stall else { return };
+        let step = format!("{operation}-{}", if before { "before" } else { "after" });
+        tracing::warn!(step, "stalled at {step}");
+        match stall.pause {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+impl netdra::Kernel for Stalling {
+    type Netns = <netdra::Netdev as netdra::Kernel>::Netns;
+
+    async fn open(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(std::sync::Arc<Self::Netns>, netdra::NetnsRef), netdra::KernelError> {
+        netdra::Netdev.open(path).await
+    }
+
+    fn identify(&self, path: &std::path::Path) -> Result<netdra::NetnsRef, netdra::KernelError> {
+        netdra::Netdev.identify(path)
+    }
+
+    async fn record(
+        &self,
+        netns: netdra::NetnsRef,
+        specs: std::sync::Arc<Vec<netdra::AttachSpec>>,
+    ) -> Result<Vec<netdev::RestoreRecord>, netdra::KernelError> {
+        netdra::Netdev.record(netns, specs).await
+    }
+
+    async fn attach(
+        &self,
+        netns: std::sync::Arc<Self::Netns>,
+        specs: std::sync::Arc<Vec<netdra::AttachSpec>>,
+        records: Vec<netdev::RestoreRecord>,
+    ) -> Result<(), netdra::KernelError> {
+        self.at("attach", true).await;
+        let result = netdra::Netdev.attach(netns, specs, records).await;
+        self.at("attach", false).await;
+        result
+    }
+
+    async fn detach(&self, record: netdev::RestoreRecord) -> Result<netdev::Detached, netdra::KernelError> {
+        self.at("detach", true).await;
+        let result = netdra::Netdev.detach(record).await;
+        self.at("detach", false).await;
+        result
+    }
+
+    async fn locate(&self, record: netdev::RestoreRecord) -> Result<netdra::Location, netdra::KernelError> {
+        netdra::Netdev.locate(record).await
+    }
 }

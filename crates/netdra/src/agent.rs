@@ -1,7 +1,8 @@
-//! Starting the node agent: the inventory, the slice publisher, the kubelet plugin, the NRI
-//! plugin and the status writer, joined by one [`Core`]; and the handle that owns them.
+//! Starting the node agent: the journal, the inventory, the slice publisher, the kubelet
+//! plugin, the NRI plugin and the status writer, joined by one [`Node`]; and the handle that
+//! owns them. Start-up converges the journal to the kernel before the runtime's hooks connect.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use k8s_openapi::api::resource::v1::Device;
 use kubeletplugin::{
@@ -11,15 +12,22 @@ use kubeletplugin::{
 };
 use netdev::{Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use nri::{ConnectionState, Stub, StubOptions};
-use tokio::{sync::watch, task::JoinHandle};
+use serde_json::Value;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 use crate::{
-    core::Core,
+    api::Kube,
     driver::NetworkDriver,
-    kubelet::KubeletSide,
+    journal::{self, FileStorage, Journal, JournalError},
+    kernel::{Kernel, Netdev},
+    kubelet::{JournalStore, KubeletSide},
     metrics::Metrics,
+    node::{Node, Parts},
+    reconcile,
     runtime::RuntimeSide,
-    state::{StateError, StateFile},
     status::StatusWriter,
 };
 
@@ -36,7 +44,7 @@ pub struct AgentOptions {
     pub inventory: InventoryConfig,
     /// How the inventory follows changes.
     pub watch: WatchOptions,
-    /// The agent's state file; `<plugin dir>/netdra-state` by default.
+    /// The agent's journal (see the README's "State"); `<plugin dir>/netdra-state` by default.
     pub state_file: PathBuf,
     /// Where the agent counts; unregistered (nobody scrapes them) by default.
     pub metrics: Metrics,
@@ -83,9 +91,9 @@ impl Readiness {
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The state file could not be read.
+    /// The journal could not be read or started.
     #[error(transparent)]
-    State(#[from] StateError),
+    Journal(#[from] JournalError),
     /// The inventory could not be scanned.
     #[error("scanning the node's interfaces: {0}")]
     Inventory(#[from] netdev::netlink::NetlinkError),
@@ -106,31 +114,64 @@ pub enum AgentError {
 }
 
 /// A running node agent. Dropping it stops everything it started; [`Agent::shutdown`] does
-/// so in order and removes the kubelet sockets.
-pub struct Agent<D: NetworkDriver> {
-    core: Arc<Core<D>>,
-    plugin: Option<PluginHandle<KubeletSide<D>>>,
+/// so in order, waits for the kernel work in flight, and removes the kubelet sockets.
+pub struct Agent<D: NetworkDriver, K: Kernel = Netdev> {
+    node: Arc<Node<D, K>>,
+    plugin: Option<PluginHandle<KubeletSide<D, K>>>,
     stub: Option<Stub>,
     _watcher: InventoryWatcher,
-    publish_status: watch::Receiver<PublishStatus>,
+    readiness: ReadinessProbe,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl<D: NetworkDriver> Drop for Agent<D> {
+impl<D: NetworkDriver, K: Kernel> Drop for Agent<D, K> {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
-        self.core.tasks.lock().abort_all();
     }
 }
 
-/// Starts the node agent for `driver`.
+/// How long [`Agent::shutdown`] waits for kernel work in flight.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// What readiness depends on, readable without the agent (for a `/readyz` handler that may
+/// outlive it). Cheap to clone.
+#[derive(Clone)]
+pub struct ReadinessProbe {
+    registration: watch::Receiver<RegistrationState>,
+    nri_connected: watch::Receiver<bool>,
+    publish_status: watch::Receiver<PublishStatus>,
+}
+
+impl ReadinessProbe {
+    /// Where each part stands now.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            registered: *self.registration.borrow() == RegistrationState::Registered,
+            nri_connected: *self.nri_connected.borrow(),
+            slices_published: self.publish_status.borrow().published,
+        }
+    }
+}
+
+/// Starts the node agent for `driver`, moving interfaces with the real kernel.
 pub async fn start<D: NetworkDriver>(
     options: AgentOptions,
     driver: D,
     client: kube::Client,
 ) -> Result<Agent<D>, AgentError> {
+    start_with_kernel(options, driver, Netdev, client).await
+}
+
+/// Starts the node agent for `driver` with `kernel` doing the kernel work (a wrapper of
+/// [`Netdev`] that observes or delays it, in tests).
+pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
+    options: AgentOptions,
+    driver: D,
+    kernel: K,
+    client: kube::Client,
+) -> Result<Agent<D, K>, AgentError> {
     let driver_name = options.plugin.driver_name.clone();
     if options.inventory.driver != driver_name {
         return Err(AgentError::DriverMismatch {
@@ -140,45 +181,70 @@ pub async fn start<D: NetworkDriver>(
     }
     kubeletplugin::validate_driver_name(&driver_name)?;
     options.nri.validate()?;
-    let file = StateFile::new(&options.state_file);
-    let state = file.load().await?;
+    let boot_id = options.plugin.boot_id.clone();
+    let entries = journal_entries(&options.state_file, boot_id.as_deref()).await?;
+    let journal = Journal::start(
+        options.state_file.clone(),
+        FileStorage::new(&options.state_file),
+        boot_id.unwrap_or_else(|| "unknown".into()),
+        entries.clone(),
+    )
+    .await?;
     let watcher = InventoryWatcher::start(Inventory::new(options.inventory), options.watch).await?;
-    let holds = watcher.holds();
-    for device in state.claims.values().flat_map(|e| &e.plan.devices) {
-        holds.hold_as(device.published.clone());
-    }
     let mut tasks = Vec::new();
 
     // The driver's say on each published device, on every inventory change.
     let mut scanned = watcher.devices();
     let (published_tx, published) = watch::channel(Vec::<Device>::new());
-    let publish = move |driver: &D, devices: &[Device]| -> Vec<Device> {
-        devices.iter().cloned().filter_map(|d| driver.publish(d)).collect()
-    };
     let (nri_tx, nri_connected) = watch::channel(false);
     let metrics = options.metrics;
-    let status = StatusWriter::start(client.clone(), &driver_name, metrics.clone());
-    let core = Arc::new(Core::new(
-        driver_name.clone(),
-        driver,
-        state,
-        file,
-        holds,
-        published.clone(),
+    let api = Arc::new(Kube::new(client.clone()));
+    let (settled_tx, settled) = mpsc::unbounded_channel();
+    let status = StatusWriter::start(api.clone(), &driver_name, metrics.clone(), settled_tx);
+    let node = Arc::new(Node::new(
+        Parts {
+            driver_name: driver_name.clone(),
+            driver,
+            kernel,
+            journal,
+            entries,
+            holds: watcher.holds(),
+            published: published.clone(),
+            api: api.clone(),
+            nri_connected: nri_connected.clone(),
+            metrics: metrics.clone(),
+        },
         status,
-        nri_connected,
-        metrics.clone(),
-    ));
-    published_tx.send_replace(publish(&core.driver, &scanned.borrow_and_update()));
-    let publish_core = core.clone();
+    )?);
+    let publish = |node: &Node<D, K>, devices: &[Device]| -> Vec<Device> {
+        devices
+            .iter()
+            .cloned()
+            .filter_map(|d| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.driver.publish(d)))
+                    .unwrap_or_else(|panic| {
+                        tracing::error!(panic = %crate::panic_text(&*panic), "the driver's publish panicked; the device is left out");
+                        None
+                    })
+            })
+            .collect()
+    };
+    published_tx.send_replace(publish(&node, &scanned.borrow_and_update()));
+    let publish_node = node.clone();
     tasks.push(tokio::spawn(async move {
         while scanned.changed().await.is_ok() {
-            let devices = publish(&publish_core.driver, &scanned.borrow_and_update());
+            let devices = publish(&publish_node, &scanned.borrow_and_update());
             published_tx.send_replace(devices);
         }
     }));
 
-    let stub = nri::connect(options.nri, RuntimeSide(core.clone()))?;
+    // The journal against the kernel, before any hook can act on it.
+    reconcile::against_kernel(&node).await;
+    reconcile::report_all(&node);
+    tasks.push(tokio::spawn(reconcile::retry_stranded(node.clone())));
+    tasks.push(tokio::spawn(reconcile::forget_released(node.clone(), settled)));
+
+    let stub = nri::connect(options.nri, RuntimeSide(node.clone()))?;
     let mut nri_state = stub.watch_state();
     let nri_metrics = metrics.clone();
     tasks.push(tokio::spawn(async move {
@@ -204,8 +270,14 @@ pub async fn start<D: NetworkDriver>(
         }
     }));
 
-    let plugin = kubeletplugin::start(options.plugin, KubeletSide(core.clone()), client.clone()).await?;
-    let _ = core.claims.set(plugin.claim_cache_reader());
+    let plugin = kubeletplugin::start_with_store(
+        options.plugin,
+        KubeletSide(node.clone()),
+        JournalStore(node.clone()),
+        client.clone(),
+    )
+    .await?;
+    api.set_cache(plugin.claim_cache_reader());
     let pool = PoolSpec {
         driver: driver_name.clone(),
         node_name: options.node_name.clone(),
@@ -222,23 +294,52 @@ pub async fn start<D: NetworkDriver>(
             metrics.published(status.devices, status.writes);
         }
     }));
-    // Status writes lost in a crash are written again from the state.
-    core.report_all();
+    let readiness = ReadinessProbe {
+        registration: plugin.registration_watch(),
+        nri_connected,
+        publish_status,
+    };
     tracing::info!(driver = %driver_name, node = %options.node_name, "netdra agent started");
     Ok(Agent {
-        core,
+        node,
         plugin: Some(plugin),
         stub: Some(stub),
         _watcher: watcher,
-        publish_status,
+        readiness,
         tasks,
     })
 }
 
-impl<D: NetworkDriver> Agent<D> {
+/// The journal's entries to start from: a previous boot's are dropped with a warning naming
+/// the claims (their interfaces did not survive the reboot; nothing of them is re-applied).
+pub(crate) async fn journal_entries(
+    path: &std::path::Path,
+    boot_id: Option<&str>,
+) -> Result<BTreeMap<String, Value>, AgentError> {
+    let contents = journal::load(path).await?;
+    if contents.torn_tail {
+        tracing::warn!(path = %path.display(), "the journal's last write was interrupted by a crash; it is dropped (it was never acknowledged)");
+    }
+    match (contents.boot_id.as_deref(), boot_id) {
+        (Some(previous), Some(current)) if previous != current && !contents.entries.is_empty() => {
+            let claims: Vec<String> = crate::node::decode_entries(path, &contents.entries)
+                .map(|(claims, _)| claims.values().map(|c| c.plan.claim.to_string()).collect())
+                .unwrap_or_else(|_| contents.entries.keys().cloned().collect());
+            tracing::warn!(
+                previous_boot = previous,
+                claims = ?claims,
+                "the journal is from a previous boot: its claims are dropped, nothing of them is re-applied (the kubelet prepares them again)"
+            );
+            Ok(BTreeMap::new())
+        }
+        _ => Ok(contents.entries),
+    }
+}
+
+impl<D: NetworkDriver, K: Kernel> Agent<D, K> {
     /// Whether the runtime's NRI connection is up.
     pub fn nri_connected(&self) -> bool {
-        *self.core.nri_connected.borrow()
+        *self.node.nri_connected.borrow()
     }
 
     /// Where the kubelet's registration stands.
@@ -250,21 +351,23 @@ impl<D: NetworkDriver> Agent<D> {
 
     /// Registered with the kubelet, connected to the runtime, slices published.
     pub fn readiness(&self) -> Readiness {
-        Readiness {
-            registered: self.registration() == RegistrationState::Registered,
-            nri_connected: self.nri_connected(),
-            slices_published: self.publish_status.borrow().published,
-        }
+        self.readiness.readiness()
+    }
+
+    /// A handle that reads readiness without holding the agent.
+    pub fn readiness_probe(&self) -> ReadinessProbe {
+        self.readiness.clone()
     }
 
     /// Claims whose status is not written yet.
     pub fn pending_status(&self) -> usize {
-        self.core.status.pending()
+        self.node.pending_status()
     }
 
     /// Stops in order: the kubelet plugin (its sockets go, so the kubelet sees the driver
-    /// leave), the NRI connection, then the rest. Interfaces stay where they are: the state
-    /// file says where, for the next start.
+    /// leave), the NRI connection (no more hooks), then waits up to [`SHUTDOWN_WAIT`] for the
+    /// kernel work in flight to finish and be journaled. Interfaces stay where they are: the
+    /// journal says where, for the next start.
     pub async fn shutdown(mut self) {
         if let Some(plugin) = self.plugin.take() {
             plugin.shutdown().await;
@@ -272,13 +375,7 @@ impl<D: NetworkDriver> Agent<D> {
         if let Some(stub) = self.stub.take() {
             stub.stop().await;
         }
-        let pending: Vec<_> = {
-            let mut tasks = self.core.tasks.lock();
-            std::mem::take(&mut *tasks)
-        }
-        .join_all()
-        .await;
-        drop(pending);
-        tracing::info!(driver = %self.core.driver_name, "netdra agent stopped");
+        self.node.shutdown(SHUTDOWN_WAIT).await;
+        tracing::info!(driver = %self.node.driver_name, "netdra agent stopped");
     }
 }

@@ -11,36 +11,69 @@
 //! driver (whole host interfaces moved into pods).
 //!
 //! The flow, and where each piece lives:
-//! - Prepare ([`plan`], [`opaque`]): the claim's results for this driver, its class and claim
-//!   configuration merged and validated, the pod from `status.reservedFor`; the plan is
-//!   persisted ([`state`]) before the kubelet gets its answer, and the devices stay published
-//!   while they are in a pod. Refused while the runtime's hook is not connected.
-//! - RunPodSandbox: the plan is looked up by pod UID (no API request) and attached, all or
-//!   none. A missed hook is caught at CreateContainer and at Synchronize.
-//! - StopPodSandbox: the interfaces go back to the host, best effort, never failing the
-//!   runtime. RemovePodSandbox and Unprepare forget.
-//! - Every outcome is written on the claim ([`status`]): `networkData` and a `Ready`
-//!   condition per device, by a merge patch with preconditions, from a queue that never blocks a hook.
-//!
-//! Everything blocking (netlink, namespaces, the state file) runs on blocking threads.
+//! - Prepare (`plan`, [`opaque`]): the claim's results for this driver, its class and claim
+//!   configuration merged and validated, the pod from `status.reservedFor`. Refused while the
+//!   runtime's hook is not connected.
+//! - A claim's life on the node is a state machine (`lifecycle`: prepared → attaching →
+//!   attached → detaching → detached / stranded → released), a pure function from phase and
+//!   event to the next phase and the effects to run; `node` runs them: the intent durable in
+//!   the write-ahead `journal` before the kernel acts (through the [`Kernel`] seam), the
+//!   outcome after. Every interleaving of hooks, crashes and failures is a row of its tests.
+//! - The runtime's hooks (`runtime`) and the kubelet's calls (`kubelet`) translate into
+//!   events and answer; a batch of Prepares (or Unprepares) is one journal write, the kubelet
+//!   plugin's records included.
+//! - At start-up (`reconcile`) every journaled interface is found (in its pod's namespace by
+//!   inode, on the host by identity, or gone) and its claim converged, before any hook runs.
+//! - Every claim's status (`status`) is derived from its phase and converged to the API server
+//!   by a loop that retries until it holds: `networkData` and a `Ready` condition per device.
 
 // Errors carry the claim (namespace, name, UID) so that every message names it; they are built
 // once per refused claim, off the hot path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
 mod agent;
-mod core;
+mod api;
 mod driver;
+mod journal;
+mod kernel;
 mod kubelet;
+mod lifecycle;
+mod locks;
 pub mod metrics;
+mod node;
 pub mod opaque;
-pub mod plan;
+mod plan;
+mod reconcile;
 mod runtime;
-pub mod state;
-pub mod status;
+mod status;
 
-pub use agent::{Agent, AgentError, AgentOptions, Readiness, start};
+pub use agent::{Agent, AgentError, AgentOptions, Readiness, ReadinessProbe, SHUTDOWN_WAIT, start, start_with_kernel};
 pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver};
-pub use kubelet::PrepareError;
+pub use journal::JournalError;
+pub use kernel::{AttachSpec, Kernel, KernelError, Location, Netdev};
+pub use kubelet::{PrepareError, StoreError};
+pub use lifecycle::NetnsRef;
 pub use metrics::Metrics;
+pub use node::{NodeError, OpError};
 pub use plan::{ClaimPlan, DevicePlan, PlanError, PodRef};
+pub use runtime::HookError;
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The message of a task that ended by a panic or was cancelled.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => panic_text(&*panic),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

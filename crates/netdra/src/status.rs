@@ -1,7 +1,13 @@
-//! The claim's `status.devices[]` entries this driver writes, and the queue that writes them.
+//! The claim's `status.devices[]` entries this driver writes, and the loop that converges the
+//! API server to them.
 //!
-//! Entries are plain data built from the plan and what happened ([`DeviceState`]). The
-//! [`StatusWriter`] reads the claim, replaces this driver's entries in `status.devices` (other
+//! What a claim's status says is a pure function of where its interfaces are ([`desired`]):
+//! `Ready=True` with `networkData` while attached; `Ready=False` with reason `Detached` only
+//! when an interface is home, `Gone` when it was destroyed with its namespace, `Stranded`
+//! (saying where it is) when it could not be returned, `AttachFailed`, `NoNetworkNamespace`… with the
+//! message of what happened; no entries for a claim that is only prepared or was unprepared.
+//! The node derives it after every step and at start-up for every claim it holds, so a write
+//! lost in a crash is made again. The [`StatusWriter`] reads the claim, replaces this driver's entries in `status.devices` (other
 //! drivers' entries are kept as they are; an empty list removes exactly this driver's), and
 //! writes the list back as a JSON merge patch of the `status` subresource with the claim's
 //! resourceVersion and UID as preconditions: a concurrent writer makes it read again, a
@@ -22,12 +28,8 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim},
+    api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
-use kube::{
-    api::{Api, DynamicObject, Patch, PatchParams},
-    discovery::ApiResource,
 };
 use kubeletplugin::ClaimRef;
 use netdev::RestoreRecord;
@@ -36,6 +38,8 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
+    api::{ApiError, ClaimApi},
+    lifecycle::{Claim, Outcome, Phase},
     metrics::Metrics,
     plan::{ClaimPlan, DevicePlan},
 };
@@ -50,7 +54,7 @@ pub enum DeviceState<'a> {
     Attached(&'a RestoreRecord),
     /// Not attached, with the reason (a CamelCase word) and a message for people.
     NotReady {
-        /// e.g. `AttachFailed`, `HookMissed`, `Detached`.
+        /// e.g. `AttachFailed`, `NoNetworkNamespace`, `Detached`.
         reason: &'a str,
         /// What happened, naming pod and device.
         message: &'a str,
@@ -124,7 +128,10 @@ pub fn claim_statuses(driver: &str, plan: &ClaimPlan, states: &[DeviceState<'_>]
 }
 
 /// The claim's `status.devices` with this driver's entries replaced by `entries`: other
-/// drivers' entries stay as they are and where they are; this driver's follow them.
+/// drivers' entries stay as they are and where they are; this driver's follow them. A condition
+/// that says what the server's entry for the same device already says keeps its
+/// `lastTransitionTime`: nothing transitioned. `None` when the server already says exactly this
+/// (no write needed).
 ///
 /// # Errors
 /// When an entry cannot be represented as JSON (it always can; serde's signature says it may not).
@@ -132,16 +139,54 @@ pub fn merged_devices(
     current: &[Value],
     driver: &str,
     entries: &[AllocatedDeviceStatus],
-) -> Result<Vec<Value>, serde_json::Error> {
+) -> Result<Option<Vec<Value>>, serde_json::Error> {
+    let ours: Vec<&Value> = current
+        .iter()
+        .filter(|d| d.get("driver").and_then(Value::as_str) == Some(driver))
+        .collect();
     let mut devices: Vec<Value> = current
         .iter()
         .filter(|d| d.get("driver").and_then(Value::as_str) != Some(driver))
         .cloned()
         .collect();
+    let mut wanted = Vec::with_capacity(entries.len());
     for entry in entries {
-        devices.push(serde_json::to_value(entry)?);
+        let mut value = serde_json::to_value(entry)?;
+        if let Some(old) = ours.iter().find(|o| same_device(o, &value)) {
+            keep_transition_times(&mut value, old);
+        }
+        wanted.push(value);
     }
-    Ok(devices)
+    let unchanged = ours.len() == wanted.len() && wanted.iter().all(|w| ours.contains(&w));
+    if unchanged {
+        return Ok(None);
+    }
+    devices.extend(wanted);
+    Ok(Some(devices))
+}
+
+fn same_device(a: &Value, b: &Value) -> bool {
+    ["pool", "device", "shareID"].iter().all(|k| a.get(k) == b.get(k))
+}
+
+/// Copies `lastTransitionTime` from `old`'s conditions into `new`'s where type and status agree.
+fn keep_transition_times(new: &mut Value, old: &Value) {
+    let Some(old_conditions) = old.get("conditions").and_then(Value::as_array) else {
+        return;
+    };
+    let Some(conditions) = new.get_mut("conditions").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for condition in conditions {
+        let before = old_conditions
+            .iter()
+            .find(|o| o.get("type") == condition.get("type") && o.get("status") == condition.get("status"));
+        if let (Some(before), Some(time)) = (before, condition.get_mut("lastTransitionTime"))
+            && let Some(old_time) = before.get("lastTransitionTime")
+        {
+            *time = old_time.clone();
+        }
+    }
 }
 
 /// The JSON merge patch of the claim's `status` subresource that sets `devices`; the API
@@ -153,9 +198,82 @@ pub fn status_patch(claim: &ClaimRef, resource_version: &str, devices: &[Value])
     })
 }
 
+/// What the status of a claim should say, derived from where its interfaces are; `None`
+/// while an attach or detach is under way (its end says it).
+pub fn desired(driver: &str, claim: &Claim) -> Option<Vec<AllocatedDeviceStatus>> {
+    let plan = &claim.plan;
+    let pod = &plan.pod;
+    if let Some(note) = &claim.note
+        && claim.phase.is_home()
+    {
+        let state = DeviceState::NotReady {
+            reason: &note.reason,
+            message: &note.message,
+        };
+        return Some(claim_statuses(driver, plan, &vec![state; plan.devices.len()]));
+    }
+    match &claim.phase {
+        Phase::Prepared | Phase::Released => Some(Vec::new()),
+        Phase::Attaching { .. } | Phase::Detaching { .. } => None,
+        Phase::Attached { records, .. } => {
+            let entries: Vec<AllocatedDeviceStatus> = plan
+                .devices
+                .iter()
+                .zip(records)
+                .map(|(d, r)| device_status(driver, d, &DeviceState::Attached(r)))
+                .collect();
+            Some(entries)
+        }
+        Phase::Detached { outcomes, why } | Phase::Stranded { outcomes, why, .. } => {
+            let netns = match &claim.phase {
+                Phase::Stranded { netns, .. } => Some(netns),
+                _ => None,
+            };
+            let messages: Vec<(&'static str, String)> = plan
+                .devices
+                .iter()
+                .zip(outcomes)
+                .map(|(d, o)| outcome_condition(&d.host_interface, o, why, pod, netns))
+                .collect();
+            let states: Vec<DeviceState<'_>> = messages
+                .iter()
+                .map(|(reason, message)| DeviceState::NotReady { reason, message })
+                .collect();
+            Some(claim_statuses(driver, plan, &states))
+        }
+    }
+}
+
+fn outcome_condition(
+    host: &str,
+    outcome: &Outcome,
+    why: &str,
+    pod: &crate::plan::PodRef,
+    netns: Option<&crate::lifecycle::NetnsRef>,
+) -> (&'static str, String) {
+    match outcome {
+        Outcome::Returned => ("Detached", format!("{host} returned to the host: {why}")),
+        Outcome::FoundOnHost { name } => (
+            "Detached",
+            format!("{host} found on the host as {name} and restored: {why}"),
+        ),
+        Outcome::Vanished => (
+            "Gone",
+            format!("{host} was destroyed with pod {pod}'s network namespace: {why}"),
+        ),
+        Outcome::Stranded { error } => (
+            "Stranded",
+            format!(
+                "{host} could not be returned from pod {pod}'s network namespace {}: {error}",
+                netns.map(ToString::to_string).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
 /// What one write attempt found.
 enum Written {
-    /// The entries are on the claim.
+    /// The entries are on the claim (written now, or already there).
     Done,
     /// The claim is gone or was re-created with another UID: nothing to write to.
     Gone,
@@ -166,7 +284,7 @@ enum Written {
 enum WriteError {
     /// The API server's answer, or no answer.
     #[error(transparent)]
-    Api(#[from] kube::Error),
+    Api(#[from] ApiError),
     /// A read without a resourceVersion cannot be a precondition.
     #[error("claim {0} was read without a resourceVersion")]
     NoResourceVersion(ClaimRef),
@@ -177,42 +295,38 @@ enum WriteError {
 
 /// One read-merge-write of a claim's entries.
 async fn write(
-    api: &Api<DynamicObject>,
+    api: &dyn ClaimApi,
     claim: &ClaimRef,
     driver: &str,
     entries: &[AllocatedDeviceStatus],
 ) -> Result<Written, WriteError> {
     // The claim itself, not its status subresource: the same object, and a verb the driver
     // already holds (it reads claims at Prepare).
-    let current = match api.get(&claim.name).await {
-        Ok(current) => current,
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Written::Gone),
-        Err(e) => return Err(e.into()),
+    let Some(current) = api.get(claim).await? else {
+        return Ok(Written::Gone);
     };
-    if current.metadata.uid.as_deref() != Some(claim.uid.as_str()) {
+    if current.uid.as_deref() != Some(claim.uid.as_str()) {
         return Ok(Written::Gone);
     }
-    let Some(resource_version) = current.metadata.resource_version.as_deref() else {
+    let Some(resource_version) = current.resource_version.as_deref() else {
         return Err(WriteError::NoResourceVersion(claim.clone()));
     };
-    let listed = current
-        .data
-        .pointer("/status/devices")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let devices = merged_devices(&listed, driver, entries).map_err(|e| WriteError::Encode(claim.clone(), e))?;
-    let params = PatchParams {
-        field_manager: Some(driver.to_owned()),
-        ..PatchParams::default()
+    let Some(devices) =
+        merged_devices(&current.devices, driver, entries).map_err(|e| WriteError::Encode(claim.clone(), e))?
+    else {
+        return Ok(Written::Done);
     };
     let body = status_patch(claim, resource_version, &devices);
-    api.patch_status(&claim.name, &params, &Patch::Merge(&body)).await?;
+    api.patch_status(claim, driver, body).await?;
     Ok(Written::Done)
 }
 
-/// Writes claim status entries in the background. Dropping it stops the writer; entries not
-/// yet written are lost (the next agent writes them again from its state).
+/// Converges the claims' status entries to what the node's state says, in the background.
+///
+/// Level-triggered: the desired entries of a claim replace any not yet written; a write that
+/// fails (a conflict, a refusal, no answer) is retried with backoff until the server holds
+/// them or the claim is gone. Dropping the writer stops it; entries not yet written are
+/// derived again from the journal by the next agent.
 pub struct StatusWriter {
     desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
     wake: mpsc::UnboundedSender<ClaimRef>,
@@ -226,17 +340,23 @@ impl Drop for StatusWriter {
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Conflicts re-read at once this many times before the write backs off like any failure.
 const CONFLICT_RETRIES: u32 = 3;
 
 impl StatusWriter {
     /// Starts the writer for driver (and field manager) `driver`, counting its writes in
-    /// `metrics`.
-    pub fn start(client: kube::Client, driver: &str, metrics: Metrics) -> Self {
+    /// `metrics`. `settled` hears of each claim whose desired entries the server now holds
+    /// (or that is gone).
+    pub(crate) fn start(
+        api: Arc<dyn ClaimApi>,
+        driver: &str,
+        metrics: Metrics,
+        settled: mpsc::UnboundedSender<ClaimRef>,
+    ) -> Self {
         let desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>> = Arc::default();
         let (wake, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(client, driver.to_owned(), desired.clone(), metrics, rx));
+        let task = tokio::spawn(run(api, driver.to_owned(), desired.clone(), metrics, rx, settled));
         Self { desired, wake, task }
     }
 
@@ -254,15 +374,15 @@ impl StatusWriter {
 }
 
 async fn run(
-    client: kube::Client,
+    api: Arc<dyn ClaimApi>,
     driver: String,
     desired: Arc<Mutex<HashMap<ClaimRef, Vec<AllocatedDeviceStatus>>>>,
     metrics: Metrics,
     mut wake: mpsc::UnboundedReceiver<ClaimRef>,
+    settled: mpsc::UnboundedSender<ClaimRef>,
 ) {
     // Claims due for a write, with their attempt count and when.
     let mut due: BTreeMap<ClaimRef, (u32, Instant)> = BTreeMap::new();
-    let resource = ApiResource::erase::<ResourceClaim>(&());
     loop {
         let next = due.values().map(|(_, at)| *at).min();
         tokio::select! {
@@ -283,34 +403,30 @@ async fn run(
             let Some(entries) = desired.lock().get(&claim).cloned() else {
                 continue;
             };
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &claim.namespace, &resource);
-            match write(&api, &claim, &driver, &entries).await {
-                Ok(Written::Done) => {
+            match write(&*api, &claim, &driver, &entries).await {
+                Ok(written) => {
                     metrics.status_written(true);
                     let mut map = desired.lock();
-                    // Keep a newer desired state that arrived during the write.
+                    // A newer desired state that arrived during the write is written next.
                     if map.get(&claim) == Some(&entries) {
                         map.remove(&claim);
+                        drop(map);
+                        let _ = settled.send(claim.clone());
                     }
-                    tracing::debug!(%claim, entries = entries.len(), "claim status written");
-                }
-                Ok(Written::Gone) => {
-                    desired.lock().remove(&claim);
-                    tracing::info!(%claim, "claim gone or re-created; its status is not written");
+                    match written {
+                        Written::Done => tracing::debug!(%claim, entries = entries.len(), "claim status written"),
+                        Written::Gone => tracing::info!(%claim, "claim gone or re-created; its status is not written"),
+                    }
                 }
                 // Another writer came first: read again at once, a few times, then back off.
-                Err(WriteError::Api(kube::Error::Api(s))) if s.code == 409 && attempts < CONFLICT_RETRIES => {
+                Err(WriteError::Api(e)) if e.code() == Some(409) && attempts < CONFLICT_RETRIES => {
                     metrics.status_written(false);
                     tracing::debug!(%claim, "claim changed during the status write; reading it again");
                     due.insert(claim, (attempts + 1, Instant::now()));
                 }
-                Err(WriteError::Api(kube::Error::Api(s))) if s.code == 422 || s.code == 400 => {
-                    metrics.status_written(false);
-                    desired.lock().remove(&claim);
-                    // Refused as invalid: a retry cannot help.
-                    tracing::warn!(%claim, code = s.code, message = %s.message, "claim status not written; not retrying");
-                }
                 Err(e) => {
+                    // Refusals too (422, 403): the state may change (an allocation, a grant)
+                    // and the desired entries are still true; converge when the server lets us.
                     metrics.status_written(false);
                     let backoff = FIRST_BACKOFF
                         .saturating_mul(2u32.saturating_pow(attempts.min(8)))
@@ -399,7 +515,7 @@ mod tests {
         assert!(e.get("networkData").is_none());
         assert_eq!(e["conditions"][0]["status"], "False");
         assert_eq!(e["conditions"][0]["reason"], "AttachFailed");
-        let devices = merged_devices(&[], "net.x", &entries).unwrap();
+        let devices = merged_devices(&[], "net.x", &entries).unwrap().unwrap();
         let body = status_patch(&plan(false).claim, "41", &devices);
         assert_eq!(body["metadata"]["uid"], "u");
         assert_eq!(body["metadata"]["resourceVersion"], "41");
@@ -418,7 +534,9 @@ mod tests {
                 message: "m",
             }],
         );
-        let merged = merged_devices(&[other.clone(), stale], "net.x", &entries).unwrap();
+        let merged = merged_devices(&[other.clone(), stale], "net.x", &entries)
+            .unwrap()
+            .unwrap();
         assert_eq!(merged.len(), 2);
         assert_eq!(
             merged[0], other,
@@ -426,6 +544,96 @@ mod tests {
         );
         assert_eq!(merged[1]["device"], "d0");
         // An empty list removes exactly this driver's entries.
-        assert_eq!(merged_devices(&merged, "net.x", &[]).unwrap(), vec![other]);
+        assert_eq!(merged_devices(&merged, "net.x", &[]).unwrap(), Some(vec![other]));
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_written_and_a_kept_condition_keeps_its_transition_time() {
+        let entries = claim_statuses(
+            "net.x",
+            &plan(false),
+            &[DeviceState::NotReady {
+                reason: "Detached",
+                message: "m",
+            }],
+        );
+        let mut on_server = serde_json::to_value(&entries[0]).unwrap();
+        on_server["conditions"][0]["lastTransitionTime"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(
+            merged_devices(std::slice::from_ref(&on_server), "net.x", &entries).unwrap(),
+            None,
+            "the same condition at another time is no change"
+        );
+        let ready = claim_statuses("net.x", &plan(false), &[DeviceState::Attached(&record())]);
+        let merged = merged_devices(&[on_server], "net.x", &ready).unwrap().unwrap();
+        assert_ne!(merged[0]["conditions"][0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn the_status_follows_the_phase() {
+        use crate::lifecycle::{NetnsRef, Note};
+        let netns = NetnsRef {
+            path: "/var/run/netns/p".into(),
+            inode: 9,
+        };
+        let mut claim = Claim::prepared(plan(false), true);
+        let reasons = |claim: &Claim| {
+            desired("net.x", claim).map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let c = &e.conditions.as_ref().unwrap()[0];
+                        format!("{}/{}: {}", c.status, c.reason, c.message)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(reasons(&claim), Some(vec![]), "only prepared: no entries");
+        claim.phase = Phase::Attaching {
+            netns: netns.clone(),
+            records: vec![record()],
+        };
+        assert_eq!(reasons(&claim), None, "under way: its end says it");
+        claim.phase = Phase::Attached {
+            netns: netns.clone(),
+            records: vec![record()],
+        };
+        assert!(reasons(&claim).unwrap()[0].starts_with("True/InterfaceAttached"));
+        for (outcome, expected) in [
+            (Outcome::Returned, "False/Detached: eth1 returned to the host: stopped"),
+            (
+                Outcome::FoundOnHost { name: "dev3".into() },
+                "False/Detached: eth1 found on the host as dev3 and restored: stopped",
+            ),
+            (
+                Outcome::Vanished,
+                "False/Gone: eth1 was destroyed with pod ns/p (uid pu)'s network namespace: stopped",
+            ),
+        ] {
+            claim.phase = Phase::Detached {
+                outcomes: vec![outcome],
+                why: "stopped".into(),
+            };
+            assert_eq!(reasons(&claim).unwrap()[0], expected);
+        }
+        claim.phase = Phase::Stranded {
+            netns,
+            records: vec![record()],
+            outcomes: vec![Outcome::Stranded { error: "EBUSY".into() }],
+            why: "stopped".into(),
+        };
+        assert_eq!(
+            reasons(&claim).unwrap()[0],
+            "False/Stranded: eth1 could not be returned from pod ns/p (uid pu)'s network namespace /var/run/netns/p (net:[9]): EBUSY"
+        );
+        claim.phase = Phase::Prepared;
+        claim.note = Some(Note {
+            reason: "AttachFailed".into(),
+            message: "boom".into(),
+        });
+        assert_eq!(reasons(&claim).unwrap()[0], "False/AttachFailed: boom");
+        claim.phase = Phase::Released;
+        claim.note = None;
+        assert_eq!(reasons(&claim), Some(vec![]), "released: entries removed");
     }
 }

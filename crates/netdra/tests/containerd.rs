@@ -354,10 +354,15 @@ fn an_attach_failure_fails_the_sandbox_and_shows_on_the_claim() {
 
 /// Starts a pod with claim c1 (net1 config) on device 0 and waits until it is attached.
 async fn attached_pod(env: &mut Env, pod: &str) -> (String, String) {
+    attached_pod_with(env, pod, net1()).await
+}
+
+/// Starts a pod with claim c1 (`parameters`) on device 0 and waits until it is attached.
+async fn attached_pod_with(env: &mut Env, pod: &str, parameters: Value) -> (String, String) {
     let host = env.veths[0].clone();
     let device = env.device(&host).await;
     let uid = format!("{pod}-{}", env.tag);
-    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], (pod, &uid));
+    env.seed_claim("c1", &[("nic", &device)], &[(None, parameters)], (pod, &uid));
     env.prepare(&["c1"]).await;
     env.run_pod(pod, &uid).await.unwrap();
     let ns = env.netns(pod).await;
@@ -608,8 +613,281 @@ async fn fault_h_stale(mut env: Env) -> Env {
     let ns = env.netns("pod-s2").await;
     assert!(link_json(Some(&ns), "net1").is_some(), "{}", env.agent_log());
     env.wait_ready("c1", "True").await;
-    assert!(env.agent_log().contains("its plan now follows the new pod"));
+    assert!(
+        env.agent_log().contains("its plan now follows it"),
+        "{}",
+        env.agent_log()
+    );
     env
+}
+
+/// The agent restarted with `NETDRA_E2E_STALL` set to `step` (or unset with `None`).
+async fn restart_agent(env: &mut Env, stall: Option<&str>, sessions: usize) {
+    env.kill_agent().await;
+    env.agent_env = stall
+        .map(|s| vec![("NETDRA_E2E_STALL".to_owned(), s.to_owned())])
+        .unwrap_or_default();
+    env.start_agent();
+    wait_nri_connected(env, sessions).await;
+}
+
+/// No test "NIC" sits in another namespace: each veth pair is whole on the host, or gone
+/// (a veth dies with its namespace). The peer stays on the host; `ip -d` shows a
+/// `link_netnsid` on it while its other end is in some other namespace.
+fn assert_home_or_gone(env: &Env) {
+    for (n, v) in env.veths.iter().enumerate() {
+        let peer = format!("ndp{}{n}", env.tag);
+        let out = std::process::Command::new("ip")
+            .args(["-j", "-d", "link", "show", &peer])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            continue;
+        }
+        let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            links[0].get("link_netnsid").is_none(),
+            "{v} sits in another namespace (netnsid {}) with the journal empty",
+            links[0]["link_netnsid"]
+        );
+    }
+}
+
+/// The links of a namespace this test holds (its runtime path may be gone), as `ip -j` shows them.
+fn links_in_held(hold: &Path) -> String {
+    testkit::command_output(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", hold.display()))
+            .args(["ip", "-j", "link", "show"]),
+    )
+}
+
+/// SIGKILL at an attach's journal step (`attach-before`: the intent is durable, nothing moved;
+/// `attach-after`: moved, the outcome not written). The pod keeps running; after the restart its
+/// interface is in it, Ready=True; once the pod is gone the journal is empty.
+async fn kill_during_attach(mut env: Env, step: &'static str) -> Env {
+    let host = env.veths[0].clone();
+    let mtu = host_mtu(&host).unwrap();
+    let device = env.device(&host).await;
+    let uid = format!("pod-k-{}", env.tag);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-k", &uid));
+    wait_nri_connected(&env, 1).await;
+    restart_agent(&mut env, Some(step), 2).await;
+    env.prepare(&["c1"]).await;
+    let started = std::time::Instant::now();
+    env.run_pod("pod-k", &uid).await.unwrap();
+    println!(
+        "{step}: RunPodSandbox answered in {:?} with the attach stalled",
+        started.elapsed()
+    );
+    env.wait_stalled(step).await;
+    let journaled = env.journal_claims();
+    assert_eq!(journaled.values().collect::<Vec<_>>(), ["attaching"], "{journaled:?}");
+    env.kill_agent().await;
+    env.agent_env.clear();
+    env.start_agent();
+    let ns = env.netns("pod-k").await;
+    wait_until("the interface in the running pod", Duration::from_secs(20), || {
+        link_json(Some(&ns), "net1").is_some()
+    })
+    .await;
+    env.wait_ready("c1", "True").await;
+    let link = link_json(Some(&ns), "net1").unwrap();
+    assert_eq!(addresses(&link), ["10.10.0.2/24"], "configured as the claim says");
+    assert_eq!(link["mtu"], 1400);
+    assert_eq!(env.journal_claims().values().collect::<Vec<_>>(), ["attached"]);
+    env.create_container("pod-k", &uid).await.unwrap();
+    env.stop_pod("pod-k").await;
+    wait_host_link(&env, &host).await;
+    assert_eq!(host_mtu(&host), Some(mtu));
+    env.remove_pod("pod-k").await;
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    env.wait_journal_empty().await;
+    assert_home_or_gone(&env);
+    println!("{step}: after SIGKILL and restart the pod had its interface; returned at stop; journal empty");
+    env
+}
+
+/// SIGKILL in the middle of a detach (`detach-before`: the intent to return is durable, the
+/// interface still in the pod, whose namespace this test holds; `detach-after`: moved back, the
+/// outcome not written). After the restart it is on the host with its name, MTU and address.
+async fn kill_during_detach(mut env: Env, step: &'static str) -> Env {
+    let host = env.veths[0].clone();
+    ip(&["link", "set", &host, "up"]);
+    ip(&["addr", "add", "10.70.0.2/24", "dev", &host]);
+    let mtu = host_mtu(&host).unwrap();
+    let (_, ns) = attached_pod_with(&mut env, "pod-s", config(json!({"name": "net1", "mtu": 1400}))).await;
+    env.hold_netns(&ns);
+    restart_agent(&mut env, Some(step), 2).await;
+    let id = env.pods["pod-s"].clone();
+    let mut cri = connect_cri(&env.ctrd.cri).await;
+    let stop = tokio::spawn(async move {
+        cri.stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest { pod_sandbox_id: id })
+            .await
+    });
+    env.wait_stalled(step).await;
+    assert_eq!(env.journal_claims().values().collect::<Vec<_>>(), ["detaching"]);
+    env.kill_agent().await;
+    stop.await.unwrap().unwrap();
+    env.agent_env.clear();
+    env.start_agent();
+    wait_host_link(&env, &host).await;
+    let link = link_json(None, &host).unwrap();
+    assert_eq!(link["mtu"].as_u64(), Some(mtu), "MTU restored");
+    assert_eq!(addresses(&link), ["10.70.0.2/24"], "address restored");
+    env.remove_pod("pod-s").await;
+    env.release_holds();
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    env.wait_journal_empty().await;
+    assert_home_or_gone(&env);
+    println!("{step}: after SIGKILL mid-detach and restart, {host} is home with its MTU and address");
+    env
+}
+
+/// A pod stopped while its attach is under way (moved, then the agent pauses 3 s), its
+/// namespace held so a veth left inside would stay visible: the stop hook answers within its
+/// budget, and the interface comes home once the attach has ended.
+async fn stop_during_attach(mut env: Env) -> Env {
+    let host = env.veths[0].clone();
+    let mtu = host_mtu(&host).unwrap();
+    let device = env.device(&host).await;
+    let uid = format!("pod-sa-{}", env.tag);
+    env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-sa", &uid));
+    restart_agent(&mut env, Some("attach-after:3000"), 2).await;
+    env.prepare(&["c1"]).await;
+    env.run_pod("pod-sa", &uid).await.unwrap();
+    env.wait_stalled("attach-after").await;
+    let ns = env.netns("pod-sa").await;
+    let hold = env.hold_netns(&ns);
+    assert!(link_json(Some(&ns), "net1").is_some(), "moved, the attach not ended");
+    let started = std::time::Instant::now();
+    env.stop_pod("pod-sa").await;
+    let took = started.elapsed();
+    println!("stop during attach: StopPodSandbox answered in {took:?}");
+    assert!(took < Duration::from_secs(2), "within the runtime's timeout: {took:?}");
+    wait_host_link(&env, &host).await;
+    assert_eq!(host_mtu(&host), Some(mtu));
+    let inside = links_in_held(&hold);
+    assert!(!inside.contains("net1"), "nothing left in the held namespace: {inside}");
+    env.remove_pod("pod-sa").await;
+    env.release_holds();
+    assert!(env.unprepare(&["c1"]).await.values().all(String::is_empty));
+    env.wait_journal_empty().await;
+    env
+}
+
+/// Every pod of the test stopped at once, their namespaces held: each stop hook answers in
+/// time and every interface comes home (none left in a held namespace).
+async fn burst_of_stops(mut env: Env) -> Env {
+    let tag = env.tag.clone();
+    let mut pods = Vec::new();
+    let mut holds = Vec::new();
+    for (i, v) in env.veths.clone().iter().enumerate() {
+        let device = env.device(v).await;
+        let pod = format!("pb{i}");
+        let uid = format!("{pod}-{tag}");
+        let claim = format!("c{i}");
+        env.seed_claim(
+            &claim,
+            &[("nic", &device)],
+            &[(None, config(json!({"name": "net1"})))],
+            (&pod, &uid),
+        );
+        env.prepare(&[&claim]).await;
+        env.run_pod(&pod, &uid).await.unwrap();
+        let ns = env.netns(&pod).await;
+        assert!(link_json(Some(&ns), "net1").is_some(), "{}", env.agent_log());
+        holds.push(env.hold_netns(&ns));
+        pods.push(pod);
+    }
+    let mut stops = Vec::new();
+    for pod in &pods {
+        let id = env.pods[pod].clone();
+        let mut cri = connect_cri(&env.ctrd.cri).await;
+        stops.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            cri.stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .unwrap();
+            started.elapsed()
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for stop in stops {
+        slowest = slowest.max(stop.await.unwrap());
+    }
+    println!(
+        "burst: {} pods stopped at once; slowest StopPodSandbox {slowest:?}",
+        pods.len()
+    );
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    for v in env.veths.clone() {
+        wait_host_link(&env, &v).await;
+    }
+    for hold in &holds {
+        let inside = links_in_held(hold);
+        assert!(!inside.contains("net1"), "nothing left in a held namespace: {inside}");
+    }
+    for pod in &pods {
+        env.remove_pod(pod).await;
+    }
+    env.release_holds();
+    let claims: Vec<String> = (0..pods.len()).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = claims.iter().map(String::as_str).collect();
+    assert!(env.unprepare(&names).await.values().all(String::is_empty));
+    env.wait_journal_empty().await;
+    assert_home_or_gone(&env);
+    env
+}
+
+/// Acceptance 2 of the journal: SIGKILL at each journal step of an attach and in the middle of
+/// a detach, on one containerd.
+async fn journal_steps(flavor: &'static str, prefix: &str) {
+    let mut results = Vec::new();
+    for (step, tag) in [("attach-before", "ja"), ("attach-after", "jb")] {
+        let outcome = scenario(flavor, &format!("{prefix}{tag}"), 1, move |env| {
+            kill_during_attach(env, step)
+        })
+        .await;
+        results.push((step, outcome));
+    }
+    for (step, tag) in [("detach-before", "jc"), ("detach-after", "jd")] {
+        let outcome = scenario(flavor, &format!("{prefix}{tag}"), 1, move |env| {
+            kill_during_detach(env, step)
+        })
+        .await;
+        results.push((step, outcome));
+    }
+    for (step, outcome) in &results {
+        println!(
+            "containerd {flavor}: SIGKILL at {step}: {}",
+            match outcome {
+                Ok(()) => "converged".to_owned(),
+                Err(e) => format!("FAILED: {e}"),
+            }
+        );
+    }
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn sigkill_at_each_journal_step_on_containerd_1_7() {
+    serially("1.7", || journal_steps("1.7", "a"));
+}
+
+#[test]
+fn sigkill_at_each_journal_step_on_containerd_2() {
+    serially("2", || journal_steps("2", "b"));
+}
+
+/// Stop during an attach, and a burst of stops, with the pods' namespaces held.
+#[test]
+fn stops_during_attach_and_in_a_burst_return_every_interface() {
+    serially("2", || async {
+        scenario("2", "sa", 1, stop_during_attach).await.unwrap();
+        scenario("2", "sb", 6, burst_of_stops).await.unwrap();
+    });
 }
 
 /// Acceptance 2: each fault in its own environment; the tally is printed.

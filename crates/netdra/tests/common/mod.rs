@@ -220,6 +220,10 @@ pub struct Env {
     /// The agent's program and the arguments it gets besides the common ones.
     pub program: PathBuf,
     pub extra_args: Vec<String>,
+    /// Environment for the next agent started (e.g. `NETDRA_E2E_STALL`).
+    pub agent_env: Vec<(String, String)>,
+    /// Bind mounts this test made to hold pods' namespaces, unmounted by path at the end.
+    pub holds: Vec<PathBuf>,
 }
 
 pub fn veth_name(tag: &str, n: usize) -> String {
@@ -276,6 +280,8 @@ impl Env {
             pods: HashMap::new(),
             program,
             extra_args,
+            agent_env: Vec::new(),
+            holds: Vec::new(),
         };
         env.start_agent();
         env
@@ -316,6 +322,7 @@ impl Env {
             .arg(&self.ctrd.nri)
             .args(["--device-filter", &filter])
             .args(&self.extra_args)
+            .envs(self.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -343,6 +350,19 @@ impl Env {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "no DRA socket: {}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A SIGKILLed agent leaves its socket file behind until the next one serves it.
+        loop {
+            if let Ok(stream) = tokio::net::UnixStream::connect(&socket).await {
+                drop(stream);
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "DRA socket not served: {}",
                 self.agent_log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -680,14 +700,76 @@ impl Env {
             .unwrap();
     }
 
-    /// The claim UIDs in the agent's state file.
+    /// The agent's journal replayed: every key's last value (an independent reader of the
+    /// format: `<crc> <record>` lines after the header; a torn last line is skipped).
+    pub fn journal(&self) -> std::collections::BTreeMap<String, Value> {
+        let text = std::fs::read_to_string(self.state_file()).unwrap_or_default();
+        let mut entries = std::collections::BTreeMap::new();
+        for line in text.lines().skip(1) {
+            let Some((_, json)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_str::<Value>(json) else {
+                continue;
+            };
+            if let Some(put) = record.get("put") {
+                entries.insert(put["key"].as_str().unwrap().to_owned(), put["value"].clone());
+            } else if let Some(delete) = record.get("delete") {
+                entries.remove(delete["key"].as_str().unwrap());
+            }
+        }
+        entries
+    }
+
+    /// The claims in the agent's journal that are not released: UID → phase.
+    pub fn journal_claims(&self) -> std::collections::BTreeMap<String, String> {
+        self.journal()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("claim/")?.to_owned(), v["phase"].as_str()?.to_owned())))
+            .filter(|(_, phase)| phase != "released")
+            .collect()
+    }
+
+    /// The claim UIDs in the agent's journal (released ones excepted).
     pub fn state_claims(&self) -> Vec<String> {
-        let bytes = std::fs::read(self.state_file()).unwrap_or_default();
-        let Some(at) = bytes.iter().position(|&b| b == b'\n') else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_slice(&bytes[at + 1..]).unwrap();
-        v["claims"].as_object().unwrap().keys().cloned().collect()
+        self.journal_claims().into_keys().collect()
+    }
+
+    /// Waits until the journal holds nothing at all (released claims forgotten too).
+    pub async fn wait_journal_empty(&self) {
+        wait_until("the journal to be empty", Duration::from_secs(20), || {
+            self.journal().is_empty()
+        })
+        .await;
+    }
+
+    /// Holds pod network namespace `ns` (under /var/run/netns) with a bind mount of this test,
+    /// so that a veth left in it stays visible after the runtime deletes it.
+    pub fn hold_netns(&mut self, ns: &str) -> PathBuf {
+        let hold = self.dir.path().join(format!("hold-{ns}"));
+        std::fs::write(&hold, b"").unwrap();
+        let status = Command::new("mount")
+            .arg("--bind")
+            .arg(Path::new("/var/run/netns").join(ns))
+            .arg(&hold)
+            .status()
+            .unwrap();
+        assert!(status.success(), "bind-mount {ns}");
+        self.holds.push(hold.clone());
+        hold
+    }
+
+    /// Releases the holds this test made, by their paths.
+    pub fn release_holds(&mut self) {
+        for hold in self.holds.drain(..) {
+            let _ = Command::new("umount").arg(&hold).status();
+        }
+    }
+
+    /// Waits for `step` in the agent's log (`NETDRA_E2E_STALL`).
+    pub async fn wait_stalled(&self, step: &str) {
+        let needle = format!("stalled at {step}");
+        wait_until(&needle, Duration::from_secs(20), || self.agent_log().contains(&needle)).await;
     }
 
     /// Removes every pod through CRI, stops the agent, deletes the veths it created.
@@ -707,11 +789,13 @@ impl Env {
             }
         }
         self.kill_agent().await;
+        self.release_holds();
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
+        self.release_holds();
         for name in &self.veths {
             let _ = ip_ok(&["link", "del", name]);
         }

@@ -1,0 +1,658 @@
+//! The agent's write-ahead journal: a durable map from keys to JSON values, written before the
+//! kernel or the kubelet is told anything.
+//!
+//! What goes in it is the caller's (the node's claims, the kubelet plugin's prepared claims);
+//! this module only makes changes durable, in order, all of a batch or none.
+//!
+//! File format, version 2 (`netdra-state`):
+//!
+//! ```text
+//! netdra-journal v2\n
+//! <crc32 of the JSON, 8 hex digits> <one record as JSON>\n
+//! …
+//! ```
+//!
+//! The first record after the header names the boot it was written in (`{"boot":"<id>"}`);
+//! then `{"put":{"key":…,"value":…}}` and `{"delete":{"key":…}}` records, replayed in order.
+//!
+//! Rules:
+//! - A commit appends one line per change and ends with one `fdatasync`: concurrent commits
+//!   (the claims of a kubelet batch, many pods' hooks at once) are grouped into one write by the
+//!   writer task, each caller answered when its lines are durable.
+//! - The caller's memory changes only after its commit returned `Ok` (copy, commit, swap): a
+//!   failed write leaves the file as it was (the torn tail is cut off again) and the caller's
+//!   state as it was.
+//! - A last line without its newline, or whose checksum fails, is a write the crash interrupted:
+//!   its caller never got `Ok`, so nothing acted on it; it is dropped with a warning. Damage
+//!   anywhere else, or another version, stops start-up with an error naming the file, which is
+//!   left in place: it may be the only record of interfaces sitting in pods.
+//! - At start and whenever enough records have piled up, the file is rewritten as a snapshot
+//!   (temporary file, fsync, rename, fsync of the directory): a boot record and one `put` per key.
+//!
+//! Hand-written rather than an embedded database (sled, redb): the journal holds a few hundred
+//! small entries, needs no queries, and one append-and-fdatasync per change is the whole cost
+//! that the runtime's 2 s hook budget can afford; the formats stay readable with `cat`.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// The first line of a journal file.
+const HEADER: &str = "netdra-journal v2";
+
+/// Records appended since the last snapshot before the next one is written.
+const COMPACT_AFTER: usize = 512;
+
+/// One change: a key set to a value (its JSON text), or removed.
+pub(crate) type Change = (String, Option<String>);
+
+/// Why the journal could not be read or written. Every variant names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// Reading or writing failed.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error (shared: every caller of a failed group write gets it).
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The file is damaged or of another version.
+    #[error(
+        "state file {path} cannot be used ({reason}); it was left untouched: it may be the only record of interfaces sitting in pods"
+    )]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The write was lost (its thread failed).
+    #[error("state file {path}: the journal's write was lost")]
+    Lost {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+enum Record {
+    Boot(String),
+    Put { key: String, value: Value },
+    Delete { key: String },
+}
+
+/// What a journal file held.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Contents {
+    /// The boot the entries were written in (`None` for a new file).
+    pub boot_id: Option<String>,
+    /// Every key's last value.
+    pub entries: BTreeMap<String, Value>,
+    /// Whether a torn last write was dropped.
+    pub torn_tail: bool,
+}
+
+/// One line: the checksum, the record's JSON (as serde writes a [`Record`]), a newline.
+fn line_of(json: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{:08x} ", crc32fast::hash(json)).as_bytes());
+    out.extend_from_slice(json);
+    out.push(b'\n');
+}
+
+fn quoted(key: &str) -> String {
+    serde_json::to_string(key).expect("a string always serialises")
+}
+
+/// The line of one change; `value` is JSON text, embedded as it is (the replica keeps values
+/// as text, not as trees: a hundred claims as `serde_json::Value`s cost megabytes).
+fn change_line((key, value): &Change, out: &mut Vec<u8>) {
+    let json = match value {
+        Some(value) => format!("{{\"put\":{{\"key\":{},\"value\":{value}}}}}", quoted(key)),
+        None => format!("{{\"delete\":{{\"key\":{}}}}}", quoted(key)),
+    };
+    line_of(json.as_bytes(), out);
+}
+
+/// The bytes of a snapshot holding `entries` (values as JSON text), written in boot `boot_id`.
+pub(crate) fn snapshot(boot_id: &str, entries: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = format!("{HEADER}\n").into_bytes();
+    line_of(format!("{{\"boot\":{}}}", quoted(boot_id)).as_bytes(), &mut out);
+    for (key, value) in entries {
+        change_line(&(key.clone(), Some(value.clone())), &mut out);
+    }
+    out
+}
+
+fn changes_bytes(changes: &[Change]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for change in changes {
+        change_line(change, &mut out);
+    }
+    out
+}
+
+/// Decodes a journal file's bytes; `path` only names the file in errors. Never panics.
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Contents, JournalError> {
+    let unusable = |reason: String| JournalError::Unusable {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut lines = bytes.split_inclusive(|&b| b == b'\n');
+    let header = lines.next().unwrap_or_default();
+    if header != format!("{HEADER}\n").as_bytes() {
+        let shown = String::from_utf8_lossy(&header[..header.len().min(40)]).into_owned();
+        return Err(unusable(format!(
+            "its first line {shown:?} is not \"{HEADER}\" (not a journal, or another version)"
+        )));
+    }
+    let lines: Vec<&[u8]> = lines.collect();
+    let mut contents = Contents::default();
+    for (at, raw) in lines.iter().enumerate() {
+        let last = at + 1 == lines.len();
+        let number = at + 2;
+        let record = match parse_line(raw) {
+            Ok(record) => record,
+            // The write a crash interrupted: never acknowledged, so nothing acted on it.
+            Err(_) if last => {
+                contents.torn_tail = true;
+                break;
+            }
+            Err(reason) => return Err(unusable(format!("line {number}: {reason}"))),
+        };
+        match record {
+            Record::Boot(id) if at == 0 => contents.boot_id = Some(id),
+            Record::Boot(_) => return Err(unusable(format!("line {number}: a boot record after the first"))),
+            _ if at == 0 => return Err(unusable("line 2 is not the boot record".into())),
+            Record::Put { key, value } => {
+                contents.entries.insert(key, value);
+            }
+            Record::Delete { key } => {
+                contents.entries.remove(&key);
+            }
+        }
+    }
+    Ok(contents)
+}
+
+fn parse_line(raw: &[u8]) -> Result<Record, String> {
+    let Some(body) = raw.strip_suffix(b"\n") else {
+        return Err("no newline at its end".into());
+    };
+    if body.len() < 10 || body[8] != b' ' {
+        return Err("no checksum".into());
+    }
+    let (crc, json) = (&body[..8], &body[9..]);
+    let crc = std::str::from_utf8(crc)
+        .ok()
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or("no checksum")?;
+    let actual = crc32fast::hash(json);
+    if actual != crc {
+        return Err(format!("checksum {crc:08x} but the record has {actual:08x}"));
+    }
+    serde_json::from_slice(json).map_err(|e| format!("invalid record: {e}"))
+}
+
+/// Reads the journal at `path`; a missing file is an empty journal.
+pub(crate) async fn load(path: &Path) -> Result<Contents, JournalError> {
+    let task_path = path.to_owned();
+    tokio::task::spawn_blocking(move || match std::fs::read(&task_path) {
+        Ok(bytes) => decode(&task_path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
+        Err(source) => Err(JournalError::Io {
+            path: task_path,
+            source: Arc::new(source),
+        }),
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(JournalError::Io {
+            path: path.to_owned(),
+            source: Arc::new(std::io::Error::other(e)),
+        })
+    })
+}
+
+/// Where the journal's bytes go: the file, or in tests a stand-in that fails on demand.
+pub(crate) trait Storage: Send + 'static {
+    /// Replaces the whole file with `bytes`, durably.
+    fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Appends `bytes` and makes them durable.
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes (after a failed append).
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+/// The journal's file on disk.
+pub(crate) struct FileStorage {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl FileStorage {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            file: None,
+        }
+    }
+}
+
+impl Storage for FileStorage {
+    fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = self.path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)?;
+        File::open(dir)?.sync_all()?;
+        self.file = Some(std::fs::OpenOptions::new().append(true).open(&self.path)?);
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the journal was never written"))?;
+        file.write_all(bytes)?;
+        // The file's length changes with each append; fdatasync covers it, not the times.
+        file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the journal was never written"))?;
+        file.set_len(len)?;
+        file.sync_data()
+    }
+}
+
+struct Request {
+    changes: Vec<Change>,
+    /// The changes' lines, encoded by the caller (the blocking thread only writes).
+    bytes: Vec<u8>,
+    done: oneshot::Sender<Result<(), JournalError>>,
+}
+
+/// The journal of one agent. A commit queues its changes and hands the write to a blocking
+/// thread; whichever thread takes the writer first writes everything queued by then in one
+/// append and one fdatasync (group commit), and answers each caller. One hop to a blocking
+/// thread per commit, no task in between: the hook's write-ahead is on the runtime's clock.
+pub(crate) struct Journal {
+    path: PathBuf,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: parking_lot::Mutex<Vec<Request>>,
+    writer: parking_lot::Mutex<Writer>,
+}
+
+/// What the writer keeps: the file's state and a replica of its entries, for snapshots.
+struct Writer {
+    path: PathBuf,
+    storage: Box<dyn Storage>,
+    boot_id: String,
+    entries: BTreeMap<String, String>,
+    /// The file's length after its last good write.
+    len: u64,
+    /// Records since the last snapshot.
+    appended: usize,
+    /// A failed append could not be cut back: the next write must be a snapshot.
+    dirty: bool,
+}
+
+impl Writer {
+    fn io(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source: Arc::new(source),
+        }
+    }
+
+    fn write_snapshot(&mut self) -> Result<(), JournalError> {
+        let bytes = snapshot(&self.boot_id, &self.entries);
+        self.storage.rewrite(&bytes).map_err(|e| self.io(e))?;
+        self.len = bytes.len() as u64;
+        self.appended = 0;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes one group of changes (`bytes` are their lines): all durable, or none and the
+    /// replica unchanged.
+    fn write(&mut self, changes: Vec<Change>, bytes: &[u8]) -> Result<(), JournalError> {
+        if self.dirty {
+            // The file may end in a torn line: rewrite it whole, with these changes.
+            let before = self.entries.clone();
+            apply(&mut self.entries, changes);
+            return self.write_snapshot().inspect_err(|_| self.entries = before);
+        }
+        let appended = changes.len();
+        if let Err(e) = self.storage.append(bytes) {
+            if self.storage.truncate(self.len).is_err() {
+                self.dirty = true;
+            }
+            return Err(self.io(e));
+        }
+        self.len += bytes.len() as u64;
+        self.appended += appended;
+        apply(&mut self.entries, changes);
+        if self.appended >= COMPACT_AFTER
+            && let Err(e) = self.write_snapshot()
+        {
+            // The appended lines are durable; the snapshot is only tidiness.
+            tracing::warn!(error = %e, "journal snapshot failed; appending goes on");
+            self.dirty = true;
+        }
+        Ok(())
+    }
+}
+
+fn apply(entries: &mut BTreeMap<String, String>, changes: Vec<Change>) {
+    for (key, value) in changes {
+        match value {
+            Some(value) => entries.insert(key, value),
+            None => entries.remove(&key),
+        };
+    }
+}
+
+impl Journal {
+    /// Starts the journal at `path` for boot `boot_id`, holding `entries`: writes them as a
+    /// fresh snapshot first (which also drops a torn tail and records this boot).
+    pub(crate) async fn start(
+        path: PathBuf,
+        storage: impl Storage,
+        boot_id: String,
+        entries: BTreeMap<String, Value>,
+    ) -> Result<Self, JournalError> {
+        let mut writer = Writer {
+            path: path.clone(),
+            storage: Box::new(storage),
+            boot_id,
+            entries: entries.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            len: 0,
+            appended: 0,
+            dirty: false,
+        };
+        let writer = tokio::task::spawn_blocking(move || writer.write_snapshot().map(|()| writer))
+            .await
+            .map_err(|e| JournalError::Io {
+                path: path.clone(),
+                source: Arc::new(std::io::Error::other(e)),
+            })??;
+        Ok(Self {
+            path,
+            shared: Arc::new(Shared {
+                queue: parking_lot::Mutex::default(),
+                writer: parking_lot::Mutex::new(writer),
+            }),
+        })
+    }
+
+    /// Makes `changes` durable, together with whatever else is being committed at the moment.
+    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<(), JournalError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        let bytes = changes_bytes(&changes);
+        self.shared.queue.lock().push(Request { changes, bytes, done });
+        let shared = self.shared.clone();
+        // Not awaited: a caller that goes away does not stop a write others wait for.
+        drop(tokio::task::spawn_blocking(move || {
+            let mut writer = shared.writer.lock();
+            let group = std::mem::take(&mut *shared.queue.lock());
+            if group.is_empty() {
+                // An earlier thread wrote these changes with its own.
+                return;
+            }
+            let mut changes = Vec::new();
+            let mut bytes = Vec::new();
+            let mut answers = Vec::with_capacity(group.len());
+            for request in group {
+                changes.extend(request.changes);
+                bytes.extend_from_slice(&request.bytes);
+                answers.push(request.done);
+            }
+            let result = writer.write(changes, &bytes);
+            for done in answers {
+                let _ = done.send(result.clone());
+            }
+        }));
+        answer.await.unwrap_or_else(|_| {
+            Err(JournalError::Lost {
+                path: self.path.clone(),
+            })
+        })
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A [`Storage`] for tests: the real file, with failures on demand.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::{FileStorage, Storage};
+
+    /// Fails the next `n` appends (and snapshot rewrites) after [`Faults::fail_next`].
+    #[derive(Clone, Default)]
+    pub(crate) struct Faults(Arc<AtomicUsize>);
+
+    impl Faults {
+        pub(crate) fn fail_next(&self, n: usize) {
+            self.0.store(n, Ordering::SeqCst);
+        }
+
+        fn take(&self) -> bool {
+            self.0
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+
+    pub(crate) struct FaultyStorage {
+        pub(crate) inner: FileStorage,
+        pub(crate) faults: Faults,
+    }
+
+    impl Storage for FaultyStorage {
+        fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            if self.faults.take() {
+                return Err(std::io::Error::other("injected: fsync failed"));
+            }
+            self.inner.rewrite(bytes)
+        }
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            if self.faults.take() {
+                // Half of the bytes reach the file, as a failing disk would leave them.
+                let _ = self.inner.append(&bytes[..bytes.len() / 2]);
+                return Err(std::io::Error::other("injected: fsync failed"));
+            }
+            self.inner.append(bytes)
+        }
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            self.inner.truncate(len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_snapshot_has_golden_bytes_and_decodes_to_its_entries() {
+        let entries = BTreeMap::from([("claim/u1".to_owned(), json!({"a": 1}))]);
+        let text: BTreeMap<String, String> = entries.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let bytes = snapshot("boot-1", &text);
+        let boot = br#"{"boot":"boot-1"}"#;
+        let put = br#"{"put":{"key":"claim/u1","value":{"a":1}}}"#;
+        let expected = format!(
+            "netdra-journal v2\n{:08x} {}\n{:08x} {}\n",
+            crc32fast::hash(boot),
+            String::from_utf8_lossy(boot),
+            crc32fast::hash(put),
+            String::from_utf8_lossy(put)
+        );
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+        let contents = decode(Path::new("j"), &bytes).unwrap();
+        assert_eq!(contents.boot_id.as_deref(), Some("boot-1"));
+        assert_eq!(contents.entries, entries);
+        assert!(!contents.torn_tail);
+    }
+
+    #[test]
+    fn puts_and_deletes_replay_in_order_and_a_torn_tail_is_dropped() {
+        let mut bytes = snapshot("b", &BTreeMap::new());
+        bytes.extend(changes_bytes(&[
+            ("k1".into(), Some("1".into())),
+            ("k2".into(), Some("2".into())),
+            ("k1".into(), None),
+        ]));
+        let whole = decode(Path::new("j"), &bytes).unwrap();
+        assert_eq!(whole.entries, BTreeMap::from([("k2".to_owned(), json!(2))]));
+        // A crash in the middle of the next append.
+        let next = changes_bytes(&[("k3".into(), Some("3".into()))]);
+        bytes.extend_from_slice(&next[..next.len() - 5]);
+        let torn = decode(Path::new("j"), &bytes).unwrap();
+        assert!(torn.torn_tail);
+        assert_eq!(torn.entries, whole.entries, "the torn write is not applied");
+    }
+
+    #[test]
+    fn damage_before_the_last_line_and_other_versions_are_refused_with_the_path() {
+        let mut bytes = snapshot("b", &BTreeMap::from([("k".to_owned(), "\"v\"".to_owned())]));
+        bytes.extend(changes_bytes(&[("k2".into(), Some("2".into()))]));
+        let mut flipped = bytes.clone();
+        let second_line = flipped.iter().position(|&b| b == b'\n').unwrap() + 12;
+        flipped[second_line] ^= 1;
+        let v1 = b"netdra-state v1 crc32=00000000\n{}".to_vec();
+        for (bytes, why) in [(&flipped, "line 2"), (&v1, "another version")] {
+            let e = decode(Path::new("/x/netdra-state"), bytes).unwrap_err().to_string();
+            assert!(e.contains("/x/netdra-state") && e.contains(why), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_are_durable_grouped_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let journal = Journal::start(path.clone(), FileStorage::new(&path), "b".into(), BTreeMap::new())
+            .await
+            .unwrap();
+        let commits = (0..20).map(|i| journal.commit(vec![(format!("k{i}"), Some(i.to_string()))]));
+        for result in futures::future::join_all(commits).await {
+            result.unwrap();
+        }
+        journal.commit(vec![("k3".into(), None)]).await.unwrap();
+        let contents = load(&path).await.unwrap();
+        assert_eq!(contents.entries.len(), 19);
+        assert_eq!(contents.entries["k7"], json!(7));
+        assert!(!contents.entries.contains_key("k3"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_changes_nothing_and_the_next_commit_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let faults = Faults::default();
+        let storage = FaultyStorage {
+            inner: FileStorage::new(&path),
+            faults: faults.clone(),
+        };
+        let journal = Journal::start(path.clone(), storage, "b".into(), BTreeMap::new())
+            .await
+            .unwrap();
+        journal.commit(vec![("a".into(), Some("1".into()))]).await.unwrap();
+        faults.fail_next(1);
+        let e = journal.commit(vec![("b".into(), Some("2".into()))]).await.unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        let after_failure = load(&path).await.unwrap();
+        assert_eq!(after_failure.entries, BTreeMap::from([("a".to_owned(), json!(1))]));
+        assert!(!after_failure.torn_tail, "the torn bytes were cut off");
+        journal.commit(vec![("c".into(), Some("3".into()))]).await.unwrap();
+        assert_eq!(load(&path).await.unwrap().entries.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn many_records_are_compacted_into_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let journal = Journal::start(path.clone(), FileStorage::new(&path), "b".into(), BTreeMap::new())
+            .await
+            .unwrap();
+        for i in 0..COMPACT_AFTER + 3 {
+            journal
+                .commit(vec![("same".into(), Some(i.to_string()))])
+                .await
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().count() < 10, "compacted: {} lines", text.lines().count());
+        assert_eq!(load(&path).await.unwrap().entries["same"], json!(COMPACT_AFTER + 2));
+    }
+
+    proptest! {
+        /// Any bytes give contents or an error, never a panic.
+        #[test]
+        fn decoding_outside_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(Path::new("j"), &bytes);
+        }
+
+        /// Any line after a valid header and boot record gives contents or an error.
+        #[test]
+        fn decoding_any_record_line_never_panics(crc in "[0-9a-f ]{0,10}", json in ".{0,64}", newline in any::<bool>()) {
+            let mut bytes = snapshot("b", &BTreeMap::new());
+            bytes.extend(crc.as_bytes());
+            bytes.extend(json.as_bytes());
+            if newline { bytes.push(b'\n'); }
+            let _ = decode(Path::new("j"), &bytes);
+        }
+
+        /// A journal cut at any byte decodes to a prefix of its changes (a torn tail at most).
+        #[test]
+        fn a_journal_cut_anywhere_decodes_to_a_prefix(values in proptest::collection::vec(0u32..5, 1..12), cut in any::<proptest::sample::Index>()) {
+            let mut bytes = snapshot("b", &BTreeMap::new());
+            let header_len = bytes.len();
+            let changes: Vec<Change> = values.iter().enumerate().map(|(i, v)| (format!("k{v}"), (i % 3 != 2).then(|| i.to_string()))).collect();
+            bytes.extend(changes_bytes(&changes));
+            let at = header_len + cut.index(bytes.len() - header_len + 1);
+            let contents = decode(Path::new("j"), &bytes[..at]).unwrap();
+            let whole_lines = bytes[header_len..at].iter().filter(|&&b| b == b'\n').count();
+            let mut expected = BTreeMap::new();
+            apply(&mut expected, changes[..whole_lines].to_vec());
+            let decoded: BTreeMap<String, String> = contents.entries.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            prop_assert_eq!(decoded, expected);
+        }
+    }
+}
