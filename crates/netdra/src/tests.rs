@@ -328,6 +328,19 @@ impl World {
             .map_err(|e| e.to_string())
     }
 
+    /// Makes the next call of `op` wait at the returned gate, before or after its work.
+    fn stall(&self, op: Op, before: bool) -> Gate {
+        let gate = Gate::default();
+        self.kernel.inject(
+            op,
+            Fault::Stall {
+                gate: gate.clone(),
+                before,
+            },
+        );
+        gate
+    }
+
     fn add_pod(&self, pod: &str) -> u64 {
         self.kernel.add_netns(&netns_path(pod))
     }
@@ -451,14 +464,7 @@ async fn stop_during_attach_returns_the_interface_once_the_attach_ends() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d1"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: false,
-        },
-    );
+    let gate = w.stall(Op::Attach, false);
     let run = w.run_pod("a").await;
     assert!(run.is_ok(), "the sandbox starts; its first container waits: {run:?}");
     gate.reached().await;
@@ -484,14 +490,7 @@ async fn unprepare_during_attach_waits_returns_and_releases() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: true,
-        },
-    );
+    let gate = w.stall(Op::Attach, true);
     w.run_pod("a").await.unwrap();
     gate.reached().await;
     let node = w.node.clone();
@@ -530,14 +529,7 @@ async fn crash_after_intent_before_move_then_resync_attaches() {
     let mut w = World::new().await;
     let inode = w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: true,
-        },
-    );
+    let gate = w.stall(Op::Attach, true);
     w.run_pod("a").await.unwrap();
     gate.reached().await;
     assert_eq!(w.journal(), phases(&[("c", "attaching")]));
@@ -559,14 +551,7 @@ async fn crash_after_move_before_outcome_is_undone_and_redone() {
     let mut w = World::new().await;
     let inode = w.add_pod("a");
     w.prepare("c", "a", &["d1"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: false,
-        },
-    );
+    let gate = w.stall(Op::Attach, false);
     w.run_pod("a").await.unwrap();
     gate.reached().await;
     assert_eq!(w.place("eth1"), format!("net:[{inode}] as net1"));
@@ -612,14 +597,7 @@ async fn crash_during_detach_is_finished_at_restart() {
     w.prepare("c", "a", &["d0"]).await;
     w.run_pod("a").await.unwrap();
     w.settle().await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Detach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: false,
-        },
-    );
+    let gate = w.stall(Op::Detach, false);
     let stop = tokio::spawn({
         let runtime = w.runtime();
         async move { runtime.stop_pod_sandbox(&sandbox("a")).await.unwrap() }
@@ -1028,14 +1006,7 @@ async fn shutdown_waits_for_the_kernel_work_in_flight_and_journals_it() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: false,
-        },
-    );
+    let gate = w.stall(Op::Attach, false);
     w.run_pod("a").await.unwrap();
     gate.reached().await;
     let node = w.node.clone();
@@ -1081,14 +1052,7 @@ async fn a_slow_attach_lets_the_sandbox_start_and_holds_the_container() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: true,
-        },
-    );
+    let gate = w.stall(Op::Attach, true);
     let started = Instant::now();
     w.run_pod("a").await.unwrap();
     assert!(started.elapsed() <= Duration::from_millis(1500));
@@ -1196,14 +1160,7 @@ async fn a_stop_while_an_attach_is_starting_is_not_lost() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Open,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: true,
-        },
-    );
+    let gate = w.stall(Op::Open, true);
     let run = tokio::spawn({
         let runtime = w.runtime();
         async move { runtime.run_pod_sandbox(&sandbox("a")).await.map_err(|e| e.to_string()) }
@@ -1258,14 +1215,7 @@ async fn a_running_pod_waits_for_a_claim_still_coming_back_and_gets_it() {
     w.node.crash();
     w.api.put(&claim_ref("c"), &[("b", &uid("b"))]);
     w.restart().await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Detach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: true,
-        },
-    );
+    let gate = w.stall(Op::Detach, true);
     w.runtime().synchronize(vec![sandbox("b")], vec![]).await.unwrap();
     assert_ne!(w.place("eth0"), format!("net:[{b}] as net1"));
     gate.open();
@@ -1280,14 +1230,7 @@ async fn an_attach_left_without_an_outcome_is_converged_by_unprepare() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
-    let gate = Gate::default();
-    w.kernel.inject(
-        Op::Attach,
-        Fault::Stall {
-            gate: gate.clone(),
-            before: false,
-        },
-    );
+    let gate = w.stall(Op::Attach, false);
     w.run_pod("a").await.unwrap();
     gate.reached().await;
     w.node.crash();

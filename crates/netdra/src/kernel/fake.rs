@@ -291,20 +291,8 @@ impl Kernel for FakeKernel {
 
     async fn open(&self, path: &Path) -> Result<(Arc<FakeNetns>, NetnsRef), KernelError> {
         self.before(Op::Open, path.display().to_string()).await?;
-        let world = self.world.lock();
-        let inode = world
-            .namespaces
-            .iter()
-            .find(|(_, p)| p.as_deref() == Some(path))
-            .map(|(i, _)| *i)
-            .ok_or_else(|| NetnsError::Missing { path: path.into() })?;
-        Ok((
-            Arc::new(FakeNetns { inode }),
-            NetnsRef {
-                path: path.into(),
-                inode,
-            },
-        ))
+        let netns = self.identify(path)?;
+        Ok((Arc::new(FakeNetns { inode: netns.inode }), netns))
     }
 
     fn identify(&self, path: &Path) -> Result<NetnsRef, KernelError> {
