@@ -249,25 +249,8 @@ async fn run() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut sdk_prepare = sdk_alone(&api, dir.path()).await;
-    let mut client = common::dra_client(&dra_socket).await;
     api.clear_requests();
-    let mut prepare = Vec::with_capacity(PODS);
-    for i in 0..PODS {
-        let claims = vec![dra::Claim {
-            namespace: "default".into(),
-            name: format!("claim-{i}"),
-            uid: format!("claim-uid-{i}"),
-        }];
-        let start = Instant::now();
-        let answer = client
-            .node_prepare_resources(dra::NodePrepareResourcesRequest { claims })
-            .await
-            .unwrap()
-            .into_inner();
-        prepare.push(start.elapsed());
-        let error = &answer.claims[&format!("claim-uid-{i}")].error;
-        assert!(error.is_empty(), "{error}");
-    }
+    let mut prepare = prepare_each(&dra_socket, false).await;
     let prepare_requests = api.requests().iter().filter(|r| !r.watch).count();
 
     let mut hook = Vec::with_capacity(PODS);
@@ -339,6 +322,36 @@ async fn run() {
     assert_eq!(prepare_requests, 0, "a warm cache must not call the API server");
 }
 
+/// NodePrepareResources of each claim, one per call over the plugin's socket at `socket`, as
+/// the kubelet sends it; the time of each. With `unprepare`, each is unprepared again, untimed.
+async fn prepare_each(socket: &std::path::Path, unprepare: bool) -> Vec<Duration> {
+    let mut client = common::dra_client(socket).await;
+    let mut times = Vec::with_capacity(PODS);
+    for i in 0..PODS {
+        let claims = vec![dra::Claim {
+            namespace: "default".into(),
+            name: format!("claim-{i}"),
+            uid: format!("claim-uid-{i}"),
+        }];
+        let start = Instant::now();
+        let answer = client
+            .node_prepare_resources(dra::NodePrepareResourcesRequest { claims: claims.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        times.push(start.elapsed());
+        let error = &answer.claims[&format!("claim-uid-{i}")].error;
+        assert!(error.is_empty(), "{error}");
+        if unprepare {
+            client
+                .node_unprepare_resources(dra::NodeUnprepareResourcesRequest { claims })
+                .await
+                .unwrap();
+        }
+    }
+    times
+}
+
 /// The kubelet-plugin SDK alone, with a driver that prepares nothing, on the same claims: the
 /// baseline of netdra's Prepare (claim lookup in the watch cache, gRPC, the SDK's checkpoint
 /// fsync). Each claim is unprepared again, untimed.
@@ -362,27 +375,7 @@ async fn sdk_alone(api: &FakeApiServer, dir: &std::path::Path) -> Vec<Duration> 
     while !plugin.claim_cache_ready() || plugin.cached_claims() < PODS {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut client = common::dra_client(plugin.dra_socket()).await;
-    let mut times = Vec::with_capacity(PODS);
-    for i in 0..PODS {
-        let claims = vec![dra::Claim {
-            namespace: "default".into(),
-            name: format!("claim-{i}"),
-            uid: format!("claim-uid-{i}"),
-        }];
-        let start = Instant::now();
-        let answer = client
-            .node_prepare_resources(dra::NodePrepareResourcesRequest { claims: claims.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        times.push(start.elapsed());
-        assert!(answer.claims[&format!("claim-uid-{i}")].error.is_empty());
-        client
-            .node_unprepare_resources(dra::NodeUnprepareResourcesRequest { claims })
-            .await
-            .unwrap();
-    }
+    let times = prepare_each(plugin.dra_socket(), true).await;
     plugin.shutdown().await;
     times
 }

@@ -71,13 +71,7 @@ impl ClaimObject {
     /// From a typed claim (the watch cache's): identity and consumers only, read in place (a
     /// hook may look at every claim of a namespace; no copy of the object is made).
     pub(crate) fn from_claim(claim: &ResourceClaim) -> Self {
-        let consumers = claim
-            .status
-            .as_ref()
-            .and_then(|s| s.reserved_for.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|c| c.resource == "pods" && c.api_group.as_deref().unwrap_or("").is_empty())
+        let consumers = crate::plan::pod_consumers(claim)
             .map(|c| Consumer {
                 name: c.name.clone(),
                 uid: c.uid.clone(),
@@ -200,11 +194,7 @@ impl ClaimApi for Kube {
         let object = (self.cache.get()?)(&claim.namespace, &claim.name)?;
         Some(
             object.metadata.uid.as_deref() == Some(claim.uid.as_str())
-                && object
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.reserved_for.as_ref())
-                    .is_some_and(|r| r.iter().any(|c| c.resource == "pods" && c.uid == pod_uid)),
+                && crate::plan::pod_consumers(&object).any(|c| c.uid == pod_uid),
         )
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
+use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceClaim, ResourceClaimConsumerReference};
 use kubeletplugin::{ClaimRef, ResolvedClaim};
 use serde::{Deserialize, Serialize};
 
@@ -155,17 +155,21 @@ pub enum PlanError {
     },
 }
 
-/// The pod a claim is reserved for.
-pub fn reserved_pod(claim: &ResolvedClaim) -> Result<PodRef, PlanError> {
-    let pods: Vec<_> = claim
-        .object
+/// The pods in a claim's `status.reservedFor` (core `pods` consumers; other kinds are not
+/// pods and get no interface).
+pub(crate) fn pod_consumers(claim: &ResourceClaim) -> impl Iterator<Item = &ResourceClaimConsumerReference> {
+    claim
         .status
         .as_ref()
         .and_then(|s| s.reserved_for.as_ref())
         .into_iter()
         .flatten()
         .filter(|c| c.resource == "pods" && c.api_group.as_deref().unwrap_or("").is_empty())
-        .collect();
+}
+
+/// The pod a claim is reserved for.
+pub fn reserved_pod(claim: &ResolvedClaim) -> Result<PodRef, PlanError> {
+    let pods: Vec<_> = pod_consumers(&claim.object).collect();
     match pods.as_slice() {
         [] => Err(PlanError::NoPod {
             claim: claim.claim.clone(),
@@ -273,7 +277,6 @@ pub fn plan_claim<D: NetworkDriver>(
 mod tests {
     use std::sync::Arc;
 
-    use k8s_openapi::api::resource::v1::ResourceClaim;
     use serde_json::{Value, json};
 
     use super::*;
