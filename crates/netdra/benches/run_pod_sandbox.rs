@@ -10,7 +10,7 @@
 //! The kernel's time for one namespace move varies by ±10 ms from move to move, so the raw p99
 //! of either side is mostly that noise. Both sides therefore also report each call's time
 //! outside its own moves (the moves are timed inside the calls): the hook's time above the
-//! kernel's cost of its own namespace move, which includes the journal's write-ahead fsync.
+//! kernel's cost of its own namespace move, which includes the journal's write-ahead write.
 //! Prepare is measured beside the kubelet-plugin SDK alone with a driver that does nothing (its
 //! own checkpoint file): what the framework adds. Targets (issue 17): the hook above its moves
 //! p99 ≤ 2 ms; netdra's warm Prepare p99 < 2 ms with 0 API requests; 200 samples each. Needs

@@ -1,8 +1,8 @@
-//! The agent's write-ahead journal: a durable map from keys to JSON values, written before the
-//! kernel or the kubelet is told anything.
+//! The agent's write-ahead journal: a map from keys to JSON values, written before the kernel
+//! or the kubelet is told anything.
 //!
 //! What goes in it is the caller's (the node's claims, the kubelet plugin's prepared claims);
-//! this module only makes changes durable, in order, all of a batch or none.
+//! this module only writes changes, in order, all of a batch or none.
 //!
 //! File format, version 2 (`netdra-state`):
 //!
@@ -16,9 +16,19 @@
 //! then `{"put":{"key":…,"value":…}}` and `{"delete":{"key":…}}` records, replayed in order.
 //!
 //! Rules:
-//! - A commit appends one line per change and ends with one `fdatasync`: concurrent commits
-//!   (the claims of a kubelet batch, many pods' hooks at once) are grouped into one write by the
-//!   writer task, each caller answered when its lines are durable.
+//! - A commit appends one line per change with one `write`: concurrent commits (the claims of
+//!   a kubelet batch, many pods' hooks at once) are grouped into one write, each caller answered
+//!   once the file holds its lines.
+//! - What the journal survives is what it is read back after: the agent's crash, `SIGKILL`,
+//!   OOM kill or container restart, on the same boot. A written line is in the kernel's page
+//!   cache, which outlives the process, so the caller may act as soon as `write` returned. A
+//!   reboot (power loss, kernel crash) discards the journal by design: its boot record differs,
+//!   and a previous boot's interfaces did not survive either. So the `fdatasync` runs right
+//!   after the callers are answered, off their path (on this project's VMs it alone has a p99
+//!   of 2.6–12 ms, more than a hook's whole budget above the kernel's moves); it bounds what a
+//!   failing disk could lose within the boot. If it fails, the disk may not hold what the page
+//!   cache showed: the next commit rewrites the whole file from the replica (see below) and is
+//!   refused while that fails.
 //! - The caller's memory changes only after its commit returned `Ok` (copy, commit, swap): a
 //!   failed write leaves the file as it was (the torn tail is cut off again) and the caller's
 //!   state as it was.
@@ -26,12 +36,14 @@
 //!   its caller never got `Ok`, so nothing acted on it; it is dropped with a warning. Damage
 //!   anywhere else, or another version, stops start-up with an error naming the file, which is
 //!   left in place: it may be the only record of interfaces sitting in pods.
-//! - At start and whenever enough records have piled up, the file is rewritten as a snapshot
-//!   (temporary file, fsync, rename, fsync of the directory): a boot record and one `put` per key.
+//! - At start, whenever enough records have piled up, and after a failed flush, the file is
+//!   rewritten as a snapshot (temporary file, fsync, rename, fsync of the directory): a boot
+//!   record and one `put` per key. The snapshot is flushed before the rename because the rename
+//!   replaces the only copy.
 //!
 //! Hand-written rather than an embedded database (sled, redb): the journal holds a few hundred
-//! small entries, needs no queries, and one append-and-fdatasync per change is the whole cost
-//! that the runtime's 2 s hook budget can afford; the formats stay readable with `cat`.
+//! small entries, needs no queries, and one append per change is the whole cost that the
+//! runtime's hook budget can afford; the formats stay readable with `cat`.
 
 use std::{
     collections::BTreeMap,
@@ -226,12 +238,27 @@ pub(crate) async fn load(path: &Path) -> Result<Contents, JournalError> {
 
 /// Where the journal's bytes go: the file, or in tests a stand-in that fails on demand.
 pub(crate) trait Storage: Send + 'static {
-    /// Replaces the whole file with `bytes`, durably.
+    /// Replaces the whole file with `bytes`, flushed to disk before it replaces the old one.
     fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()>;
-    /// Appends `bytes` and makes them durable.
+    /// Appends `bytes` (to the page cache; [`Storage::flusher`] takes them to disk).
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     /// Cuts the file back to `len` bytes (after a failed append).
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    /// What flushes the file's appended bytes to disk, usable without the writer (a flush
+    /// must not hold up the next append).
+    fn flusher(&self) -> std::io::Result<Box<dyn Flush>>;
+}
+
+/// Flushes a journal file's written bytes to disk.
+pub(crate) trait Flush: Send + Sync {
+    /// `fdatasync`: the file's length changes with each append, so it is covered; not the times.
+    fn flush(&self) -> std::io::Result<()>;
+}
+
+impl Flush for File {
+    fn flush(&self) -> std::io::Result<()> {
+        self.sync_data()
+    }
 }
 
 /// The journal's file on disk.
@@ -269,9 +296,7 @@ impl Storage for FileStorage {
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the journal was never written"))?;
-        file.write_all(bytes)?;
-        // The file's length changes with each append; fdatasync covers it, not the times.
-        file.sync_data()
+        file.write_all(bytes)
     }
 
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
@@ -279,8 +304,17 @@ impl Storage for FileStorage {
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the journal was never written"))?;
-        file.set_len(len)?;
-        file.sync_data()
+        file.set_len(len)
+    }
+
+    fn flusher(&self) -> std::io::Result<Box<dyn Flush>> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the journal was never written"))?;
+        // The same open file (a duplicated descriptor): a snapshot that replaces the file
+        // meanwhile was flushed itself, so flushing the old one is harmless.
+        Ok(Box::new(file.try_clone()?))
     }
 }
 
@@ -293,8 +327,9 @@ struct Request {
 
 /// The journal of one agent. A commit queues its changes and hands the write to a blocking
 /// thread; whichever thread takes the writer first writes everything queued by then in one
-/// append and one fdatasync (group commit), and answers each caller. One hop to a blocking
-/// thread per commit, no task in between: the hook's write-ahead is on the runtime's clock.
+/// append (group commit), answers each caller, then flushes the file to disk unless another
+/// thread is flushing already (which then flushes once more). One hop to a blocking thread per
+/// commit, no task in between: the hook's write-ahead is on the runtime's clock.
 pub(crate) struct Journal {
     path: PathBuf,
     shared: Arc<Shared>,
@@ -303,6 +338,21 @@ pub(crate) struct Journal {
 struct Shared {
     queue: parking_lot::Mutex<Vec<Request>>,
     writer: parking_lot::Mutex<Writer>,
+    flush: parking_lot::Mutex<FlushState>,
+}
+
+/// The flush behind the writes.
+#[derive(Default)]
+struct FlushState {
+    /// A thread is flushing; a writer that finds this only marks `pending`.
+    running: bool,
+    /// Appends were made since the running flush started.
+    pending: bool,
+    /// The file appends go to now.
+    target: Option<Arc<dyn Flush>>,
+    /// A flush failed: the disk may lack lines the page cache showed; the next write is a
+    /// snapshot.
+    failed: bool,
 }
 
 /// What the writer keeps: the file's state and a replica of its entries, for snapshots.
@@ -315,8 +365,11 @@ struct Writer {
     len: u64,
     /// Records since the last snapshot.
     appended: usize,
-    /// A failed append could not be cut back: the next write must be a snapshot.
+    /// A failed append could not be cut back, or a flush failed: the next write must be a
+    /// snapshot.
     dirty: bool,
+    /// What flushes the current file.
+    flusher: Option<Arc<dyn Flush>>,
 }
 
 impl Writer {
@@ -333,17 +386,23 @@ impl Writer {
         self.len = bytes.len() as u64;
         self.appended = 0;
         self.dirty = false;
+        // A new file: appends go there now.
+        self.flusher = Some(Arc::from(self.storage.flusher().map_err(|e| self.io(e))?));
         Ok(())
     }
 
-    /// Writes one group of changes (`bytes` are their lines): all durable, or none and the
-    /// replica unchanged.
-    fn write(&mut self, changes: Vec<Change>, bytes: &[u8]) -> Result<(), JournalError> {
+    /// Writes one group of changes (`bytes` are their lines): all in the file, or none and the
+    /// replica unchanged. `Ok(true)` when the write was a snapshot, already on disk.
+    fn write(&mut self, changes: Vec<Change>, bytes: &[u8]) -> Result<bool, JournalError> {
         if self.dirty {
-            // The file may end in a torn line: rewrite it whole, with these changes.
+            // The file may end in a torn line, or the disk may lack what was appended: rewrite
+            // it whole, with these changes.
             let before = self.entries.clone();
             apply(&mut self.entries, changes);
-            return self.write_snapshot().inspect_err(|_| self.entries = before);
+            return self
+                .write_snapshot()
+                .map(|()| true)
+                .inspect_err(|_| self.entries = before);
         }
         let appended = changes.len();
         if let Err(e) = self.storage.append(bytes) {
@@ -355,14 +414,17 @@ impl Writer {
         self.len += bytes.len() as u64;
         self.appended += appended;
         apply(&mut self.entries, changes);
-        if self.appended >= COMPACT_AFTER
-            && let Err(e) = self.write_snapshot()
-        {
-            // The appended lines are durable; the snapshot is only tidiness.
-            tracing::warn!(error = %e, "journal snapshot failed; appending goes on");
-            self.dirty = true;
+        if self.appended >= COMPACT_AFTER {
+            match self.write_snapshot() {
+                Ok(()) => return Ok(true),
+                Err(e) => {
+                    // The appended lines are in the file; the snapshot is only tidiness.
+                    tracing::warn!(error = %e, "journal snapshot failed; appending goes on");
+                    self.dirty = true;
+                }
+            }
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -372,6 +434,66 @@ fn apply(entries: &mut BTreeMap<String, String>, changes: Vec<Change>) {
             Some(value) => entries.insert(key, value),
             None => entries.remove(&key),
         };
+    }
+}
+
+impl Shared {
+    /// Writes everything queued, answers each caller, then flushes (on the calling blocking
+    /// thread, after the answers).
+    fn write_queued(&self) {
+        let mut writer = self.writer.lock();
+        let group = std::mem::take(&mut *self.queue.lock());
+        if group.is_empty() {
+            // An earlier thread wrote these changes with its own.
+            return;
+        }
+        let mut changes = Vec::new();
+        let mut bytes = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        for request in group {
+            changes.extend(request.changes);
+            bytes.extend_from_slice(&request.bytes);
+            answers.push(request.done);
+        }
+        if std::mem::take(&mut self.flush.lock().failed) {
+            writer.dirty = true;
+        }
+        let result = writer.write(changes, &bytes);
+        // A snapshot is on disk already; a failed write left nothing new to flush (and, if it
+        // was a snapshot, the writer stays dirty).
+        let flush = match &result {
+            Ok(false) => writer.flusher.clone(),
+            Ok(true) | Err(_) => None,
+        };
+        drop(writer);
+        for done in answers {
+            let _ = done.send(result.clone().map(|_| ()));
+        }
+        if let Some(target) = flush {
+            self.flush_behind(target);
+        }
+    }
+
+    /// Flushes `target` unless a flush is running (which is then told to go once more).
+    fn flush_behind(&self, target: Arc<dyn Flush>) {
+        let mut state = self.flush.lock();
+        state.target = Some(target);
+        state.pending = true;
+        if state.running {
+            return;
+        }
+        state.running = true;
+        while std::mem::take(&mut state.pending) {
+            let Some(target) = state.target.clone() else { break };
+            drop(state);
+            let result = target.flush();
+            state = self.flush.lock();
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the journal could not be flushed to disk; the next commit rewrites it whole");
+                state.failed = true;
+            }
+        }
+        state.running = false;
     }
 }
 
@@ -392,6 +514,7 @@ impl Journal {
             len: 0,
             appended: 0,
             dirty: false,
+            flusher: None,
         };
         let writer = tokio::task::spawn_blocking(move || writer.write_snapshot().map(|()| writer))
             .await
@@ -404,11 +527,13 @@ impl Journal {
             shared: Arc::new(Shared {
                 queue: parking_lot::Mutex::default(),
                 writer: parking_lot::Mutex::new(writer),
+                flush: parking_lot::Mutex::default(),
             }),
         })
     }
 
-    /// Makes `changes` durable, together with whatever else is being committed at the moment.
+    /// Writes `changes`, together with whatever else is being committed at the moment; `Ok`
+    /// once the file holds them (see the module's rules for when they reach the disk).
     pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<(), JournalError> {
         if changes.is_empty() {
             return Ok(());
@@ -418,31 +543,35 @@ impl Journal {
         self.shared.queue.lock().push(Request { changes, bytes, done });
         let shared = self.shared.clone();
         // Not awaited: a caller that goes away does not stop a write others wait for.
-        drop(tokio::task::spawn_blocking(move || {
-            let mut writer = shared.writer.lock();
-            let group = std::mem::take(&mut *shared.queue.lock());
-            if group.is_empty() {
-                // An earlier thread wrote these changes with its own.
-                return;
-            }
-            let mut changes = Vec::new();
-            let mut bytes = Vec::new();
-            let mut answers = Vec::with_capacity(group.len());
-            for request in group {
-                changes.extend(request.changes);
-                bytes.extend_from_slice(&request.bytes);
-                answers.push(request.done);
-            }
-            let result = writer.write(changes, &bytes);
-            for done in answers {
-                let _ = done.send(result.clone());
-            }
-        }));
+        drop(tokio::task::spawn_blocking(move || shared.write_queued()));
         answer.await.unwrap_or_else(|_| {
             Err(JournalError::Lost {
                 path: self.path.clone(),
             })
         })
+    }
+
+    /// Flushes what was written to disk now (at shutdown), waiting for it.
+    pub(crate) async fn flush(&self) -> Result<(), JournalError> {
+        let shared = self.shared.clone();
+        let target = self.shared.writer.lock().flusher.clone();
+        let Some(target) = target else { return Ok(()) };
+        let result = tokio::task::spawn_blocking(move || {
+            // No write while it runs: it covers everything written so far.
+            let _writer = shared.writer.lock();
+            target.flush()
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(JournalError::Io {
+                path: self.path.clone(),
+                source: Arc::new(source),
+            }),
+            Err(_) => Err(JournalError::Lost {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     /// The file.
@@ -459,21 +588,33 @@ pub(crate) mod testing {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use super::{FileStorage, Storage};
+    use super::{FileStorage, Flush, Storage};
 
-    /// Fails the next `n` appends (and snapshot rewrites) after [`Faults::fail_next`].
+    /// Fails the next `n` appends (and snapshot rewrites) after [`Faults::fail_next`], the
+    /// next `n` flushes after [`Faults::fail_next_flush`].
     #[derive(Clone, Default)]
-    pub(crate) struct Faults(Arc<AtomicUsize>);
+    pub(crate) struct Faults {
+        writes: Arc<AtomicUsize>,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    fn take(n: &AtomicUsize) -> bool {
+        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 
     impl Faults {
         pub(crate) fn fail_next(&self, n: usize) {
-            self.0.store(n, Ordering::SeqCst);
+            self.writes.store(n, Ordering::SeqCst);
         }
 
-        fn take(&self) -> bool {
-            self.0
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
+        pub(crate) fn fail_next_flush(&self, n: usize) {
+            self.flushes.store(n, Ordering::SeqCst);
+        }
+
+        /// Flush failures asked for and not yet made.
+        pub(crate) fn flushes_pending(&self) -> usize {
+            self.flushes.load(Ordering::SeqCst)
         }
     }
 
@@ -482,23 +623,43 @@ pub(crate) mod testing {
         pub(crate) faults: Faults,
     }
 
+    struct FaultyFlush {
+        inner: Box<dyn Flush>,
+        faults: Faults,
+    }
+
+    impl Flush for FaultyFlush {
+        fn flush(&self) -> std::io::Result<()> {
+            if take(&self.faults.flushes) {
+                return Err(std::io::Error::other("injected: fdatasync failed"));
+            }
+            self.inner.flush()
+        }
+    }
+
     impl Storage for FaultyStorage {
         fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            if self.faults.take() {
-                return Err(std::io::Error::other("injected: fsync failed"));
+            if take(&self.faults.writes) {
+                return Err(std::io::Error::other("injected: write failed"));
             }
             self.inner.rewrite(bytes)
         }
         fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            if self.faults.take() {
+            if take(&self.faults.writes) {
                 // Half of the bytes reach the file, as a failing disk would leave them.
                 let _ = self.inner.append(&bytes[..bytes.len() / 2]);
-                return Err(std::io::Error::other("injected: fsync failed"));
+                return Err(std::io::Error::other("injected: write failed"));
             }
             self.inner.append(bytes)
         }
         fn truncate(&mut self, len: u64) -> std::io::Result<()> {
             self.inner.truncate(len)
+        }
+        fn flusher(&self) -> std::io::Result<Box<dyn Flush>> {
+            Ok(Box::new(FaultyFlush {
+                inner: self.inner.flusher()?,
+                faults: self.faults.clone(),
+            }))
         }
     }
 }
@@ -602,6 +763,47 @@ mod tests {
         assert!(!after_failure.torn_tail, "the torn bytes were cut off");
         journal.commit(vec![("c".into(), Some("3".into()))]).await.unwrap();
         assert_eq!(load(&path).await.unwrap().entries.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_makes_the_next_commit_a_whole_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let faults = Faults::default();
+        let storage = FaultyStorage {
+            inner: FileStorage::new(&path),
+            faults: faults.clone(),
+        };
+        let journal = Journal::start(path.clone(), storage, "b".into(), BTreeMap::new())
+            .await
+            .unwrap();
+        let flushed = || async {
+            while journal.shared.flush.lock().running || faults.flushes_pending() > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        faults.fail_next_flush(1);
+        // Answered once written: the failed flush behind it is not this caller's.
+        journal.commit(vec![("z".into(), Some("1".into()))]).await.unwrap();
+        flushed().await;
+        assert!(journal.shared.flush.lock().failed, "the failure is remembered");
+        journal.commit(vec![("a".into(), Some("2".into()))]).await.unwrap();
+        assert!(!journal.shared.flush.lock().failed);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A snapshot lists its keys in order; appending would have put `z` first.
+        let keys: Vec<&str> = text.lines().skip(2).map(|l| &l[24..25]).collect();
+        assert_eq!(keys, ["a", "z"], "rewritten whole\n{text}");
+        // While the rewrite fails, commits are refused and change nothing.
+        faults.fail_next_flush(1);
+        journal.commit(vec![("c".into(), Some("3".into()))]).await.unwrap();
+        flushed().await;
+        faults.fail_next(1);
+        let e = journal.commit(vec![("d".into(), Some("4".into()))]).await.unwrap_err();
+        assert!(e.to_string().contains("injected: write failed"), "{e}");
+        journal.commit(vec![("e".into(), Some("5".into()))]).await.unwrap();
+        let entries = load(&path).await.unwrap().entries;
+        assert_eq!(entries.keys().collect::<Vec<_>>(), ["a", "c", "e", "z"]);
+        journal.flush().await.unwrap();
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The kubelet's side: Prepare plans and stages, Unprepare brings the interfaces home; the
 //! kubelet plugin then commits its batch through [`JournalStore`], which writes the plugin's
-//! records and the node's claims in one journal write (one fsync per batch, not two per claim).
+//! records and the node's claims in one journal write (one append per batch, not two writes per
+//! claim).
 
 use std::sync::Arc;
 

@@ -377,6 +377,11 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
             tracing::warn!(pods = ?pods, ?bound, "operations still running at shutdown; their intent is journaled and the next start converges them");
             tasks.detach_all();
         }
+        // Not needed to survive the agent's end (the page cache holds the journal), but a
+        // shutdown is often followed by the node's.
+        if let Err(e) = self.journal.flush().await {
+            tracing::warn!(error = %e, "the journal could not be flushed to disk at shutdown");
+        }
     }
 
     /// Sets the hooks' wait from the runtime's request timeout.

@@ -740,9 +740,9 @@ async fn a_claim_shared_by_two_pods_never_runs_the_second_without_an_error() {
     assert!(error.contains("claim ns/c"), "{error}");
 }
 
-/// Finding 5: a failed fsync at Prepare changes nothing; the kubelet's retry works.
+/// Finding 5: a failed journal write at Prepare changes nothing; the kubelet's retry works.
 #[tokio::test(start_paused = true)]
-async fn a_failed_fsync_at_prepare_changes_nothing_and_the_retry_prepares() {
+async fn a_failed_write_at_prepare_changes_nothing_and_the_retry_prepares() {
     let w = World::new().await;
     w.faults.fail_next(1);
     let error = w.prepare_with("c", &["a"], &["d0"], true).await.unwrap_err();
@@ -753,10 +753,10 @@ async fn a_failed_fsync_at_prepare_changes_nothing_and_the_retry_prepares() {
     assert_eq!(w.journal(), phases(&[("c", "prepared")]));
 }
 
-/// Finding 5: a failed fsync at Unprepare keeps the claim (and its devices held); the retry
-/// releases it.
+/// Finding 5: a failed journal write at Unprepare keeps the claim (and its devices held); the
+/// retry releases it.
 #[tokio::test(start_paused = true)]
-async fn a_failed_fsync_at_unprepare_keeps_the_claim_and_the_retry_releases_it() {
+async fn a_failed_write_at_unprepare_keeps_the_claim_and_the_retry_releases_it() {
     let w = World::new().await;
     w.add_pod("a");
     w.prepare("c", "a", &["d0"]).await;
@@ -771,6 +771,44 @@ async fn a_failed_fsync_at_unprepare_keeps_the_claim_and_the_retry_releases_it()
     w.unprepare("c").await.unwrap();
     w.settle().await;
     assert!(w.journal().is_empty());
+}
+
+/// The journal's flush to disk fails behind a Prepare (the kubelet was answered once the file
+/// held the claim): the next write, the attach's intent, rewrites the file whole from the
+/// replica, and a crash after the attach finds everything.
+#[tokio::test(start_paused = true)]
+async fn a_failed_flush_behind_prepare_rewrites_the_journal_whole_at_the_next_write() {
+    let mut w = World::new().await;
+    let inode = w.add_pod("a");
+    w.faults.fail_next_flush(1);
+    w.prepare("c", "a", &["d0"]).await;
+    // The flush runs on a blocking thread, on the real clock.
+    for _ in 0..100 {
+        if w.faults.flushes_pending() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        w.faults.flushes_pending(),
+        0,
+        "the flush behind the commit ran and failed"
+    );
+    let before = std::fs::read_to_string(w.dir.path().join("netdra-state")).unwrap();
+    w.run_pod("a").await.unwrap();
+    let after = std::fs::read_to_string(w.dir.path().join("netdra-state")).unwrap();
+    // Appending would have kept the first record after the boot record (the kubelet's).
+    assert!(
+        after.lines().nth(2).is_some_and(|l| l.contains("\"attaching\"")),
+        "rewritten as a snapshot holding the intent, not appended to:\nbefore:\n{before}\nafter:\n{after}"
+    );
+    w.settle().await;
+    w.restart().await;
+    w.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
+    w.settle().await;
+    assert_eq!(w.place("eth0"), format!("net:[{inode}] as net1"));
+    assert_eq!(w.journal(), phases(&[("c", "attached")]));
 }
 
 /// A failed journal write of the attach intent: nothing moves, the hook fails naming it.

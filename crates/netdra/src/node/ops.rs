@@ -2,7 +2,7 @@
 //! pod, owned by the node's task set, going on when the hook that started it has answered.
 //!
 //! An operation is registered before anything slow (reading claims, opening the namespace,
-//! the write-ahead fsync), so a stop that comes meanwhile is never missed: it is queued on the
+//! the write-ahead journal write), so a stop that comes meanwhile is never missed: it is queued on the
 //! operation ([`Scope`]: the pod, one sandbox's namespace, or some claims), and the operation
 //! returns what it covers before it ends. A pod refused at the runtime's resync because its
 //! claim was still coming back from a pod that is gone waits here too, and is attached when an
