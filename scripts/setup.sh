@@ -34,7 +34,8 @@ say "containerd e2e environment"
 bash tests/e2e/containerd.sh setup
 
 # A real single-node Kubernetes (API server, controller-manager, scheduler, kubelet, etcd) built
-# from the Go modules pinned in tests/cluster/go.mod; cached outside the clone by version.
+# from the Go modules pinned in tests/cluster/k8s/<version>/ (the default version of
+# tests/cluster/cluster.sh); cached outside the clone by version.
 say "Kubernetes from Go modules (tests/cluster)"
 if ! bash tests/cluster/cluster.sh setup; then
     if [ "${CI:-}" = true ]; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster as host processes, for netdra's cluster tests: etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler and a kubelet on the project's private
-# containerd 2 (tests/e2e/containerd.sh, NRI enabled). No Docker, no kind, no Kubernetes source
-# in the project: the components are built from the Go modules pinned by go.mod in this
-# directory (k8s.io/kubernetes with each staging module replaced by its published version).
+# containerd (tests/e2e/containerd.sh, NRI enabled; 2.4 unless NETDRA_CLUSTER_CONTAINERD says).
+# No Docker, no kind, no Kubernetes source in the project: the components are built from the Go
+# modules pinned in k8s/<version>/ (k8s.io/kubernetes with each staging module replaced by its
+# published version; written by pin.sh).
 #
 #   cluster.sh setup    build the binaries once per version into the cache (outside the clone)
 #   cluster.sh start    certificates, then every component; waits until the node is Ready
@@ -14,14 +15,20 @@
 #   cluster.sh env      KUBECONFIG=…, NODE_NAME=…, the kubelet's directories, CRI and NRI sockets
 #
 # NETDRA_CLUSTER_DIR (default /tmp/netdra-cluster) holds the run; NETDRA_CLUSTER_CACHE the
-# binaries (default ~/.cache/netdra/kubernetes-<version>). The version is go.mod's.
+# binaries (default ~/.cache/netdra/kubernetes-<version>). NETDRA_K8S_VERSION picks the version
+# (default below, the one CI runs; scripts/matrix.sh runs the others), one of k8s/*/.
 # Root is required (the kubelet, containerd).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RUN=${NETDRA_CLUSTER_DIR:-/tmp/netdra-cluster}
-VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$HERE/go.mod")
+DEFAULT_VERSION=v1.37.2
+VERSION=${NETDRA_K8S_VERSION:-$DEFAULT_VERSION}
+MODULE=$HERE/k8s/$VERSION
+# The containerd flavor of tests/e2e/containerd.sh the kubelet runs on (2.4: the newest, built
+# from its Go module; 2: Debian's 2.1).
+CONTAINERD=${NETDRA_CLUSTER_CONTAINERD:-2.4}
 CACHE=${NETDRA_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netdra/kubernetes-$VERSION}
 BIN=$CACHE/bin
 NODE=netdra-node
@@ -41,7 +48,7 @@ log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "root is required (the kubelet and containerd)"
-[ -n "$VERSION" ] || die "no k8s.io/kubernetes version in $HERE/go.mod"
+[ -f "$MODULE/go.mod" ] || die "Kubernetes $VERSION is not pinned: no $MODULE/go.mod (tests/cluster/pin.sh $VERSION writes it; pinned: $(cd "$HERE/k8s" && echo *))"
 
 go_tool() {
     if command -v go >/dev/null; then command -v go; return; fi
@@ -68,7 +75,7 @@ setup() {
     mkdir -p "$BIN"
     log "building Kubernetes $VERSION and etcd from Go modules into $BIN ($("$go" version | awk '{print $3}'))"
     (
-        cd "$HERE"
+        cd "$MODULE"
         "$go" build -trimpath -ldflags "$ldflags" -o "$BIN/" \
             k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
             k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
@@ -187,7 +194,7 @@ start() {
     # A start that fails stops what it started (its error and log tail are printed above).
     trap 'status=$?; if [ "$status" != 0 ]; then log "start failed; stopping what was started"; stop; fi' EXIT
     local env
-    env=$(bash "$ROOT/tests/e2e/containerd.sh" start 2)
+    env=$(bash "$ROOT/tests/e2e/containerd.sh" start "$CONTAINERD")
     CRI_SOCKET=$(sed -n 's/^CRI_SOCKET=//p' <<<"$env")
     NRI_SOCKET=$(sed -n 's/^NRI_SOCKET=//p' <<<"$env")
     printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET" > "$RUN/containerd.env"
@@ -200,8 +207,11 @@ start() {
         --initial-cluster "netdra=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "" --log-level warn
     wait_for etcd etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
+    # No endpoint reconciler: the `kubernetes` Service would advertise 127.0.0.1, which 1.37
+    # refuses ("may not be in the loopback range"); nothing here reaches the API through it.
     launch kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+        --secure-port "$API_PORT" \
         --tls-cert-file "$RUN/pki/apiserver.crt" --tls-private-key-file "$RUN/pki/apiserver.key" \
         --client-ca-file "$RUN/pki/ca.crt" --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$RUN/pki/sa.pub" --service-account-signing-key-file "$RUN/pki/sa.key" \
@@ -238,8 +248,8 @@ sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in condit
 
 print_env() {
     cat "$RUN/containerd.env"
-    printf 'KUBECONFIG=%s\nNODE_NAME=%s\nKUBELET_ROOT=%s\nKUBELET_LOG=%s\n' \
-        "$RUN/kubeconfig" "$NODE" "$RUN/kubelet" "$RUN/logs/kubelet.log"
+    printf 'KUBECONFIG=%s\nNODE_NAME=%s\nKUBELET_ROOT=%s\nKUBELET_LOG=%s\nKUBERNETES_VERSION=%s\nCONTAINERD=%s\n' \
+        "$RUN/kubeconfig" "$NODE" "$RUN/kubelet" "$RUN/logs/kubelet.log" "$VERSION" "$CONTAINERD"
 }
 
 # Pods the test left (it failed midway): deleted through the API while the kubelet still runs,
@@ -287,7 +297,7 @@ stop() {
         log "$name stopped (pid $pid)"
     done
     # Pods the kubelet left: containerd's teardown stops them and ends their shims.
-    bash "$ROOT/tests/e2e/containerd.sh" teardown 2 || true
+    bash "$ROOT/tests/e2e/containerd.sh" teardown "$CONTAINERD" || true
     # Volume mounts of pods the kubelet did not get to clean up, under our own directory only.
     if [ -d "$RUN/kubelet" ]; then
         awk -v root="$RUN/kubelet" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |

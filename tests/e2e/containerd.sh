@@ -3,9 +3,15 @@
 # registry and without touching the system's apt sources or containerd configuration.
 #
 #   containerd.sh setup               install runc/gcc (apt), fetch containerd 1.7 (Debian trixie)
-#                                     and 2.x (Debian sid) plus CNI plugins with private apt lists,
-#                                     extract them under $NETDRA_E2E_DIR, build the pause image
-#   containerd.sh start   FLAVOR      start containerd FLAVOR (1.7 or 2); prints its environment
+#                                     and 2.1 (Debian sid) plus CNI plugins with private apt lists,
+#                                     extract them under $NETDRA_E2E_DIR, build the pause image;
+#                                     build containerd 2.4 from its Go module (see `build`)
+#   containerd.sh build   FLAVOR      build containerd FLAVOR (2.2, 2.3 or 2.4) from its Go module,
+#                                     pinned below, once per version into the cache outside the
+#                                     clone ($NETDRA_CONTAINERD_CACHE, default
+#                                     ~/.cache/netdra/containerd-<version>)
+#   containerd.sh start   FLAVOR      start containerd FLAVOR (1.7, 2, 2.2, 2.3 or 2.4; 2 is the
+#                                     Debian-packaged 2.1); prints its environment
 #   containerd.sh stop    FLAVOR      stop it (by recorded PID); running pods survive in their shims
 #   containerd.sh restart FLAVOR      stop, then start (the NRI socket is recreated)
 #   containerd.sh teardown FLAVOR     stop it, end the shims it left (by recorded PID files), drop its state
@@ -19,15 +25,37 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# The containerd releases built from their Go module (github.com/containerd/containerd/v2), by
+# flavor; each names the NRI version it vendors in the tests' output (Configure).
+go_version_of() {
+    case "$1" in
+        2.2) echo v2.2.9 ;;
+        2.3) echo v2.3.7 ;;
+        2.4) echo v2.4.2 ;;
+        *) die "containerd $1 is not built from its Go module (use 2.2, 2.3 or 2.4)" ;;
+    esac
+}
+
 flavor_vars() {
+    GO_VERSION=
     case "${1:-}" in
-        1.7) SUITE=trixie; CONFIG_VERSION=2; SUBNET=10.244.17.0/24 ;;
-        2) SUITE=sid; CONFIG_VERSION=3; SUBNET=10.244.20.0/24 ;;
-        *) die "unknown flavor '${1:-}' (use 1.7 or 2)" ;;
+        1.7) CONFIG_VERSION=2; SUBNET=10.244.17.0/24 ;;
+        2) CONFIG_VERSION=3; SUBNET=10.244.20.0/24 ;;
+        2.2) CONFIG_VERSION=3; SUBNET=10.244.22.0/24 ;;
+        2.3) CONFIG_VERSION=3; SUBNET=10.244.23.0/24 ;;
+        2.4) CONFIG_VERSION=3; SUBNET=10.244.24.0/24 ;;
+        *) die "unknown flavor '${1:-}' (use 1.7, 2, 2.2, 2.3 or 2.4)" ;;
     esac
     FLAVOR=$1
     DIR=$E2E/ctrd-$FLAVOR
     BIN=$DIR/root/usr/bin
+    case "$FLAVOR" in
+        2.2 | 2.3 | 2.4)
+            GO_VERSION=$(go_version_of "$FLAVOR")
+            CACHE=${NETDRA_CONTAINERD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netdra/containerd-$GO_VERSION}
+            BIN=$CACHE/bin
+            ;;
+    esac
     CRI_SOCKET=$DIR/run/containerd.sock
     NRI_SOCKET=$DIR/run/nri.sock
     PIDFILE=$DIR/containerd.pid
@@ -86,8 +114,35 @@ fetch_suite() { # SUITE DEST PACKAGES...
     rm -f "$dest/usr/sbin/runc" "$dest/usr/bin/runc"
 }
 
+go_tool() {
+    if command -v go >/dev/null; then command -v go; return; fi
+    # Where the machines install Go; the path is not always on PATH.
+    if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return; fi
+    die "no Go toolchain (go on PATH or /usr/local/go/bin/go): containerd $FLAVOR is built from its Go module"
+}
+
+# containerd, its runc shim and ctr from the module at $GO_VERSION, as the project's Makefile
+# builds them (the shim without cgo and gRPC), through the Go module proxy the machine's Go is
+# configured with; the version is stamped in as a release build does.
+build() {
+    if [ -f "$BIN/.complete" ]; then log "containerd $GO_VERSION already built in $BIN"; return; fi
+    local go module=github.com/containerd/containerd/v2
+    go=$(go_tool)
+    mkdir -p "$BIN"
+    log "building containerd $GO_VERSION from its Go module into $BIN ($("$go" version | awk '{print $3}'))"
+    local ldflags="-s -w -X $module/version.Version=$GO_VERSION -X $module/version.Package=$module"
+    GOBIN=$BIN "$go" install -trimpath -tags urfave_cli_no_docs -ldflags "$ldflags" \
+        "$module/cmd/containerd@$GO_VERSION" "$module/cmd/ctr@$GO_VERSION"
+    GOBIN=$BIN CGO_ENABLED=0 "$go" install -trimpath -tags "urfave_cli_no_docs no_grpc" -ldflags "$ldflags" \
+        "$module/cmd/containerd-shim-runc-v2@$GO_VERSION"
+    touch "$BIN/.complete"
+    log "built: $("$BIN/containerd" --version)"
+}
+
 setup() {
     [ "$(id -u)" = 0 ] || die "root is required"
+    # The newest containerd runs in the tests too; the matrix builds the others on demand.
+    (flavor_vars 2.4 && build)
     if [ -f "$E2E/ready" ]; then log "already set up in $E2E"; return; fi
     mkdir -p "$E2E"
     log "apt: runc, gcc, iproute2 (bookworm)"
@@ -96,7 +151,7 @@ setup() {
         runc gcc libc6-dev iproute2 debian-archive-keyring >/dev/null
     log "containerd 1.7 and CNI plugins from trixie (private apt lists)"
     fetch_suite trixie "$E2E/ctrd-1.7/root" containerd containernetworking-plugins
-    log "containerd 2.x from sid (private apt lists)"
+    log "containerd 2.1 from sid (private apt lists)"
     fetch_suite sid "$E2E/ctrd-2/root" containerd
     [ -x "$E2E/ctrd-1.7/root/usr/bin/containerd" ] || die "containerd 1.7 was not extracted"
     [ -x "$E2E/ctrd-2/root/usr/bin/containerd" ] || die "containerd 2 was not extracted"
@@ -194,6 +249,7 @@ running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 start() {
     [ -f "$E2E/ready" ] || die "not set up: run '$0 setup' first"
+    [ -z "$GO_VERSION" ] || [ -f "$BIN/.complete" ] || die "containerd $FLAVOR is not built: run '$0 build $FLAVOR' first"
     if running; then log "containerd $FLAVOR already running (pid $(cat "$PIDFILE"))"; print_env; return; fi
     write_config
     # Sockets a containerd that died left behind would pass the wait below before it serves.
@@ -250,9 +306,10 @@ print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET
 cmd=${1:-}
 case "$cmd" in
     setup) setup ;;
-    start | stop | restart | teardown | env)
+    start | stop | restart | teardown | env | build)
         flavor_vars "${2:-}"
         case "$cmd" in
+            build) [ -n "$GO_VERSION" ] || die "containerd $FLAVOR is not built from its Go module (use 2.2, 2.3 or 2.4)"; build ;;
             start) start ;;
             stop) stop ;;
             restart) stop; start ;;
@@ -260,5 +317,5 @@ case "$cmd" in
             env) print_env ;;
         esac
         ;;
-    *) die "usage: $0 setup | start|stop|restart|teardown|env FLAVOR" ;;
+    *) die "usage: $0 setup | build|start|stop|restart|teardown|env FLAVOR" ;;
 esac

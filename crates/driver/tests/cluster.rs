@@ -478,7 +478,12 @@ async fn netdra_on_a_real_kubernetes_node() {
     let host_before = HostSnapshot::take("netdra-cluster");
     let started = Instant::now();
     let cluster = Cluster::start();
-    println!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "cluster up in {:.1}s: Kubernetes {} on containerd {}",
+        started.elapsed().as_secs_f64(),
+        cluster.var("KUBERNETES_VERSION"),
+        cluster.var("CONTAINERD")
+    );
     let veth = Veth::create();
     let dir = tempfile::tempdir().unwrap();
     let client = admin(&cluster).await;

@@ -10,6 +10,7 @@ use std::{path::Path, time::Duration};
 
 use common::*;
 use serde_json::{Value, json};
+use testkit::{flavor_tag, newer_containerd_flavors};
 
 fn config(extra: Value) -> Value {
     let mut c = json!({"apiVersion": "netdra.dev/v1alpha1", "kind": "InterfaceConfig"});
@@ -80,6 +81,11 @@ async fn one_pod(mut env: Env) -> Env {
     let claim_uid = env.seed_claim("c1", &[("nic", &device)], &[(None, net1())], ("pod-a", &pod));
     env.prepare(&["c1"]).await;
     assert_eq!(env.state_claims(), [claim_uid], "persisted before Prepare answered");
+    // Which runtime and NRI version this run was against, as the agent was told in Configure.
+    wait_nri_connected(&env, 1).await;
+    let log = env.agent_log();
+    let configured = log.lines().find(|l| l.contains("configured by the runtime")).unwrap();
+    println!("containerd {}: {configured}", env.ctrd.flavor);
 
     env.run_pod("pod-a", &pod).await.unwrap();
     let ns = env.netns("pod-a").await;
@@ -236,13 +242,17 @@ fn containerd_1_7_pod_lifecycle() {
     });
 }
 
+/// On each containerd 2.x: the Debian-packaged 2.1 and 2.4 built from its Go module (the
+/// matrix: 2.2, 2.3).
 #[test]
 fn containerd_2_pod_lifecycle() {
-    serially("2", || async {
-        scenario("2", "l2", 1, one_pod).await.unwrap();
-        scenario("2", "m2", 4, several).await.unwrap();
-        scenario("2", "k2", 1, carried).await.unwrap();
-    });
+    for flavor in newer_containerd_flavors() {
+        serially(flavor, move || async move {
+            scenario(flavor, &flavor_tag("l", flavor), 1, one_pod).await.unwrap();
+            scenario(flavor, &flavor_tag("m", flavor), 4, several).await.unwrap();
+            scenario(flavor, &flavor_tag("k", flavor), 1, carried).await.unwrap();
+        });
+    }
 }
 
 /// Acceptance 3: invalid configurations fail Prepare per claim, naming the field; nothing moves.
@@ -321,35 +331,39 @@ async fn prepare_until_connected(env: &Env, name: &str) -> String {
 }
 
 /// Acceptance 4: an attach failure in the pod fails RunPodSandbox, shows on the claim, and the
-/// interface is back on the host.
+/// interface is back on the host. On each containerd 2.x.
 #[test]
 fn an_attach_failure_fails_the_sandbox_and_shows_on_the_claim() {
-    serially("2", || async {
-        scenario("2", "nt", 1, |mut env| async move {
-            let host = env.veths[0].clone();
-            let device = env.device(&host).await;
-            let pod = format!("pod-t-{}", env.tag);
-            // The pod's CNI interface is eth0: the name is taken.
-            let taken = config(json!({"name": "eth0", "addresses": ["10.10.0.2/24"]}));
-            env.seed_claim("c1", &[("nic", &device)], &[(None, taken)], ("pod-t", &pod));
-            env.prepare(&["c1"]).await;
-            let error = env.run_pod("pod-t", &pod).await.unwrap_err();
-            println!("RunPodSandbox failed: {}", error.message());
-            assert!(
-                error.message().contains("eth0") && error.message().contains("c1") && error.message().contains(&device),
-                "{}",
-                error.message()
-            );
-            let entries = env.wait_ready("c1", "False").await;
-            let message = entries[0]["conditions"][0]["message"].as_str().unwrap();
-            assert_eq!(entries[0]["conditions"][0]["reason"], "AttachFailed");
-            assert!(message.contains("eth0") && message.contains("c1"), "{message}");
-            assert!(link_json(None, &host).is_some(), "{host} back on the host");
-            env
-        })
-        .await
-        .unwrap();
-    });
+    for flavor in newer_containerd_flavors() {
+        serially(flavor, move || async move { attach_failure(flavor).await });
+    }
+}
+
+async fn attach_failure(flavor: &'static str) {
+    scenario(flavor, &flavor_tag("nt", flavor), 1, |mut env| async move {
+        let host = env.veths[0].clone();
+        let device = env.device(&host).await;
+        let pod = format!("pod-t-{}", env.tag);
+        // The pod's CNI interface is eth0: the name is taken.
+        let taken = config(json!({"name": "eth0", "addresses": ["10.10.0.2/24"]}));
+        env.seed_claim("c1", &[("nic", &device)], &[(None, taken)], ("pod-t", &pod));
+        env.prepare(&["c1"]).await;
+        let error = env.run_pod("pod-t", &pod).await.unwrap_err();
+        println!("RunPodSandbox failed: {}", error.message());
+        assert!(
+            error.message().contains("eth0") && error.message().contains("c1") && error.message().contains(&device),
+            "{}",
+            error.message()
+        );
+        let entries = env.wait_ready("c1", "False").await;
+        let message = entries[0]["conditions"][0]["message"].as_str().unwrap();
+        assert_eq!(entries[0]["conditions"][0]["reason"], "AttachFailed");
+        assert!(message.contains("eth0") && message.contains("c1"), "{message}");
+        assert!(link_json(None, &host).is_some(), "{host} back on the host");
+        env
+    })
+    .await
+    .unwrap();
 }
 
 /// Starts a pod with claim c1 (net1 config) on device 0 and waits until it is attached.
@@ -876,72 +890,89 @@ fn sigkill_at_each_journal_step_on_containerd_1_7() {
     serially("1.7", || journal_steps("1.7", "a"));
 }
 
+/// On each containerd 2.x.
 #[test]
 fn sigkill_at_each_journal_step_on_containerd_2() {
-    serially("2", || journal_steps("2", "b"));
+    for flavor in newer_containerd_flavors() {
+        serially(flavor, move || async move {
+            journal_steps(flavor, &flavor_tag("b", flavor)).await
+        });
+    }
 }
 
-/// Stop during an attach, and a burst of stops, with the pods' namespaces held.
+/// Stop during an attach, and a burst of stops, with the pods' namespaces held. On each
+/// containerd 2.x.
 #[test]
 fn stops_during_attach_and_in_a_burst_return_every_interface() {
-    serially("2", || async {
-        scenario("2", "sa", 1, stop_during_attach).await.unwrap();
-        scenario("2", "sb", 6, burst_of_stops).await.unwrap();
-    });
+    for flavor in newer_containerd_flavors() {
+        serially(flavor, move || async move {
+            scenario(flavor, &flavor_tag("sa", flavor), 1, stop_during_attach)
+                .await
+                .unwrap();
+            scenario(flavor, &flavor_tag("sb", flavor), 6, burst_of_stops)
+                .await
+                .unwrap();
+        });
+    }
 }
 
-/// Acceptance 2: each fault in its own environment; the tally is printed.
+/// Acceptance 2: each fault in its own environment; the tally is printed. On each containerd
+/// 2.x.
 #[test]
 fn faults_on_containerd_2() {
-    serially("2", || async {
-        let mut results = Vec::new();
-        macro_rules! fault {
-            ($name:literal, $tag:literal, $f:expr) => {{
-                let outcome = scenario("2", $tag, 1, $f).await;
-                println!(
-                    "fault {}: {}",
-                    $name,
-                    match &outcome {
-                        Ok(()) => "survived".to_owned(),
-                        Err(e) => format!("FAILED: {e}"),
-                    }
-                );
-                results.push(($name, outcome));
-            }};
+    for flavor in newer_containerd_flavors() {
+        serially(flavor, move || faults(flavor));
+    }
+}
+
+async fn faults(flavor: &'static str) {
+    let mut results = Vec::new();
+    macro_rules! fault {
+        ($name:literal, $tag:literal, $f:expr) => {{
+            let outcome = scenario(flavor, &flavor_tag($tag, flavor), 1, $f).await;
+            println!(
+                "containerd {flavor}: fault {}: {}",
+                $name,
+                match &outcome {
+                    Ok(()) => "survived".to_owned(),
+                    Err(e) => format!("FAILED: {e}"),
+                }
+            );
+            results.push(($name, outcome));
+        }};
+    }
+    fault!("(a) SIGKILL after Prepare, before the sandbox", "fa", fault_a);
+    fault!("(b) SIGKILL after attach", "fb", fault_b);
+    fault!("(c) SIGKILL during StopPodSandbox", "fc", fault_c);
+    let outcome = scenario(flavor, &flavor_tag("fd", flavor), 2, fault_d).await;
+    println!(
+        "containerd {flavor}: fault (d) containerd restarted while pods run: {}",
+        match &outcome {
+            Ok(()) => "survived".to_owned(),
+            Err(e) => format!("FAILED: {e}"),
         }
-        fault!("(a) SIGKILL after Prepare, before the sandbox", "fa", fault_a);
-        fault!("(b) SIGKILL after attach", "fb", fault_b);
-        fault!("(c) SIGKILL during StopPodSandbox", "fc", fault_c);
-        let outcome = scenario("2", "fd", 2, fault_d).await;
-        println!(
-            "fault (d) containerd restarted while pods run: {}",
-            match &outcome {
-                Ok(()) => "survived".to_owned(),
-                Err(e) => format!("FAILED: {e}"),
-            }
-        );
-        results.push(("(d) containerd restarted while pods run", outcome));
-        fault!("(e) Prepare while NRI is disconnected", "fe", fault_e);
-        fault!("(f) API server unreachable during attach", "ff", fault_f);
-        fault!(
-            "(g) pod deleted while the driver is down (veth: destroyed)",
-            "fg",
-            fault_g
-        );
-        fault!(
-            "(g) pod deleted while the driver is down (NIC returned by the kernel, staged)",
-            "fr",
-            fault_g_returned
-        );
-        fault!("(h) the claim reused by a new pod", "fh", fault_h);
-        fault!(
-            "(h) the claim reused, Prepare before the cache saw the new reservation",
-            "fs",
-            fault_h_stale
-        );
-        let survived = results.iter().filter(|(_, r)| r.is_ok()).count();
-        println!("faults survived: {survived}/{}", results.len());
-        let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
-        assert!(failed.is_empty(), "{failed:#?}");
-    });
+    );
+    results.push(("(d) containerd restarted while pods run", outcome));
+    fault!("(e) Prepare while NRI is disconnected", "fe", fault_e);
+    fault!("(f) API server unreachable during attach", "ff", fault_f);
+    fault!(
+        "(g) pod deleted while the driver is down (veth: destroyed)",
+        "fg",
+        fault_g
+    );
+    fault!(
+        "(g) pod deleted while the driver is down (NIC returned by the kernel, staged)",
+        "fr",
+        fault_g_returned
+    );
+    fault!("(h) the claim reused by a new pod", "fh", fault_h);
+    fault!(
+        "(h) the claim reused, Prepare before the cache saw the new reservation",
+        "fs",
+        fault_h_stale
+    );
+    let survived = results.iter().filter(|(_, r)| r.is_ok()).count();
+    println!("containerd {flavor}: faults survived: {survived}/{}", results.len());
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
 }

@@ -310,8 +310,10 @@ impl<P: Plugin> PluginService<P> {
             .await
             .map_err(|e| failed("Configure", None, e))?;
         tracing::info!(
-            runtime = %info.name, version = %info.version, request_timeout_ms = ms(info.request_timeout),
-            events = format!("{:#x}", events.mask()), "configured by the runtime"
+            runtime = %info.name, version = %info.version,
+            nri_version = if info.nri_version.is_empty() { "(not sent: before v0.12)" } else { &info.nri_version },
+            request_timeout_ms = ms(info.request_timeout), events = format!("{:#x}", events.mask()),
+            "configured by the runtime"
         );
         *self.session.runtime.lock() = Some(info);
         Ok(ConfigureResponse { events: mask })

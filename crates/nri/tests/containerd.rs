@@ -228,6 +228,23 @@ async fn lifecycle(ctrd: &Containerd) {
     let plugin = nri::connect(options, recorder.clone()).unwrap();
     let runtime = plugin.wait_connected(1, Duration::from_secs(10)).await.unwrap();
     assert_eq!(runtime.name, "containerd");
+    println!(
+        "containerd {}: Configure said runtime {} {}, NRI {}",
+        ctrd.flavor,
+        runtime.name,
+        runtime.version,
+        if runtime.nri_version.is_empty() {
+            "(not sent: NRI before v0.12)"
+        } else {
+            &runtime.nri_version
+        }
+    );
+    if ctrd.flavor == "2.4" {
+        assert!(
+            runtime.nri_version.starts_with("v0.12."),
+            "containerd 2.4 vendors NRI v0.12: {runtime:?}"
+        );
+    }
     let first_sync = recorder.synced.lock().unwrap()[0].clone();
     assert!(
         first_sync
@@ -333,7 +350,10 @@ async fn containerd_1_7_pod_lifecycle() {
     with_containerd("1.7").await;
 }
 
+/// On the Debian-packaged 2.1 and on 2.4 built from its Go module (the matrix: 2.2, 2.3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_2_pod_lifecycle() {
-    with_containerd("2").await;
+    for flavor in testkit::newer_containerd_flavors() {
+        with_containerd(flavor).await;
+    }
 }

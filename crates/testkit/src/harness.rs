@@ -63,6 +63,34 @@ pub fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
+/// The containerd 2.x flavors (`tests/e2e/containerd.sh`) the end-to-end tests written for
+/// containerd 2 run on: the Debian-packaged 2.1 (`2`) and 2.4, built from its Go module.
+/// `NETDRA_E2E_FLAVORS` (space-separated) replaces the list, as `scripts/matrix.sh` does for 2.2
+/// and 2.3.
+///
+/// # Panics
+/// When the variable names a flavor the script does not know.
+pub fn newer_containerd_flavors() -> Vec<&'static str> {
+    const KNOWN: [&str; 4] = ["2", "2.2", "2.3", "2.4"];
+    let Ok(list) = std::env::var("NETDRA_E2E_FLAVORS") else {
+        return vec!["2", "2.4"];
+    };
+    list.split_whitespace()
+        .map(|f| {
+            *KNOWN
+                .iter()
+                .find(|k| **k == f)
+                .unwrap_or_else(|| panic!("NETDRA_E2E_FLAVORS: unknown containerd flavor {f:?} (known: {KNOWN:?})"))
+        })
+        .collect()
+}
+
+/// `tag` made unique per containerd `flavor` (`l` on 2.4 is `l24`), for names a test derives
+/// from it (veths, pods).
+pub fn flavor_tag(tag: &str, flavor: &str) -> String {
+    format!("{tag}{}", flavor.replace('.', ""))
+}
+
 /// The `p` quantile (0.0–1.0, nearest rank) of `sorted`, which is sorted ascending.
 ///
 /// # Panics

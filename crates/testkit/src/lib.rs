@@ -18,7 +18,9 @@ mod resources;
 mod store;
 
 pub use fake_apiserver::{FakeApiServer, InjectedFailure, RecordedRequest};
-pub use harness::{available_or_skip, command_output, example_binary, is_root, percentile};
+pub use harness::{
+    available_or_skip, command_output, example_binary, flavor_tag, is_root, newer_containerd_flavors, percentile,
+};
 pub use host_snapshot::HostSnapshot;
 pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
 pub mod wire;
