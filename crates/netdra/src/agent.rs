@@ -186,7 +186,7 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
     let journal = Journal::start(
         options.state_file.clone(),
         FileStorage::new(&options.state_file),
-        boot_id.unwrap_or_else(|| "unknown".into()),
+        boot_id.clone(),
         entries.clone(),
     )
     .await?;
@@ -311,29 +311,44 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
 }
 
 /// The journal's entries to start from: a previous boot's are dropped with a warning naming
-/// the claims (their interfaces did not survive the reboot; nothing of them is re-applied).
+/// the claims (their interfaces did not survive the reboot; nothing of them is re-applied). Its
+/// boot is read first: appends are flushed behind their answers, so a power loss can leave a
+/// previous boot's file damaged anywhere after its first record, and it is not used either way.
 pub(crate) async fn journal_entries(
     path: &std::path::Path,
     boot_id: Option<&str>,
 ) -> Result<BTreeMap<String, Value>, AgentError> {
-    let contents = journal::load(path).await?;
+    let Some(bytes) = journal::read(path).await? else {
+        return Ok(BTreeMap::new());
+    };
+    if let (Some(previous), Some(current)) = (journal::boot_of(&bytes), boot_id)
+        && previous != current
+    {
+        match journal::decode(path, &bytes) {
+            Ok(contents) if contents.entries.is_empty() => {}
+            Ok(contents) => {
+                let claims: Vec<String> = crate::node::decode_entries(path, &contents.entries)
+                    .map(|(claims, _)| claims.values().map(|c| c.plan.claim.to_string()).collect())
+                    .unwrap_or_else(|_| contents.entries.keys().cloned().collect());
+                tracing::warn!(
+                    previous_boot = previous,
+                    claims = ?claims,
+                    "the journal is from a previous boot: its claims are dropped, nothing of them is re-applied (the kubelet prepares them again)"
+                );
+            }
+            Err(e) => tracing::warn!(
+                previous_boot = previous,
+                error = %e,
+                "the journal is from a previous boot and damaged (a power loss before its last lines reached the disk); it is dropped, nothing of it is re-applied"
+            ),
+        }
+        return Ok(BTreeMap::new());
+    }
+    let contents = journal::decode(path, &bytes)?;
     if contents.torn_tail {
         tracing::warn!(path = %path.display(), "the journal's last write was interrupted by a crash; it is dropped (it was never acknowledged)");
     }
-    match (contents.boot_id.as_deref(), boot_id) {
-        (Some(previous), Some(current)) if previous != current && !contents.entries.is_empty() => {
-            let claims: Vec<String> = crate::node::decode_entries(path, &contents.entries)
-                .map(|(claims, _)| claims.values().map(|c| c.plan.claim.to_string()).collect())
-                .unwrap_or_else(|_| contents.entries.keys().cloned().collect());
-            tracing::warn!(
-                previous_boot = previous,
-                claims = ?claims,
-                "the journal is from a previous boot: its claims are dropped, nothing of them is re-applied (the kubelet prepares them again)"
-            );
-            Ok(BTreeMap::new())
-        }
-        _ => Ok(contents.entries),
-    }
+    Ok(contents.entries)
 }
 
 impl<D: NetworkDriver, K: Kernel> Agent<D, K> {

@@ -28,7 +28,10 @@
 //!   of 2.6–12 ms, more than a hook's whole budget above the kernel's moves); it bounds what a
 //!   failing disk could lose within the boot. If it fails, the disk may not hold what the page
 //!   cache showed: the next commit rewrites the whole file from the replica (see below) and is
-//!   refused while that fails.
+//!   refused while that fails. A previous boot's file is recognised by its first record alone
+//!   ([`boot_of`]), which a snapshot always flushed: a power loss may have damaged it further on.
+//!   Without a boot ID a later start could not tell a reboot, so every commit is then flushed
+//!   before it is answered.
 //! - The caller's memory changes only after its commit returned `Ok` (copy, commit, swap): a
 //!   failed write leaves the file as it was (the torn tail is cut off again) and the caller's
 //!   state as it was.
@@ -216,24 +219,41 @@ fn parse_line(raw: &[u8]) -> Result<Record, String> {
     serde_json::from_slice(json).map_err(|e| format!("invalid record: {e}"))
 }
 
-/// Reads the journal at `path`; a missing file is an empty journal.
-pub(crate) async fn load(path: &Path) -> Result<Contents, JournalError> {
+/// The boot a journal file's bytes were written in: its header and first record only, so a
+/// file damaged further on still names its boot. `None` when those are not readable.
+pub(crate) fn boot_of(bytes: &[u8]) -> Option<String> {
+    let mut lines = bytes.split_inclusive(|&b| b == b'\n');
+    if lines.next()? != format!("{HEADER}\n").as_bytes() {
+        return None;
+    }
+    match parse_line(lines.next()?) {
+        Ok(Record::Boot(id)) => Some(id),
+        _ => None,
+    }
+}
+
+/// The bytes of the journal at `path`; `None` when there is no file.
+pub(crate) async fn read(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
     let task_path = path.to_owned();
-    tokio::task::spawn_blocking(move || match std::fs::read(&task_path) {
-        Ok(bytes) => decode(&task_path, &bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
-        Err(source) => Err(JournalError::Io {
-            path: task_path,
-            source: Arc::new(source),
-        }),
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(JournalError::Io {
-            path: path.to_owned(),
-            source: Arc::new(std::io::Error::other(e)),
-        })
-    })
+    let io = |source: std::io::Error| JournalError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(task_path)).await {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(Err(e)) => Err(io(e)),
+        Err(e) => Err(io(std::io::Error::other(e))),
+    }
+}
+
+/// Reads and decodes the journal at `path`; a missing file is an empty journal.
+#[cfg(test)]
+pub(crate) async fn load(path: &Path) -> Result<Contents, JournalError> {
+    match read(path).await? {
+        Some(bytes) => decode(path, &bytes),
+        None => Ok(Contents::default()),
+    }
 }
 
 /// Where the journal's bytes go: the file, or in tests a stand-in that fails on demand.
@@ -339,6 +359,9 @@ struct Shared {
     queue: parking_lot::Mutex<Vec<Request>>,
     writer: parking_lot::Mutex<Writer>,
     flush: parking_lot::Mutex<FlushState>,
+    /// Flush before answering: the boot is unknown, so the journal may be read back after a
+    /// reboot, when only what reached the disk is there.
+    flush_before_answer: bool,
 }
 
 /// The flush behind the writes.
@@ -348,7 +371,8 @@ struct FlushState {
     running: bool,
     /// Appends were made since the running flush started.
     pending: bool,
-    /// The file appends go to now.
+    /// The file appends go to now; set by the writer, under its lock, so it is never older
+    /// than the last append.
     target: Option<Arc<dyn Flush>>,
     /// A flush failed: the disk may lack lines the page cache showed; the next write is a
     /// snapshot.
@@ -385,9 +409,19 @@ impl Writer {
         self.storage.rewrite(&bytes).map_err(|e| self.io(e))?;
         self.len = bytes.len() as u64;
         self.appended = 0;
-        self.dirty = false;
-        // A new file: appends go there now.
-        self.flusher = Some(Arc::from(self.storage.flusher().map_err(|e| self.io(e))?));
+        // A new file, on disk whole: appends go there now. Without a way to flush it (no
+        // descriptor left), appending would go unflushed: the next write is a snapshot again.
+        match self.storage.flusher() {
+            Ok(flusher) => {
+                self.flusher = Some(Arc::from(flusher));
+                self.dirty = false;
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "the journal's new file cannot be flushed later; the next write rewrites it again");
+                self.flusher = None;
+                self.dirty = true;
+            }
+        }
         Ok(())
     }
 
@@ -439,7 +473,7 @@ fn apply(entries: &mut BTreeMap<String, String>, changes: Vec<Change>) {
 
 impl Shared {
     /// Writes everything queued, answers each caller, then flushes (on the calling blocking
-    /// thread, after the answers).
+    /// thread, after the answers; before them while the boot is unknown).
     fn write_queued(&self) {
         let mut writer = self.writer.lock();
         let group = std::mem::take(&mut *self.queue.lock());
@@ -458,27 +492,42 @@ impl Shared {
         if std::mem::take(&mut self.flush.lock().failed) {
             writer.dirty = true;
         }
-        let result = writer.write(changes, &bytes);
+        let before = self.flush_before_answer.then(|| writer.entries.clone());
+        let mut result = writer.write(changes, &bytes);
         // A snapshot is on disk already; a failed write left nothing new to flush (and, if it
         // was a snapshot, the writer stays dirty).
-        let flush = match &result {
-            Ok(false) => writer.flusher.clone(),
-            Ok(true) | Err(_) => None,
-        };
+        let appended = matches!(result, Ok(false));
+        if appended
+            && self.flush_before_answer
+            && let Some(Err(e)) = writer.flusher.as_ref().map(|f| f.flush())
+        {
+            // The lines are in the file but not known to be on disk: refused, so the replica
+            // forgets them too, and the next write rewrites the file whole from it.
+            if let Some(before) = before {
+                writer.entries = before;
+            }
+            writer.dirty = true;
+            result = Err(writer.io(e));
+        }
+        let flush_behind = appended && !self.flush_before_answer;
+        if flush_behind {
+            let mut state = self.flush.lock();
+            state.target = writer.flusher.clone();
+            state.pending = true;
+        }
         drop(writer);
         for done in answers {
             let _ = done.send(result.clone().map(|_| ()));
         }
-        if let Some(target) = flush {
-            self.flush_behind(target);
+        if flush_behind {
+            self.run_flushes();
         }
     }
 
-    /// Flushes `target` unless a flush is running (which is then told to go once more).
-    fn flush_behind(&self, target: Arc<dyn Flush>) {
+    /// Flushes the current file until no append is pending, unless another thread is doing so
+    /// (it then sees the pending append: both look under the same lock).
+    fn run_flushes(&self) {
         let mut state = self.flush.lock();
-        state.target = Some(target);
-        state.pending = true;
         if state.running {
             return;
         }
@@ -499,17 +548,20 @@ impl Shared {
 
 impl Journal {
     /// Starts the journal at `path` for boot `boot_id`, holding `entries`: writes them as a
-    /// fresh snapshot first (which also drops a torn tail and records this boot).
+    /// fresh snapshot first (which also drops a torn tail and records this boot). With no boot
+    /// ID (the kernel did not give one), a later start cannot tell a reboot happened, so every
+    /// commit is flushed before it is answered.
     pub(crate) async fn start(
         path: PathBuf,
         storage: impl Storage,
-        boot_id: String,
+        boot_id: Option<String>,
         entries: BTreeMap<String, Value>,
     ) -> Result<Self, JournalError> {
+        let flush_before_answer = boot_id.is_none();
         let mut writer = Writer {
             path: path.clone(),
             storage: Box::new(storage),
-            boot_id,
+            boot_id: boot_id.unwrap_or_else(|| "unknown".into()),
             entries: entries.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
             len: 0,
             appended: 0,
@@ -528,6 +580,7 @@ impl Journal {
                 queue: parking_lot::Mutex::default(),
                 writer: parking_lot::Mutex::new(writer),
                 flush: parking_lot::Mutex::default(),
+                flush_before_answer,
             }),
         })
     }
@@ -551,27 +604,33 @@ impl Journal {
         })
     }
 
-    /// Flushes what was written to disk now (at shutdown), waiting for it.
+    /// Flushes what was written to disk now (at shutdown), waiting for it; after a failed flush
+    /// (whose error the kernel reports only once), rewrites the file whole instead.
     pub(crate) async fn flush(&self) -> Result<(), JournalError> {
         let shared = self.shared.clone();
-        let target = self.shared.writer.lock().flusher.clone();
-        let Some(target) = target else { return Ok(()) };
         let result = tokio::task::spawn_blocking(move || {
             // No write while it runs: it covers everything written so far.
-            let _writer = shared.writer.lock();
-            target.flush()
+            let mut writer = shared.writer.lock();
+            if std::mem::take(&mut shared.flush.lock().failed) || writer.dirty {
+                return writer.write_snapshot();
+            }
+            match writer.flusher.clone() {
+                Some(target) => target.flush().map_err(|e| writer.io(e)),
+                None => Ok(()),
+            }
         })
         .await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(JournalError::Io {
+        result.unwrap_or_else(|_| {
+            Err(JournalError::Lost {
                 path: self.path.clone(),
-                source: Arc::new(source),
-            }),
-            Err(_) => Err(JournalError::Lost {
-                path: self.path.clone(),
-            }),
-        }
+            })
+        })
+    }
+
+    /// Whether a flush failed and the next write is to rewrite the file (tests).
+    #[cfg(test)]
+    pub(crate) fn flush_failed(&self) -> bool {
+        self.shared.flush.lock().failed
     }
 
     /// The file.
@@ -728,7 +787,7 @@ mod tests {
     async fn commits_are_durable_grouped_and_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("netdra-state");
-        let journal = Journal::start(path.clone(), FileStorage::new(&path), "b".into(), BTreeMap::new())
+        let journal = Journal::start(path.clone(), FileStorage::new(&path), Some("b".into()), BTreeMap::new())
             .await
             .unwrap();
         let commits = (0..20).map(|i| journal.commit(vec![(format!("k{i}"), Some(i.to_string()))]));
@@ -751,7 +810,7 @@ mod tests {
             inner: FileStorage::new(&path),
             faults: faults.clone(),
         };
-        let journal = Journal::start(path.clone(), storage, "b".into(), BTreeMap::new())
+        let journal = Journal::start(path.clone(), storage, Some("b".into()), BTreeMap::new())
             .await
             .unwrap();
         journal.commit(vec![("a".into(), Some("1".into()))]).await.unwrap();
@@ -774,7 +833,7 @@ mod tests {
             inner: FileStorage::new(&path),
             faults: faults.clone(),
         };
-        let journal = Journal::start(path.clone(), storage, "b".into(), BTreeMap::new())
+        let journal = Journal::start(path.clone(), storage, Some("b".into()), BTreeMap::new())
             .await
             .unwrap();
         let flushed = || async {
@@ -793,7 +852,8 @@ mod tests {
         // A snapshot lists its keys in order; appending would have put `z` first.
         let keys: Vec<&str> = text.lines().skip(2).map(|l| &l[24..25]).collect();
         assert_eq!(keys, ["a", "z"], "rewritten whole\n{text}");
-        // While the rewrite fails, commits are refused and change nothing.
+        // While the rewrite fails, commits are refused and change nothing; the next one that
+        // succeeds is the rewrite (appending would have left `c` and `e` after `z`).
         faults.fail_next_flush(1);
         journal.commit(vec![("c".into(), Some("3".into()))]).await.unwrap();
         flushed().await;
@@ -801,16 +861,55 @@ mod tests {
         let e = journal.commit(vec![("d".into(), Some("4".into()))]).await.unwrap_err();
         assert!(e.to_string().contains("injected: write failed"), "{e}");
         journal.commit(vec![("e".into(), Some("5".into()))]).await.unwrap();
-        let entries = load(&path).await.unwrap().entries;
-        assert_eq!(entries.keys().collect::<Vec<_>>(), ["a", "c", "e", "z"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys: Vec<&str> = text.lines().skip(2).map(|l| &l[24..25]).collect();
+        assert_eq!(keys, ["a", "c", "e", "z"], "rewritten whole\n{text}");
         journal.flush().await.unwrap();
+    }
+
+    #[test]
+    fn a_damaged_journal_still_names_its_boot() {
+        let mut bytes = snapshot("boot-0", &BTreeMap::new());
+        bytes.extend(changes_bytes(&[("k".into(), Some("1".into()))]));
+        bytes.extend(b"\0\0\0\0 zeros a power loss left\n");
+        bytes.extend(changes_bytes(&[("k".into(), Some("2".into()))]));
+        assert!(decode(Path::new("j"), &bytes).is_err());
+        assert_eq!(boot_of(&bytes).as_deref(), Some("boot-0"));
+        assert_eq!(boot_of(b"netdra-journal v2\n"), None);
+        assert_eq!(boot_of(b"something else\n"), None);
+    }
+
+    /// Without a boot ID, a commit is on disk before it is answered: a failed flush refuses
+    /// it, and the next commit rewrites the file whole.
+    #[tokio::test]
+    async fn with_no_boot_id_a_commit_is_flushed_before_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let faults = Faults::default();
+        let storage = FaultyStorage {
+            inner: FileStorage::new(&path),
+            faults: faults.clone(),
+        };
+        let journal = Journal::start(path.clone(), storage, None, BTreeMap::new())
+            .await
+            .unwrap();
+        faults.fail_next_flush(1);
+        let e = journal.commit(vec![("z".into(), Some("1".into()))]).await.unwrap_err();
+        assert!(e.to_string().contains("injected: fdatasync failed"), "{e}");
+        assert_eq!(faults.flushes_pending(), 0, "flushed before the answer");
+        journal.commit(vec![("a".into(), Some("2".into()))]).await.unwrap();
+        let contents = load(&path).await.unwrap();
+        assert_eq!(contents.boot_id.as_deref(), Some("unknown"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys: Vec<&str> = text.lines().skip(2).map(|l| &l[24..25]).collect();
+        assert_eq!(keys, ["a"], "rewritten whole, without the refused `z`\n{text}");
     }
 
     #[tokio::test]
     async fn many_records_are_compacted_into_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("netdra-state");
-        let journal = Journal::start(path.clone(), FileStorage::new(&path), "b".into(), BTreeMap::new())
+        let journal = Journal::start(path.clone(), FileStorage::new(&path), Some("b".into()), BTreeMap::new())
             .await
             .unwrap();
         for i in 0..COMPACT_AFTER + 3 {
@@ -825,10 +924,11 @@ mod tests {
     }
 
     proptest! {
-        /// Any bytes give contents or an error, never a panic.
+        /// Any bytes give contents or an error, never a panic; and a boot or none.
         #[test]
         fn decoding_outside_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(Path::new("j"), &bytes);
+            let _ = boot_of(&bytes);
         }
 
         /// Any line after a valid header and boot record gives contents or an error.

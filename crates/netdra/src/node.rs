@@ -157,7 +157,7 @@ pub(crate) struct Node<D, K: Kernel> {
     pub driver_name: String,
     pub driver: D,
     kernel: K,
-    journal: Journal,
+    pub(crate) journal: Journal,
     /// Committed claims by UID: what the journal holds.
     claims: Mutex<BTreeMap<String, Claim>>,
     /// Prepared claims not committed yet: the kubelet plugin commits its batch next.
