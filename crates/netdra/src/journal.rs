@@ -730,6 +730,21 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// A journal on a real file whose writes and flushes fail on demand, started in `boot`.
+    async fn faulty_journal(boot: Option<&str>) -> (tempfile::TempDir, Faults, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netdra-state");
+        let faults = Faults::default();
+        let storage = FaultyStorage {
+            inner: FileStorage::new(&path),
+            faults: faults.clone(),
+        };
+        let journal = Journal::start(path, storage, boot.map(str::to_owned), BTreeMap::new())
+            .await
+            .unwrap();
+        (dir, faults, journal)
+    }
+
     #[test]
     fn a_snapshot_has_golden_bytes_and_decodes_to_its_entries() {
         let entries = BTreeMap::from([("claim/u1".to_owned(), json!({"a": 1}))]);
@@ -803,16 +818,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_append_changes_nothing_and_the_next_commit_works() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, faults, journal) = faulty_journal(Some("b")).await;
         let path = dir.path().join("netdra-state");
-        let faults = Faults::default();
-        let storage = FaultyStorage {
-            inner: FileStorage::new(&path),
-            faults: faults.clone(),
-        };
-        let journal = Journal::start(path.clone(), storage, Some("b".into()), BTreeMap::new())
-            .await
-            .unwrap();
         journal.commit(vec![("a".into(), Some("1".into()))]).await.unwrap();
         faults.fail_next(1);
         let e = journal.commit(vec![("b".into(), Some("2".into()))]).await.unwrap_err();
@@ -826,16 +833,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_flush_makes_the_next_commit_a_whole_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, faults, journal) = faulty_journal(Some("b")).await;
         let path = dir.path().join("netdra-state");
-        let faults = Faults::default();
-        let storage = FaultyStorage {
-            inner: FileStorage::new(&path),
-            faults: faults.clone(),
-        };
-        let journal = Journal::start(path.clone(), storage, Some("b".into()), BTreeMap::new())
-            .await
-            .unwrap();
         let flushed = || async {
             while journal.shared.flush.lock().running || faults.flushes_pending() > 0 {
                 tokio::task::yield_now().await;
@@ -883,16 +882,8 @@ mod tests {
     /// it, and the next commit rewrites the file whole.
     #[tokio::test]
     async fn with_no_boot_id_a_commit_is_flushed_before_its_answer() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, faults, journal) = faulty_journal(None).await;
         let path = dir.path().join("netdra-state");
-        let faults = Faults::default();
-        let storage = FaultyStorage {
-            inner: FileStorage::new(&path),
-            faults: faults.clone(),
-        };
-        let journal = Journal::start(path.clone(), storage, None, BTreeMap::new())
-            .await
-            .unwrap();
         faults.fail_next_flush(1);
         let e = journal.commit(vec![("z".into(), Some("1".into()))]).await.unwrap_err();
         assert!(e.to_string().contains("injected: fdatasync failed"), "{e}");
