@@ -820,14 +820,18 @@ mod tests {
         assert!(route.attributes.contains(&RouteAttribute::Priority(10)));
     }
 
-    #[test]
-    fn two_interfaces_named_alike_in_one_pod_are_refused_before_any_change() {
-        let config = InterfaceConfig {
+    fn named_net1() -> ValidConfig {
+        InterfaceConfig {
             name: Some("net1".into()),
             ..Default::default()
         }
         .validate()
-        .expect("valid");
+        .expect("valid")
+    }
+
+    #[test]
+    fn two_interfaces_named_alike_in_one_pod_are_refused_before_any_change() {
+        let config = named_net1();
         // No root needed: the names are compared before anything is opened.
         let netns = Netns::current().expect("own namespace");
         let err = attach_all(
@@ -840,12 +844,7 @@ mod tests {
 
     #[test]
     fn records_that_are_not_the_requests_own_are_refused_before_any_change() {
-        let config = InterfaceConfig {
-            name: Some("net1".into()),
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
+        let config = named_net1();
         // No root needed: the records are compared before anything is opened.
         let netns = Netns::current().expect("own namespace");
         let requests = [AttachRequest::new("eth1", &config), AttachRequest::new("eth2", &config)];

@@ -345,6 +345,15 @@ impl World {
         self.kernel.add_netns(&netns_path(pod))
     }
 
+    /// The runtime's resync after a restart lists pod `a`: claim `c`'s `host` interface ends
+    /// in the pod's namespace (`inode`) as net1, journaled attached.
+    async fn resync_pod_a_attaches(&self, host: &str, inode: u64) {
+        self.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
+        self.settle().await;
+        assert_eq!(self.place(host), format!("net:[{inode}] as net1"));
+        assert_eq!(self.journal(), phases(&[("c", "attached")]));
+    }
+
     async fn run_pod(&self, pod: &str) -> Result<(), String> {
         self.runtime()
             .run_pod_sandbox(&sandbox(pod))
@@ -536,10 +545,7 @@ async fn crash_after_intent_before_move_then_resync_attaches() {
     w.restart().await;
     assert_eq!(w.place("eth0"), "host as eth0");
     assert_eq!(w.journal(), phases(&[("c", "detached")]));
-    w.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
-    w.settle().await;
-    assert_eq!(w.place("eth0"), format!("net:[{inode}] as net1"));
-    assert_eq!(w.journal(), phases(&[("c", "attached")]));
+    w.resync_pod_a_attaches("eth0", inode).await;
     assert_eq!(w.status("c")[0].0, "True");
 }
 
@@ -558,10 +564,7 @@ async fn crash_after_move_before_outcome_is_undone_and_redone() {
     assert_eq!(w.journal(), phases(&[("c", "attaching")]));
     w.restart().await;
     assert_eq!(w.place("eth1"), "host as eth1", "an interrupted attach is undone");
-    w.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
-    w.settle().await;
-    assert_eq!(w.place("eth1"), format!("net:[{inode}] as net1"));
-    assert_eq!(w.journal(), phases(&[("c", "attached")]));
+    w.resync_pod_a_attaches("eth1", inode).await;
     assert_eq!(w.status("c")[0].0, "True");
 }
 
@@ -576,10 +579,7 @@ async fn crash_after_outcome_keeps_the_interface_in_the_pod() {
     w.settle().await;
     w.api.claims.lock().values_mut().for_each(|c| c.devices.clear());
     w.restart().await;
-    w.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
-    w.settle().await;
-    assert_eq!(w.place("eth0"), format!("net:[{inode}] as net1"));
-    assert_eq!(w.journal(), phases(&[("c", "attached")]));
+    w.resync_pod_a_attaches("eth0", inode).await;
     assert_eq!(
         w.status("c")[0].0,
         "True",
@@ -804,10 +804,7 @@ async fn a_failed_flush_behind_prepare_rewrites_the_journal_whole_at_the_next_wr
     );
     w.settle().await;
     w.restart().await;
-    w.runtime().synchronize(vec![sandbox("a")], vec![]).await.unwrap();
-    w.settle().await;
-    assert_eq!(w.place("eth0"), format!("net:[{inode}] as net1"));
-    assert_eq!(w.journal(), phases(&[("c", "attached")]));
+    w.resync_pod_a_attaches("eth0", inode).await;
 }
 
 /// A power loss can leave the journal damaged after its first record (its appends were flushed
