@@ -3,7 +3,7 @@
 IMAGE ?= netdra:dev
 CLUSTER ?= netdra
 
-.PHONY: build test lint bench image kind-cluster kind-load deploy demo
+.PHONY: build test lint bench image image-archive kind-cluster kind-load deploy helm-install demo
 
 build:
 	cargo build --release -p netdra-driver
@@ -22,6 +22,10 @@ bench:
 image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
+# The same image without Docker: an OCI archive (target/image/netdra.tar).
+image-archive:
+	scripts/image.sh
+
 kind-cluster:
 	kind create cluster --name $(CLUSTER) --config deploy/kind.yaml
 
@@ -30,6 +34,9 @@ kind-load: image
 
 deploy:
 	kubectl apply -f deploy/install.yaml
+
+helm-install:
+	scripts/helm.sh install netdra deploy/helm/netdra --namespace netdra --create-namespace
 
 demo:
 	scripts/demo.sh

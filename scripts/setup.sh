@@ -44,3 +44,8 @@ if ! bash tests/cluster/cluster.sh setup; then
     fi
     echo "setup: Kubernetes could not be built (above); the cluster test will be skipped" >&2
 fi
+
+# helm, for the chart's tests and its install on the real cluster: built from its Go module once
+# per version into the cache (scripts/helm.sh).
+say "helm from its Go module (scripts/helm.sh)"
+bash scripts/helm.sh version --short

@@ -12,7 +12,10 @@
 #                       containerd (teardown); the run directory is removed
 #   cluster.sh status   which components run
 #   cluster.sh built    exit status: whether the binaries are in the cache
-#   cluster.sh env      KUBECONFIG=…, NODE_NAME=…, the kubelet's directories, CRI and NRI sockets
+#   cluster.sh env      KUBECONFIG=…, NODE_NAME=…, API_SERVER=…, the kubelet's directories, CRI
+#                       and NRI sockets
+#   cluster.sh load ARCHIVE   import an OCI image archive into the node's containerd (as
+#                       `kind load image-archive` does), for pods with imagePullPolicy Never
 #
 # NETDRA_CLUSTER_DIR (default /tmp/netdra-cluster) holds the run; NETDRA_CLUSTER_CACHE the
 # binaries (default ~/.cache/netdra/kubernetes-<version>). NETDRA_K8S_VERSION picks the version
@@ -43,6 +46,10 @@ KUBELET_PORT=20250
 KUBELET_HEALTHZ_PORT=20248
 # Every pod's cgroups under one root of ours, removed at stop.
 CGROUP_ROOT=/netdra-cluster
+# The node's address, on a veth of ours (the kubelet refuses a loopback node IP, and without an
+# address the API server cannot reach the kubelet: no `kubectl logs`). Private to this host.
+NODE_LINK=ndk8snode
+NODE_IP=10.254.254.1
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -131,7 +138,9 @@ certificates() {
     sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc
 extendedKeyUsage=serverAuth"
     sign admin "/O=system:masters/CN=netdra-cluster-admin" "extendedKeyUsage=clientAuth"
-    sign kubelet "/CN=$NODE" "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:$NODE
+    # The API server's identity at the kubelet: pods' logs (`kubectl logs`) go through it.
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+    sign kubelet "/CN=$NODE" "subjectAltName=IP:$NODE_IP,IP:127.0.0.1,DNS:localhost,DNS:$NODE
 extendedKeyUsage=serverAuth"
     cat > "$RUN/kubeconfig" <<EOF
 apiVersion: v1
@@ -157,7 +166,7 @@ kubelet_config() {
     cat > "$RUN/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $NODE_IP
 port: $KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -200,6 +209,7 @@ start() {
     printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET" > "$RUN/containerd.env"
     certificates
     kubelet_config
+    node_address
 
     launch etcd "$BIN/etcd" --name netdra --data-dir "$RUN/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -214,6 +224,9 @@ start() {
         --secure-port "$API_PORT" \
         --tls-cert-file "$RUN/pki/apiserver.crt" --tls-private-key-file "$RUN/pki/apiserver.key" \
         --client-ca-file "$RUN/pki/ca.crt" --service-account-issuer https://kubernetes.default.svc \
+        --kubelet-client-certificate "$RUN/pki/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP \
         --service-account-key-file "$RUN/pki/sa.pub" --service-account-signing-key-file "$RUN/pki/sa.key" \
         --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true
     wait_for kube-apiserver kube-apiserver 60 api /readyz
@@ -226,17 +239,39 @@ start() {
     launch kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$RUN/kubeconfig" \
         --authentication-kubeconfig "$RUN/kubeconfig" --authorization-kubeconfig "$RUN/kubeconfig" \
         --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false
+    shared_netns_dir
     # The kubelet wants its cgroup root to exist in every hierarchy.
     for hierarchy in /sys/fs/cgroup/*/; do
         mkdir -p "$hierarchy${CGROUP_ROOT#/}"
     done
     launch kubelet "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$RUN/kubeconfig" \
-        --root-dir "$RUN/kubelet" --hostname-override "$NODE" --node-ip 127.0.0.1 -v 4
+        --root-dir "$RUN/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP" -v 4
     wait_for kubelet "node $NODE Ready" 120 node_ready
     wait_for kube-controller-manager "the default ServiceAccount" 60 api /api/v1/namespaces/default/serviceaccounts/default
     trap - EXIT
     log "Kubernetes $VERSION running in $RUN (node $NODE)"
     print_env
+}
+
+# Pods' network namespaces are bind mounts under /run/netns, which a DaemonSet pod (netdra's
+# agent) sees through a HostToContainer (rslave) mount: namespaces made after it started reach
+# it only when the directory is a shared mount, as on a node whose init makes / shared. `ip
+# netns` makes it so the same way; a mount made here is undone at stop.
+shared_netns_dir() {
+    mkdir -p /run/netns
+    if ! mountpoint -q /run/netns; then
+        mount --bind /run/netns /run/netns
+        touch "$RUN/netns-mount"
+    fi
+    mount --make-shared /run/netns
+}
+
+node_address() {
+    ip link del "$NODE_LINK" 2>/dev/null || true
+    ip link add "$NODE_LINK" type veth peer name "${NODE_LINK}p"
+    ip addr add "$NODE_IP/32" dev "$NODE_LINK"
+    ip link set "$NODE_LINK" up
+    ip link set "${NODE_LINK}p" up
 }
 
 node_ready() {
@@ -248,8 +283,8 @@ sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in condit
 
 print_env() {
     cat "$RUN/containerd.env"
-    printf 'KUBECONFIG=%s\nNODE_NAME=%s\nKUBELET_ROOT=%s\nKUBELET_LOG=%s\nKUBERNETES_VERSION=%s\nCONTAINERD=%s\n' \
-        "$RUN/kubeconfig" "$NODE" "$RUN/kubelet" "$RUN/logs/kubelet.log" "$VERSION" "$CONTAINERD"
+    printf 'KUBECONFIG=%s\nNODE_NAME=%s\nAPI_SERVER=%s\nKUBELET_ROOT=%s\nKUBELET_LOG=%s\nKUBERNETES_VERSION=%s\nCONTAINERD=%s\n' \
+        "$RUN/kubeconfig" "$NODE" "127.0.0.1:$API_PORT" "$RUN/kubelet" "$RUN/logs/kubelet.log" "$VERSION" "$CONTAINERD"
 }
 
 # Pods the test left (it failed midway): deleted through the API while the kubelet still runs,
@@ -303,6 +338,11 @@ stop() {
         awk -v root="$RUN/kubelet" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
             while read -r mount; do umount "$mount" 2>/dev/null || umount -l "$mount" || true; done
     fi
+    # Its peer goes with it.
+    ip link del "$NODE_LINK" 2>/dev/null || true
+    if [ -f "$RUN/netns-mount" ]; then
+        umount /run/netns 2>/dev/null || log "/run/netns is still in use; its shared mount is left"
+    fi
     # The kubelet's cgroups, deepest first, under the root the config named.
     for hierarchy in /sys/fs/cgroup/*/; do
         [ -d "$hierarchy${CGROUP_ROOT#/}" ] || continue
@@ -325,5 +365,9 @@ case "${1:-}" in
     status) status ;;
     built) [ -f "$BIN/.complete" ] ;;
     env) print_env ;;
-    *) die "usage: $0 setup|start|stop|status|built|env" ;;
+    load)
+        [ -f "${2:-}" ] || die "load: no image archive '${2:-}'"
+        bash "$ROOT/tests/e2e/containerd.sh" import "$CONTAINERD" "$2"
+        ;;
+    *) die "usage: $0 setup|start|stop|status|built|env|load ARCHIVE" ;;
 esac

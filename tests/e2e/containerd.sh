@@ -16,12 +16,14 @@
 #   containerd.sh restart FLAVOR      stop, then start (the NRI socket is recreated)
 #   containerd.sh teardown FLAVOR     stop it, end the shims it left (by recorded PID files), drop its state
 #   containerd.sh env     FLAVOR      print CRI_SOCKET=..., NRI_SOCKET=...
+#   containerd.sh import  FLAVOR ARCHIVE  import an OCI image archive into its CRI image store
 #
 # Everything lives in $NETDRA_E2E_DIR (default /tmp/netdra-e2e). Root is required.
 set -euo pipefail
 
 E2E=${NETDRA_E2E_DIR:-/tmp/netdra-e2e}
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -160,7 +162,7 @@ setup() {
     log "pause image"
     mkdir -p "$E2E/pause"
     gcc -static -Os -s -o "$E2E/pause/pause" "$HERE/pause.c"
-    python3 "$HERE/mkimage.py" "$E2E/pause/pause.tar" localhost/pause:netdra /pause "$E2E/pause/pause:/pause"
+    python3 "$ROOT/scripts/mkimage.py" "$E2E/pause/pause.tar" localhost/pause:netdra /pause "$E2E/pause/pause:/pause"
     rm -rf "$E2E/debs"
     touch "$E2E/ready"
 }
@@ -320,6 +322,13 @@ print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET
 cmd=${1:-}
 case "$cmd" in
     setup) setup ;;
+    import)
+        flavor_vars "${2:-}"
+        [ -f "${3:-}" ] || die "import: no image archive '${3:-}'"
+        running || die "import: containerd $FLAVOR is not running"
+        # The CRI plugin's namespace: what the kubelet's pods are made from.
+        "$BIN/ctr" -a "$CRI_SOCKET" -n k8s.io images import "$3" >&2
+        ;;
     start | stop | restart | teardown | env | build)
         flavor_vars "${2:-}"
         case "$cmd" in
@@ -331,5 +340,5 @@ case "$cmd" in
             env) print_env ;;
         esac
         ;;
-    *) die "usage: $0 setup | build|start|stop|restart|teardown|env FLAVOR" ;;
+    *) die "usage: $0 setup | build|start|stop|restart|teardown|env FLAVOR | import FLAVOR ARCHIVE" ;;
 esac

@@ -4,12 +4,14 @@
 //! ```text
 //! netdra [run]      the node agent (the default)
 //! netdra inventory  print the ResourceSlices this node would publish, as YAML (no cluster)
-//! netdra demo       a pod's whole network lifecycle on this host, no cluster (root)
+//! netdra demo       a pod's whole network lifecycle on this host, no cluster (root; the
+//!                   `demo` feature, left out of the image)
 //! ```
 //!
 //! Every flag also reads from an environment variable (`netdra --help` lists them). A bad value
 //! stops start-up with a message naming the flag.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod health;
 mod template;
@@ -41,6 +43,7 @@ enum Command {
     Run,
     /// Print the ResourceSlices this node would publish, as YAML; needs no cluster.
     Inventory,
+    #[cfg(feature = "demo")]
     /// Walk a pod's network lifecycle on this host with no cluster (needs root): veth NICs,
     /// the agent against an in-process API server, the scheduler's and the kubelet's parts
     /// played here, pods on containerd (--cri-socket) or else on the NRI runtime harness.
@@ -102,8 +105,9 @@ struct Flags {
     /// the default rule (device-backed interfaces, not the uplink or pod networking) when absent.
     #[arg(long, env = "DEVICE_FILTER", global = true)]
     device_filter: Option<String>,
-    /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:9177", global = true)]
+    /// Address of the /metrics, /healthz and /readyz endpoints. The agent runs on the host's
+    /// network: loopback keeps them off the node's other addresses unless asked.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "127.0.0.1:9177", global = true)]
     metrics_address: SocketAddr,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -242,6 +246,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => match cli.command.clone().unwrap_or(Command::Run) {
             Command::Run => run(&cli.flags).await,
             Command::Inventory => inventory(&cli.flags).await,
+            #[cfg(feature = "demo")]
             Command::Demo {
                 cri_socket,
                 step_delay_ms,

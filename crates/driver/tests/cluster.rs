@@ -22,8 +22,9 @@
 //!   again: republished.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod real_node;
+
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -36,92 +37,11 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, DynamicObject, ListParams, PostParams},
-    core::GroupVersionKind,
+    api::{DeleteParams, ListParams, PostParams},
 };
+use real_node::*;
 use serde_json::{Value, json};
 use testkit::HostSnapshot;
-
-const DRIVER: &str = "netdra.dev";
-const NIC: &str = "ndk8s0";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cluster_cmd(args: &str) -> String {
-    testkit::command_output(
-        Command::new("bash")
-            .arg(workspace().join("tests/cluster/cluster.sh"))
-            .arg(args),
-    )
-}
-
-fn built() -> bool {
-    let out = Command::new("bash")
-        .arg(workspace().join("tests/cluster/cluster.sh"))
-        .arg("built")
-        .output()
-        .unwrap();
-    out.status.success()
-}
-
-fn ip(args: &[&str]) -> String {
-    testkit::command_output(Command::new("ip").args(args))
-}
-
-/// The running cluster: stopped (every process, mount and cgroup) when dropped.
-struct Cluster {
-    env: BTreeMap<String, String>,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        // The guard exists before the start, so a start that panics still stops what ran.
-        let mut cluster = Self { env: BTreeMap::new() };
-        cluster.env = cluster_cmd("start")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        cluster
-    }
-
-    fn var(&self, name: &str) -> &str {
-        &self.env[name]
-    }
-
-    fn kubelet_log(&self) -> String {
-        std::fs::read_to_string(self.var("KUBELET_LOG")).unwrap_or_default()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(workspace().join("tests/cluster/cluster.sh"))
-            .arg("stop")
-            .status();
-    }
-}
-
-/// The test's veth pair, deleted by name when dropped.
-struct Veth;
-
-impl Veth {
-    fn create() -> Self {
-        let _ = Command::new("ip").args(["link", "del", NIC]).output();
-        ip(&["link", "add", NIC, "type", "veth", "peer", "name", &format!("{NIC}p")]);
-        ip(&["link", "set", &format!("{NIC}p"), "up"]);
-        Self
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", NIC]).output();
-    }
-}
 
 /// The netdra binary as a host process, with its log in a file.
 struct Driver {
@@ -190,72 +110,6 @@ impl Drop for Driver {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn admin(cluster: &Cluster) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(cluster.var("KUBECONFIG")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-/// Every document of a deploy manifest.
-fn documents(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(workspace().join("deploy").join(file)).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-async fn dynamic_api(client: &Client, object: &Value) -> Api<DynamicObject> {
-    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_owned(), v.to_owned()),
-        None => (String::new(), object["apiVersion"].as_str().unwrap().to_owned()),
-    };
-    let gvk = GroupVersionKind::gvk(&group, &version, object["kind"].as_str().unwrap());
-    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    match object.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(ns) if capabilities.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    }
-}
-
-/// Creates `object` (for real, or as a server-side dry run), naming it on failure.
-async fn create(client: &Client, object: &Value, dry_run: bool) {
-    let api = dynamic_api(client, object).await;
-    let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
-    let params = PostParams {
-        dry_run,
-        ..PostParams::default()
-    };
-    if let Err(e) = api.create(&params, &dynamic).await {
-        panic!(
-            "{} {} (dry run: {dry_run}): {e}",
-            object["kind"], object["metadata"]["name"]
-        );
-    }
-}
-
 /// A kubeconfig with the netdra ServiceAccount's token: the driver runs under install.yaml's RBAC.
 /// The token is bound to the node, as a DaemonSet pod's projected token is (through its pod): the
 /// API server then knows the writer is on the claim's node, which is what the
@@ -281,118 +135,7 @@ async fn service_account_kubeconfig(client: &Client, cluster: &Cluster, path: &P
         .create_subresource("token", "netdra", &PostParams::default(), &request)
         .await
         .unwrap();
-    let token = token.status.unwrap().token;
-    let admin = std::fs::read_to_string(cluster.var("KUBECONFIG")).unwrap();
-    let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap();
-    let ca = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
-        .unwrap();
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: netdra\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: netdra}}\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-}
-
-/// The published device whose interface is `ifname`, from the real API server.
-async fn published(slices: &Api<ResourceSlice>, node: &str, ifname: &str) -> Option<String> {
-    let list = slices.list(&ListParams::default()).await.ok()?;
-    list.items
-        .iter()
-        .filter(|s| s.spec.driver == DRIVER && s.spec.node_name.as_deref() == Some(node))
-        .flat_map(|s| s.spec.devices.iter().flatten())
-        .find(|d| {
-            d.attributes
-                .as_ref()
-                .and_then(|a| a.get("ifName"))
-                .and_then(|v| v.string.as_deref())
-                == Some(ifname)
-        })
-        .map(|d| d.name.clone())
-}
-
-/// The pod sandbox's network namespace name, through CRI.
-async fn pod_netns(cri_socket: &str, pod_uid: &str) -> String {
-    use hyper_util::rt::TokioIo;
-    use k8s_cri::v1::{
-        ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient,
-    };
-    let socket = PathBuf::from(cri_socket);
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .unwrap();
-    let mut cri = RuntimeServiceClient::new(channel);
-    let filter = PodSandboxFilter {
-        label_selector: [("io.kubernetes.pod.uid".to_owned(), pod_uid.to_owned())].into(),
-        ..Default::default()
-    };
-    let sandboxes = cri
-        .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
-    let id = sandboxes.first().expect("the pod has a sandbox").id.clone();
-    let status = cri
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id,
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info = status.info.values().cloned().collect::<Vec<_>>().join(" ");
-    let at = info.find("/var/run/netns/").expect("the sandbox names its netns") + "/var/run/netns/".len();
-    info[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
-}
-
-fn template(device_selector: &str) -> Value {
-    json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": "secondary-nic", "namespace": "default"},
-        "spec": {"spec": {"devices": {
-            "requests": [{"name": "nic", "exactly": {
-                "deviceClassName": DRIVER,
-                "selectors": [{"cel": {"expression": device_selector}}],
-            }}],
-            // Keys in this order on purpose: not sorted, as a client other than kubectl sends them.
-            "config": [{"requests": ["nic"], "opaque": {"driver": DRIVER, "parameters": {
-                "kind": "InterfaceConfig",
-                "apiVersion": "netdra.dev/v1alpha1",
-                "name": "net1",
-                "mtu": 1400,
-                "addresses": ["10.230.0.2/24"],
-                "routes": [{"destination": "10.231.0.0/16", "gateway": "10.230.0.1"}],
-            }}}],
-        }}},
-    })
-}
-
-fn pod() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "with-secondary-nic", "namespace": "default"},
-        "spec": {
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "resourceClaims": [{"name": "nic", "resourceClaimTemplateName": "secondary-nic"}],
-            "containers": [{"name": "app", "image": "localhost/pause:netdra", "imagePullPolicy": "Never",
-                "resources": {"claims": [{"name": "nic"}]}}],
-        },
-    })
+    cluster.token_kubeconfig(&token.status.unwrap().token, path);
 }
 
 /// A standalone claim for the NIC: pods reference it by name, so several can share it.
@@ -430,61 +173,14 @@ fn pod_with_shared_claim(name: &str) -> Value {
     })
 }
 
-async fn running_pod(pods: &Api<Pod>, name: &str, timeout: Duration) -> Pod {
-    eventually(&format!("pod {name} running"), timeout, || {
-        let pods = pods.clone();
-        let name = name.to_owned();
-        async move {
-            let p = pods.get(&name).await.ok()?;
-            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
-        }
-    })
-    .await
-}
-
-/// Whether the kubelet's log (at -v 4) has `message` for `claim_uid` without an error.
-fn kubelet_called(log: &str, message: &str, claim_uid: &str) -> bool {
-    log.lines()
-        .any(|l| l.contains(message) && l.contains(claim_uid) && l.contains("err=null"))
-}
-
-fn ready_entry(claim: &ResourceClaim) -> Option<Value> {
-    let entry = claim
-        .status
-        .as_ref()?
-        .devices
-        .as_ref()?
-        .iter()
-        .find(|d| d.driver == DRIVER)?;
-    let ready = entry
-        .conditions
-        .as_ref()?
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    ready.then(|| serde_json::to_value(entry).unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netdra_on_a_real_kubernetes_node() {
-    if !testkit::available_or_skip(
-        testkit::is_root(),
-        "the cluster test needs root (kubelet, containerd, veths)",
-    ) || !testkit::available_or_skip(
-        built(),
-        "Kubernetes is not built (tests/cluster/cluster.sh setup, as scripts/test.sh does)",
-    ) {
+    if !cluster_available() {
         return;
     }
     let host_before = HostSnapshot::take("netdra-cluster");
     let started = Instant::now();
-    let cluster = Cluster::start();
-    println!(
-        "cluster up in {:.1}s: Kubernetes {} on containerd {}",
-        started.elapsed().as_secs_f64(),
-        cluster.var("KUBERNETES_VERSION"),
-        cluster.var("CONTAINERD")
-    );
-    let veth = Veth::create();
+    let (veth, cluster) = start_cluster();
     let dir = tempfile::tempdir().unwrap();
     let client = admin(&cluster).await;
     let node = cluster.var("NODE_NAME").to_owned();
@@ -510,41 +206,13 @@ async fn netdra_on_a_real_kubernetes_node() {
     // Published: the real API server validates and stores the slice.
     let driver = Driver::start(&cluster, &kubeconfig, dir.path());
     let slices: Api<ResourceSlice> = Api::all(client.clone());
-    let device = eventually("the NIC published", Duration::from_secs(30), || {
-        let (slices, node) = (slices.clone(), node.clone());
-        async move { published(&slices, &node, NIC).await }
-    })
-    .await;
+    let device = wait_published(&slices, &node).await;
     println!("published {NIC} as device {device} on node {node}");
 
     // The scheduler allocates, the controller-manager makes the claim, the kubelet prepares.
-    create(
-        &client,
-        &template(&format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\"")),
-        false,
-    )
-    .await;
-    create(&client, &pod(), false).await;
+    let (running, claim_name) = run_workload(&client).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let running = eventually("the pod running", Duration::from_secs(90), || {
-        let pods = pods.clone();
-        async move {
-            let p = pods.get("with-secondary-nic").await.ok()?;
-            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
-        }
-    })
-    .await;
     let pod_uid = running.metadata.uid.clone().unwrap();
-    let claim_name = running
-        .status
-        .as_ref()
-        .unwrap()
-        .resource_claim_statuses
-        .as_ref()
-        .unwrap()[0]
-        .resource_claim_name
-        .clone()
-        .unwrap();
     let claims: Api<ResourceClaim> = Api::namespaced(client.clone(), "default");
     let claim = claims.get(&claim_name).await.unwrap();
     let results = claim
@@ -588,30 +256,12 @@ async fn netdra_on_a_real_kubernetes_node() {
 
     // Inside the pod's namespace, as configured.
     let netns = pod_netns(cluster.var("CRI_SOCKET"), &pod_uid).await;
-    let link: Value = serde_json::from_str(&ip(&["-n", &netns, "-j", "addr", "show", "dev", "net1"])).unwrap();
-    let link = &link[0];
-    assert_eq!(link["mtu"], 1400);
-    assert!(link["flags"].as_array().unwrap().contains(&json!("UP")), "{link}");
-    assert!(
-        link["addr_info"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["local"] == "10.230.0.2" && a["prefixlen"] == 24),
-        "{link}"
-    );
-    let routes = ip(&["-n", &netns, "route"]);
-    assert!(routes.contains("10.231.0.0/16 via 10.230.0.1 dev net1"), "{routes}");
+    assert_net1_configured(&netns);
     assert!(!Path::new("/sys/class/net").join(NIC).exists(), "{NIC} left the host");
     println!("pod {pod_uid}: net1 in {netns} with 10.230.0.2/24, MTU 1400, the route");
 
     // The claim's status, read back from the real API server.
-    let entry = eventually("Ready=True on the claim", Duration::from_secs(30), || {
-        let claims = claims.clone();
-        let name = claim_name.clone();
-        async move { ready_entry(&claims.get(&name).await.ok()?) }
-    })
-    .await;
+    let entry = wait_ready(&claims, &claim_name).await;
     assert_eq!(entry["networkData"]["interfaceName"], "net1");
     assert_eq!(entry["networkData"]["ips"], json!(["10.230.0.2/24"]));
     println!("claim {claim_name}: {}", entry["networkData"]);
@@ -638,15 +288,8 @@ async fn netdra_on_a_real_kubernetes_node() {
     pods.delete("with-secondary-nic", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the pod gone", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move { pods.get_opt("with-secondary-nic").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
-    eventually("the NIC back on the host", Duration::from_secs(20), || async {
-        Path::new("/sys/class/net").join(NIC).exists().then_some(())
-    })
-    .await;
+    wait_pod_gone(&pods, "with-secondary-nic").await;
+    wait_nic_home(Duration::from_secs(20)).await;
     eventually("the kubelet's Unprepare", Duration::from_secs(30), || {
         let log = driver.log();
         let name = claim_name.clone();
@@ -734,12 +377,7 @@ async fn netdra_on_a_real_kubernetes_node() {
     );
     println!("holder deleted: the second pod runs with net1, claim {shared_uid} Ready=True");
     pods.delete("second", &DeleteParams::default()).await.unwrap();
-    eventually(
-        "the NIC back on the host after the second pod",
-        Duration::from_secs(60),
-        || async { Path::new("/sys/class/net").join(NIC).exists().then_some(()) },
-    )
-    .await;
+    wait_nic_home(Duration::from_secs(60)).await;
     eventually("the shared claim unprepared", Duration::from_secs(60), || {
         let log = cluster.kubelet_log();
         let uid = shared_uid.clone();
@@ -756,11 +394,7 @@ async fn netdra_on_a_real_kubernetes_node() {
     })
     .await;
     let driver = Driver::start(&cluster, &kubeconfig, dir.path());
-    eventually("the NIC published again", Duration::from_secs(30), || {
-        let (slices, node) = (slices.clone(), node.clone());
-        async move { published(&slices, &node, NIC).await }
-    })
-    .await;
+    wait_published(&slices, &node).await;
     println!("driver away past the grace period: slices wiped, then republished");
     assert!(
         !driver.log().contains(" 403 ") && !driver.log().contains("forbidden"),

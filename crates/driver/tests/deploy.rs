@@ -1,11 +1,15 @@
 //! Every document in `deploy/` parses into its typed Kubernetes object with nothing left over
-//! (a field the type does not know would be lost on the way back, and fails the test).
+//! (a field the type does not know would be lost on the way back, and fails the test), and the
+//! Helm chart (`deploy/helm/netdra`, rendered by the project's `helm`, `scripts/helm.sh`) is what
+//! `install.yaml` says: equal to its default rendering, lint-clean, and every place the driver's
+//! name appears follows its `driverName` value.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::Path;
+use std::{path::Path, process::Command};
 
 use k8s_openapi::{
     api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
         apps::v1::DaemonSet,
         core::v1::{Namespace, Pod, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding},
@@ -15,9 +19,15 @@ use k8s_openapi::{
 };
 use serde_json::Value;
 
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
 fn documents(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
+    parse(&std::fs::read_to_string(workspace().join("deploy").join(file)).unwrap())
+}
+
+fn parse(text: &str) -> Vec<Value> {
     text.split("\n---\n")
         .map(|doc| serde_yaml_ng::from_str::<Value>(doc).unwrap())
         .filter(|v| !v.is_null())
@@ -45,6 +55,10 @@ fn check(doc: &Value) -> String {
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<ClusterRole>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => strict::<ClusterRoleBinding>(doc),
         ("apps/v1", "DaemonSet") => strict::<DaemonSet>(doc),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => strict::<ValidatingAdmissionPolicy>(doc),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            strict::<ValidatingAdmissionPolicyBinding>(doc)
+        }
         ("resource.k8s.io/v1", "DeviceClass") => strict::<DeviceClass>(doc),
         ("resource.k8s.io/v1", "ResourceClaimTemplate") => strict::<ResourceClaimTemplate>(doc),
         (api, kind) => panic!("unexpected {api} {kind}"),
@@ -63,7 +77,9 @@ fn install_and_example_parse_into_their_types() {
             "ClusterRole",
             "ClusterRoleBinding",
             "DaemonSet",
-            "DeviceClass"
+            "DeviceClass",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
     let kinds: Vec<String> = documents("example.yaml").iter().map(check).collect();
@@ -93,15 +109,140 @@ fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
         .flatten()
         .map(|m| m.mount_path.as_str())
         .collect();
-    for needed in [
-        "/var/lib/kubelet/plugins_registry",
-        "/var/lib/kubelet/plugins",
-        "/var/run/nri",
-        "/var/run/netns",
-    ] {
-        assert!(mounts.contains(&needed), "{needed} not mounted: {mounts:?}");
-    }
+    // The driver's own plugin directory, not every driver's (their sockets and checkpoints).
+    assert_eq!(
+        mounts,
+        [
+            "/var/lib/kubelet/plugins_registry",
+            "/var/lib/kubelet/plugins/netdra.dev",
+            "/var/run/nri",
+            "/var/run/netns",
+        ]
+    );
     assert_eq!(pod.host_network, Some(true));
+    let security = c.security_context.as_ref().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    let capabilities = security.capabilities.as_ref().unwrap();
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(
+        capabilities.add.as_deref(),
+        Some(&["NET_ADMIN".to_owned(), "SYS_ADMIN".to_owned()][..])
+    );
+    // The metrics listener is the node's own address (host networking): loopback unless asked.
+    assert!(c.args.iter().flatten().any(|a| a == "--metrics-address=127.0.0.1:9177"));
+}
+
+/// The project's helm (built from its Go module and cached by scripts/helm.sh).
+fn helm(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(workspace().join("scripts/helm.sh"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn install_yaml_is_the_charts_default_rendering() {
+    helm(&["lint", "--strict", "deploy/helm/netdra"]);
+    let out = Command::new("bash")
+        .arg(workspace().join("deploy/render.sh"))
+        .arg("--stdout")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let file = std::fs::read_to_string(workspace().join("deploy/install.yaml")).unwrap();
+    assert!(
+        rendered == file,
+        "deploy/install.yaml differs from the chart's default rendering: run deploy/render.sh"
+    );
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn every_use_of_the_driver_name_follows_the_charts_value() {
+    const NAME: &str = "nics.example.com";
+    let docs = parse(&helm(&[
+        "template",
+        "nics",
+        "deploy/helm/netdra",
+        "--namespace",
+        "nic-system",
+        "--set",
+        &format!("driverName={NAME}"),
+        "--set",
+        "kubeletRootDir=/srv/kubelet",
+    ]));
+    for doc in &docs {
+        check(doc);
+    }
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(
+        !text.contains("netdra.dev"),
+        "the default driver name is left somewhere: {text}"
+    );
+
+    let rules = find(&docs, "ClusterRole")["rules"].as_array().unwrap();
+    let driver_rule = rules
+        .iter()
+        .find(|r| r["resources"][0] == "resourceclaims/driver")
+        .unwrap();
+    assert_eq!(driver_rule["resourceNames"], serde_json::json!([NAME]));
+
+    let class = find(&docs, "DeviceClass");
+    assert_eq!(class["metadata"]["name"], NAME);
+    assert_eq!(
+        class["spec"]["selectors"][0]["cel"]["expression"],
+        format!("device.driver == \"{NAME}\"")
+    );
+
+    let container = &find(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&format!("--driver-name={NAME}").as_str()), "{args:?}");
+    assert!(args.contains(&"--kubelet-plugins-dir=/srv/kubelet/plugins"), "{args:?}");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(
+        mounts.contains(&format!("/srv/kubelet/plugins/{NAME}").as_str()),
+        "{mounts:?}"
+    );
+
+    let policy = find(&docs, "ValidatingAdmissionPolicy");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:nic-system:nics\""
+    );
+    let validations = policy["spec"]["validations"].as_array().unwrap();
+    assert!(
+        validations
+            .iter()
+            .any(|v| v["expression"] == format!("variables.slice.spec.driver == \"{NAME}\"")),
+        "{validations:?}"
+    );
+    let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
 }
 
 /// kind's own schema (only the fields used), unknown fields rejected.

@@ -1,16 +1,30 @@
 #!/usr/bin/env python3
-"""Builds a single-layer OCI image-layout tarball from local files; no registry, no docker.
+"""Writes a single-layer OCI image archive (an image layout, tarred) from local files: no
+registry, no Docker daemon. `ctr images import` and `docker load` accept the result; the
+io.containerd.image.name annotation names it.
 
-usage: mkimage.py OUT.tar NAME:TAG ENTRYPOINT SRC:DST [SRC:DST ...]
-`ctr images import` accepts the result; the io.containerd.image.name annotation names it.
+usage: mkimage.py OUT.tar NAME:TAG ENTRYPOINT SRC:DST [SRC:DST ...] [--cmd ARG]... [--user USER]
+
+The archive is reproducible: the same files give the same digests (owners root, times zero,
+entries in the order given). The pause image of tests/e2e and netdra's image (scripts/image.sh)
+are written by it.
 """
+import argparse
 import hashlib
 import io
 import json
-import sys
 import tarfile
 
-out, ref, entry, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+parser = argparse.ArgumentParser()
+parser.add_argument("out")
+parser.add_argument("ref", help="NAME:TAG, as containerd will name the image")
+parser.add_argument("entrypoint")
+parser.add_argument("files", nargs="+", metavar="SRC:DST")
+parser.add_argument("--cmd", action="append", default=[], help="an argument of the image's CMD")
+parser.add_argument("--user", default="0:0")
+args = parser.parse_args()
+if ":" not in args.ref.rsplit("/", 1)[-1]:
+    parser.error(f"{args.ref}: the reference needs a tag (NAME:TAG)")
 
 
 def blob(data):
@@ -19,8 +33,10 @@ def blob(data):
 
 layer_buf = io.BytesIO()
 with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as layer_tar:
-    for spec in files:
-        src, dst = spec.split(":", 1)
+    for spec in args.files:
+        src, sep, dst = spec.partition(":")
+        if not sep or not dst.startswith("/"):
+            parser.error(f"{spec}: expected SRC:/absolute/destination")
         info = layer_tar.gettarinfo(src, arcname=dst.lstrip("/"))
         info.uid = info.gid = 0
         info.uname = info.gname = ""
@@ -29,12 +45,15 @@ with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as lay
             layer_tar.addfile(info, f)
 layer_digest, layer = blob(layer_buf.getvalue())
 
+image_config = {"Entrypoint": [args.entrypoint], "WorkingDir": "/", "User": args.user}
+if args.cmd:
+    image_config["Cmd"] = args.cmd
 config = {
     "architecture": "amd64",
     "os": "linux",
-    "config": {"Entrypoint": [entry], "WorkingDir": "/", "User": "0:0"},
+    "config": image_config,
     "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    "history": [{"created_by": "netdra tests/e2e/mkimage.py"}],
+    "history": [{"created_by": "netdra scripts/mkimage.py"}],
 }
 config_digest, config_bytes = blob(json.dumps(config, sort_keys=True).encode())
 manifest = {
@@ -53,10 +72,11 @@ index = {
         "digest": manifest_digest,
         "size": len(manifest_bytes),
         "platform": {"architecture": "amd64", "os": "linux"},
-        "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]},
+        "annotations": {"io.containerd.image.name": args.ref,
+                        "org.opencontainers.image.ref.name": args.ref.rsplit(":", 1)[1]},
     }],
 }
-with tarfile.open(out, "w") as t:
+with tarfile.open(args.out, "w") as t:
     def add(name, data):
         info = tarfile.TarInfo(name)
         info.size = len(data)
@@ -67,3 +87,4 @@ with tarfile.open(out, "w") as t:
     add("index.json", json.dumps(index).encode())
     for digest, data in ((layer_digest, layer), (config_digest, config_bytes), (manifest_digest, manifest_bytes)):
         add("blobs/sha256/" + digest.split(":")[1], data)
+print(f"{args.out}: {args.ref} {manifest_digest}")
