@@ -21,14 +21,34 @@ go_tool() {
     exit 1
 }
 
-if [ ! -x "$BIN" ]; then
+build() {
+    local go tmp
     go=$(go_tool)
     echo "[helm] building helm $HELM_VERSION from its Go module into $CACHE/bin ($("$go" version | awk '{print $3}'))" >&2
-    mkdir -p "$CACHE/bin"
-    # The version `helm version` reports, as a release build stamps it in.
-    GOBIN="$CACHE/bin" CGO_ENABLED=0 "$go" install -trimpath \
+    mkdir -p "$CACHE"
+    tmp=$(mktemp -d "$CACHE/build.XXXXXX")
+    # The version `helm version` reports, as a release build stamps it in. Built aside, then
+    # moved in whole: an interrupted build leaves no half-written helm in the cache.
+    if ! GOBIN="$tmp" CGO_ENABLED=0 "$go" install -trimpath \
         -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-        "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
+        "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2; then
+        rm -rf "$tmp"
+        echo "scripts/helm.sh: building helm $HELM_VERSION failed (above)" >&2
+        exit 1
+    fi
+    rm -rf "$CACHE/bin"
+    chmod 755 "$tmp"
+    mv "$tmp" "$CACHE/bin"
+    touch "$CACHE/bin/.complete"
+}
+
+if [ ! -f "$CACHE/bin/.complete" ]; then
+    mkdir -p "$CACHE"
+    # Tests may call this at the same time: one builds, the others wait for it.
+    exec 9>"$CACHE/.lock"
+    flock 9
+    [ -f "$CACHE/bin/.complete" ] || build
+    exec 9>&-
 fi
 
 if [ "${1:-}" = --path ]; then

@@ -4,8 +4,9 @@
 #   - containerd: the NRI SDK's real-runtime test and the framework's end-to-end and fault tests
 #     on every flavor of tests/e2e/containerd.sh (2.2, 2.3 and 2.4 built from their Go module
 #     once, cached by version);
-#   - Kubernetes: the real-cluster test on every version pinned in tests/cluster/k8s/ (each built
-#     once, cached by version), on containerd 2.4.
+#   - Kubernetes: the real-cluster tests (the agent as a host process, and installed by the Helm
+#     chart from the image scripts/image.sh builds) on every version pinned in tests/cluster/k8s/
+#     (each built once, cached by version), on containerd 2.4.
 # Prints one table per part (versions reported by the components, pass or fail, duration) and
 # the whole run's duration; logs stay in $NETDRA_MATRIX_LOGS (default /tmp/netdra-matrix).
 #
@@ -61,6 +62,10 @@ if [ "$part" != kubernetes ]; then
 fi
 
 if [ "$part" != containerd ]; then
+    # The Helm test installs the agent's image on each version.
+    bash scripts/image.sh > "$LOGS/image.log" 2>&1 || { tail -20 "$LOGS/image.log"; exit 1; }
+    NETDRA_IMAGE_ARCHIVE="$(realpath -m "${CARGO_TARGET_DIR:-target}")/image/netdra.tar"
+    export NETDRA_IMAGE_ARCHIVE
     rows=()
     for dir in tests/cluster/k8s/v*/; do
         version=$(basename "$dir")
@@ -68,7 +73,7 @@ if [ "$part" != containerd ]; then
         t=$SECONDS
         status=pass
         if ! { NETDRA_K8S_VERSION=$version bash tests/cluster/cluster.sh setup &&
-            NETDRA_K8S_VERSION=$version cargo test --profile ci -p netdra-driver --test cluster -- --nocapture; } > "$log" 2>&1; then
+            NETDRA_K8S_VERSION=$version cargo test --profile ci -p netdra-driver --test cluster --test helm -- --nocapture; } > "$log" 2>&1; then
             status=FAIL
             failed=1
         fi

@@ -262,6 +262,9 @@ shared_netns_dir() {
     if ! mountpoint -q /run/netns; then
         mount --bind /run/netns /run/netns
         touch "$RUN/netns-mount"
+    else
+        # An existing mount's propagation is put back at stop.
+        findmnt -no PROPAGATION /run/netns > "$RUN/netns-propagation"
     fi
     mount --make-shared /run/netns
 }
@@ -297,6 +300,9 @@ import json, sys
 print(" ".join(sorted({p["metadata"]["namespace"] for p in json.load(sys.stdin)["items"]})))') || return 0
     [ -n "$namespaces" ] || return 0
     for ns in $namespaces; do
+        # DaemonSets first (a Helm release a failed test left): they would recreate their pods.
+        curl -sf -X DELETE --cacert "$RUN/pki/ca.crt" --cert "$RUN/pki/admin.crt" --key "$RUN/pki/admin.key" \
+            "https://127.0.0.1:$API_PORT/apis/apps/v1/namespaces/$ns/daemonsets" >/dev/null || true
         curl -sf -X DELETE --cacert "$RUN/pki/ca.crt" --cert "$RUN/pki/admin.crt" --key "$RUN/pki/admin.key" \
             "https://127.0.0.1:$API_PORT/api/v1/namespaces/$ns/pods?gracePeriodSeconds=1" >/dev/null || true
     done
@@ -341,7 +347,12 @@ stop() {
     # Its peer goes with it.
     ip link del "$NODE_LINK" 2>/dev/null || true
     if [ -f "$RUN/netns-mount" ]; then
-        umount /run/netns 2>/dev/null || log "/run/netns is still in use; its shared mount is left"
+        umount /run/netns 2>/dev/null ||
+            log "WARNING: /run/netns has mounts made under it since the start; the bind mount the start made there is left"
+    elif [ -f "$RUN/netns-propagation" ]; then
+        case "$(cat "$RUN/netns-propagation")" in
+            private | slave | unbindable) mount --make-"$(cat "$RUN/netns-propagation")" /run/netns ;;
+        esac
     fi
     # The kubelet's cgroups, deepest first, under the root the config named.
     for hierarchy in /sys/fs/cgroup/*/; do

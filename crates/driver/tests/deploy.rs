@@ -5,7 +5,9 @@
 //! name appears follows its `driverName` value.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::{path::Path, process::Command};
+mod real_node;
+
+use std::process::Command;
 
 use k8s_openapi::{
     api::{
@@ -17,11 +19,8 @@ use k8s_openapi::{
     },
     serde::{Serialize, de::DeserializeOwned},
 };
+use real_node::{helm, workspace};
 use serde_json::Value;
-
-fn workspace() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 fn documents(file: &str) -> Vec<Value> {
     parse(&std::fs::read_to_string(workspace().join("deploy").join(file)).unwrap())
@@ -79,6 +78,8 @@ fn install_and_example_parse_into_their_types() {
             "DaemonSet",
             "DeviceClass",
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding"
         ]
     );
@@ -130,23 +131,6 @@ fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
     );
     // The metrics listener is the node's own address (host networking): loopback unless asked.
     assert!(c.args.iter().flatten().any(|a| a == "--metrics-address=127.0.0.1:9177"));
-}
-
-/// The project's helm (built from its Go module and cached by scripts/helm.sh).
-fn helm(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(workspace().join("scripts/helm.sh"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -241,8 +225,35 @@ fn every_use_of_the_driver_name_follows_the_charts_value() {
             .any(|v| v["expression"] == format!("variables.slice.spec.driver == \"{NAME}\"")),
         "{validations:?}"
     );
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
-    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    let policies: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    let bound: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .map(|b| &b["spec"]["policyName"])
+        .collect();
+    for policy in &policies {
+        assert!(
+            bound.contains(&&policy["metadata"]["name"]),
+            "{} is not bound",
+            policy["metadata"]["name"]
+        );
+        assert_eq!(
+            policy["spec"]["matchConditions"][0]["expression"],
+            "request.userInfo.username == \"system:serviceaccount:nic-system:nics\""
+        );
+    }
+    let status_policy = policies
+        .iter()
+        .find(|p| p["metadata"]["name"] == "nics-claim-status")
+        .unwrap();
+    let status_rules = serde_json::to_string(&status_policy["spec"]["validations"]).unwrap();
+    assert!(
+        status_rules.contains(&format!("d.driver != \\\"{NAME}\\\"")),
+        "{status_rules}"
+    );
 }
 
 /// kind's own schema (only the fields used), unknown fields rejected.

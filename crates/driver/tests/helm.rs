@@ -19,7 +19,7 @@
 mod real_node;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -39,26 +39,49 @@ use testkit::HostSnapshot;
 const NAMESPACE: &str = "netdra";
 const AGENT_SELECTOR: &str = "app.kubernetes.io/name=netdra";
 
-/// The image archive scripts/image.sh wrote (scripts/test.sh builds it before the tests).
-fn image_archive() -> PathBuf {
-    std::env::var_os("NETDRA_IMAGE_ARCHIVE").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-            target.join("image/netdra.tar")
-        },
-        PathBuf::from,
-    )
+/// The project's helm against the cluster.
+fn helm_on(cluster: &Cluster, args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.extend(["--kubeconfig", cluster.var("KUBECONFIG")]);
+    helm(&args)
 }
 
-/// The project's helm against the cluster.
-fn helm(cluster: &Cluster, args: &[&str]) -> String {
-    testkit::command_output(
-        Command::new("bash")
-            .arg(workspace().join("scripts/helm.sh"))
-            .args(args)
-            .args(["--kubeconfig", cluster.var("KUBECONFIG")])
-            .current_dir(workspace()),
-    )
+/// The chart's release: uninstalled (waiting for its pods to go) when dropped before
+/// [`Release::uninstall`], so a failing test leaves no DaemonSet recreating the agent while
+/// the cluster stops.
+struct Release<'a> {
+    cluster: &'a Cluster,
+    installed: bool,
+}
+
+impl Release<'_> {
+    fn uninstall(mut self) -> String {
+        self.installed = false;
+        helm_on(
+            self.cluster,
+            &["uninstall", "netdra", "--namespace", NAMESPACE, "--wait"],
+        )
+    }
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if self.installed {
+            let _ = Command::new("bash")
+                .arg(workspace().join("scripts/helm.sh"))
+                .args([
+                    "uninstall",
+                    "netdra",
+                    "--namespace",
+                    NAMESPACE,
+                    "--wait",
+                    "--timeout",
+                    "60s",
+                ])
+                .args(["--kubeconfig", self.cluster.var("KUBECONFIG")])
+                .status();
+        }
+    }
 }
 
 /// The chart's values for this node: its kubelet's root directory, its containerd's NRI socket,
@@ -114,34 +137,39 @@ fn mounted_token(cluster: &Cluster, pod: &Pod) -> String {
     std::fs::read_to_string(dir.path().join("token")).unwrap()
 }
 
-fn slice(node: &str, pool: &str) -> ResourceSlice {
+/// A one-device ResourceSlice of `driver` for `node`, its pool named `pool`.
+fn slice(driver: &str, node: &str, pool: &str) -> ResourceSlice {
     serde_json::from_value(json!({
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",
         "metadata": {"name": format!("policy-check-{pool}")},
-        "spec": {"driver": DRIVER, "nodeName": node, "pool": {"name": pool, "generation": 1, "resourceSliceCount": 1},
+        "spec": {"driver": driver, "nodeName": node, "pool": {"name": pool, "generation": 1, "resourceSliceCount": 1},
                  "devices": [{"name": "policy-check"}]},
     }))
     .unwrap()
 }
 
-fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
+/// The API server's refusal, or the test fails.
+fn refusal(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
     match result {
         Err(kube::Error::Api(e)) => *e,
         other => panic!("expected the API server to refuse, got {other:?}"),
     }
 }
 
-/// Acceptance 2 of the least-privilege work: what the agent's own token may and may not write.
-async fn least_privilege(agent: &Client, node: &str, claim: &ResourceClaim) {
+/// What the agent's own token may and may not write: ResourceSlices of its own driver on its own
+/// node only (the chart's admission policy), its own driver's entries of a claim's status only
+/// (the API server's per-driver check on Kubernetes >= 1.36, the chart's second policy before).
+async fn least_privilege(admin: &Client, agent: &Client, node: &str, claim: &ResourceClaim) {
     let slices: Api<ResourceSlice> = Api::all(agent.clone());
-    let refused = api_error(
+    let params = PostParams::default();
+    let refused = refusal(
         slices
-            .create(&PostParams::default(), &slice("another-node", "another-node"))
+            .create(&params, &slice(DRIVER, "another-node", "another-node"))
             .await,
     );
     println!(
-        "agent token, a ResourceSlice of node another-node: refused ({} {}): {}",
+        "agent token, create a ResourceSlice of node another-node: refused ({} {}): {}",
         refused.code, refused.reason, refused.message
     );
     assert!(
@@ -150,8 +178,54 @@ async fn least_privilege(agent: &Client, node: &str, claim: &ResourceClaim) {
         )),
         "{refused:?}"
     );
-    let own = slice(node, "policy-check");
-    slices.create(&PostParams::default(), &own).await.unwrap();
+    // Another node's slice that exists (the admin made it): neither changed nor deleted.
+    let theirs = Api::<ResourceSlice>::all(admin.clone())
+        .create(&params, &slice(DRIVER, "another-node", "another-node"))
+        .await
+        .unwrap();
+    let name = theirs.metadata.name.clone().unwrap();
+    let mut changed = theirs.clone();
+    changed.spec.pool.generation += 1;
+    let refused = refusal(slices.replace(&name, &params, &changed).await);
+    assert!(
+        refused
+            .message
+            .contains("may not write ResourceSlices of node another-node"),
+        "{refused:?}"
+    );
+    let refused = refusal(slices.delete(&name, &DeleteParams::default()).await);
+    println!(
+        "agent token, update and delete of node another-node's slice: refused: {}",
+        refused.message
+    );
+    assert!(
+        refused
+            .message
+            .contains("may not write ResourceSlices of node another-node"),
+        "{refused:?}"
+    );
+    Api::<ResourceSlice>::all(admin.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    // Another driver's slice on its own node.
+    let refused = refusal(
+        slices
+            .create(&params, &slice("other.example.com", node, "other-driver"))
+            .await,
+    );
+    println!(
+        "agent token, a slice of driver other.example.com on its node: refused: {}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains(&format!(
+            "the netdra agent of driver {DRIVER} may not write ResourceSlices of driver other.example.com"
+        )),
+        "{refused:?}"
+    );
+    let own = slice(DRIVER, node, "policy-check");
+    slices.create(&params, &own).await.unwrap();
     slices
         .delete(own.metadata.name.as_deref().unwrap(), &DeleteParams::default())
         .await
@@ -164,7 +238,7 @@ async fn least_privilege(agent: &Client, node: &str, claim: &ResourceClaim) {
         .as_array_mut()
         .unwrap()
         .push(json!({"driver": "other.example.com", "pool": node, "device": "other0"}));
-    let refused = api_error(
+    let refused = refusal(
         claims
             .patch_status(
                 claim.metadata.name.as_deref().unwrap(),
@@ -180,13 +254,37 @@ async fn least_privilege(agent: &Client, node: &str, claim: &ResourceClaim) {
         refused.reason,
         refused.message
     );
-    assert!(
-        refused
-            .message
-            .contains(r#"changing status.devices requires resource="resourceclaims/driver""#)
-            && refused.message.contains("other.example.com"),
-        "{refused:?}"
+    // Kubernetes >= 1.36 refuses it in its own per-driver check; 1.34 and 1.35 refuse this one
+    // in validation already (the device is not allocated), before the chart's policy.
+    let by_server = refused
+        .message
+        .contains(r#"changing status.devices requires resource="resourceclaims/driver""#)
+        && refused.message.contains("other.example.com");
+    let by_validation = refused.message.contains("must be an allocated device in the claim");
+    assert!(by_server || by_validation, "{refused:?}");
+
+    // Taking the claim from its pod (its reservation): the server's `resourceclaims/binding`
+    // check on >= 1.36, the chart's claim-status policy on 1.34 and 1.35.
+    let refused = refusal(
+        claims
+            .patch_status(
+                claim.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"reservedFor": []}})),
+            )
+            .await,
     );
+    println!(
+        "agent token, the claim's reservedFor emptied: refused ({} {}): {}",
+        refused.code, refused.reason, refused.message
+    );
+    let by_server = refused
+        .message
+        .contains(r#"changing status.allocation or status.reservedFor requires resource="resourceclaims/binding""#);
+    let by_policy = refused
+        .message
+        .contains("the netdra agent may not change a claim's reservedFor");
+    assert!(by_server || by_policy, "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +311,7 @@ async fn netdra_installed_by_helm_on_a_real_kubernetes_node() {
     let dir = tempfile::tempdir().unwrap();
     let values_file = dir.path().join("values.yaml");
     std::fs::write(&values_file, serde_yaml_ng::to_string(&values(&cluster)).unwrap()).unwrap();
-    let install = helm(
+    let install = helm_on(
         &cluster,
         &[
             "install",
@@ -226,6 +324,10 @@ async fn netdra_installed_by_helm_on_a_real_kubernetes_node() {
             values_file.to_str().unwrap(),
         ],
     );
+    let release = Release {
+        cluster: &cluster,
+        installed: true,
+    };
     println!("helm install:\n{install}");
     let agents: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let agent = ready_agent(&agents, None, Duration::from_secs(90)).await;
@@ -273,7 +375,7 @@ async fn netdra_installed_by_helm_on_a_real_kubernetes_node() {
     let token_kubeconfig = dir.path().join("agent.kubeconfig");
     cluster.token_kubeconfig(&mounted_token(&cluster, &agent), &token_kubeconfig);
     let as_agent = kubeconfig_client(&token_kubeconfig).await;
-    least_privilege(&as_agent, &node, &claims.get(&claim_name).await.unwrap()).await;
+    least_privilege(&client, &as_agent, &node, &claims.get(&claim_name).await.unwrap()).await;
 
     // The agent's pod deleted under the running workload: the DaemonSet brings a new one.
     let agent = agents.get(&agent_name).await.unwrap();
@@ -297,10 +399,7 @@ async fn netdra_installed_by_helm_on_a_real_kubernetes_node() {
     println!("pod deleted: {NIC} back on the host");
 
     // helm uninstall: the agent's pod and its sockets go.
-    println!(
-        "helm uninstall:\n{}",
-        helm(&cluster, &["uninstall", "netdra", "--namespace", NAMESPACE])
-    );
+    println!("helm uninstall:\n{}", release.uninstall());
     eventually("the agent's pod gone", Duration::from_secs(60), || {
         let agents = agents.clone();
         async move {

@@ -5,26 +5,19 @@
 //! (`NETDRA_IMAGE_ARCHIVE`, or the script's default path).
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod real_node;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
+use real_node::{image_archive, workspace};
 use serde_json::{Value, json};
-
-fn workspace() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 /// The archive, or `None` (with the reason printed; a failure in CI) when it was not built.
 fn archive() -> Option<PathBuf> {
-    let path = std::env::var_os("NETDRA_IMAGE_ARCHIVE").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-            target.join("image/netdra.tar")
-        },
-        PathBuf::from,
-    );
+    let path = image_archive();
     testkit::available_or_skip(
         path.exists(),
         &format!("no image archive at {} (scripts/image.sh builds it)", path.display()),

@@ -21,13 +21,38 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+/// The driver name the tests deploy (the chart's and `install.yaml`'s default).
 pub const DRIVER: &str = "netdra.dev";
+/// The test's NIC: a veth on the host, the only device the tests let the agent publish.
 pub const NIC: &str = "ndk8s0";
 
+/// The repository's root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The image archive `scripts/image.sh` wrote: `NETDRA_IMAGE_ARCHIVE` (scripts/test.sh sets
+/// it), else the script's default path in the cargo target directory.
+pub fn image_archive() -> PathBuf {
+    if let Some(path) = std::env::var_os("NETDRA_IMAGE_ARCHIVE") {
+        return path.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
+    target.join("image/netdra.tar")
+}
+
+/// The project's helm (`scripts/helm.sh`, which builds it once) run in the repository's root;
+/// its output, or the test fails with what it printed.
+pub fn helm(args: &[&str]) -> String {
+    testkit::command_output(
+        Command::new("bash")
+            .arg(workspace().join("scripts/helm.sh"))
+            .args(args)
+            .current_dir(workspace()),
+    )
+}
+
+/// `tests/cluster/cluster.sh ARGS`; its output, or the test fails.
 pub fn cluster_cmd(args: &str) -> String {
     testkit::command_output(
         Command::new("bash")
@@ -36,6 +61,7 @@ pub fn cluster_cmd(args: &str) -> String {
     )
 }
 
+/// Whether the cluster's binaries are built (`cluster.sh built`).
 pub fn built() -> bool {
     let out = Command::new("bash")
         .arg(workspace().join("tests/cluster/cluster.sh"))
@@ -45,6 +71,7 @@ pub fn built() -> bool {
     out.status.success()
 }
 
+/// `ip ARGS`; its output, or the test fails.
 pub fn ip(args: &[&str]) -> String {
     testkit::command_output(Command::new("ip").args(args))
 }
@@ -55,6 +82,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `cluster.sh start`, its environment kept for [`Cluster::var`].
     pub fn start() -> Self {
         // The guard exists before the start, so a start that panics still stops what ran.
         let mut cluster = Self { env: BTreeMap::new() };
@@ -66,10 +94,12 @@ impl Cluster {
         cluster
     }
 
+    /// A variable `cluster.sh start` printed (`KUBECONFIG`, `NODE_NAME`, `CRI_SOCKET`, ...).
     pub fn var(&self, name: &str) -> &str {
         &self.env[name]
     }
 
+    /// The kubelet's log so far (it runs at `-v 4`).
     pub fn kubelet_log(&self) -> String {
         std::fs::read_to_string(self.var("KUBELET_LOG")).unwrap_or_default()
     }
@@ -115,6 +145,7 @@ impl Drop for Cluster {
 pub struct Veth;
 
 impl Veth {
+    /// The pair `ndk8s0`/`ndk8s0p`, replacing one a crashed run left.
     pub fn create() -> Self {
         let _ = Command::new("ip").args(["link", "del", NIC]).output();
         ip(&["link", "add", NIC, "type", "veth", "peer", "name", &format!("{NIC}p")]);
@@ -148,6 +179,7 @@ where
     }
 }
 
+/// A client with the cluster's admin credentials.
 pub async fn admin(cluster: &Cluster) -> Client {
     kubeconfig_client(Path::new(cluster.var("KUBECONFIG"))).await
 }
@@ -170,6 +202,7 @@ pub fn documents(file: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The API of `object`'s kind, found by discovery; namespaced when the object names one.
 pub async fn dynamic_api(client: &Client, object: &Value) -> Api<DynamicObject> {
     let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
         Some((g, v)) => (g.to_owned(), v.to_owned()),
@@ -261,6 +294,8 @@ pub async fn pod_netns(cri_socket: &str, pod_uid: &str) -> String {
         .collect()
 }
 
+/// The ResourceClaimTemplate `secondary-nic`: one device of the driver's class matching
+/// `device_selector`, configured as `net1` with 10.230.0.2/24, MTU 1400 and a route.
 pub fn template(device_selector: &str) -> Value {
     json!({
         "apiVersion": "resource.k8s.io/v1",
@@ -284,6 +319,7 @@ pub fn template(device_selector: &str) -> Value {
     })
 }
 
+/// The pod `with-secondary-nic`, with a claim from [`template`].
 pub fn pod() -> Value {
     json!({
         "apiVersion": "v1",
@@ -299,6 +335,7 @@ pub fn pod() -> Value {
     })
 }
 
+/// The pod once it is Running.
 pub async fn running_pod(pods: &Api<Pod>, name: &str, timeout: Duration) -> Pod {
     eventually(&format!("pod {name} running"), timeout, || {
         let pods = pods.clone();
@@ -317,6 +354,7 @@ pub fn kubelet_called(log: &str, message: &str, claim_uid: &str) -> bool {
         .any(|l| l.contains(message) && l.contains(claim_uid) && l.contains("err=null"))
 }
 
+/// The driver's entry in the claim's `status.devices` when its Ready condition is True.
 pub fn ready_entry(claim: &ResourceClaim) -> Option<Value> {
     let entry = claim
         .status
