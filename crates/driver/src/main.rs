@@ -66,9 +66,12 @@ enum LogFormat {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CacheFlag {
-    /// A cluster-wide watch of ResourceClaims: no API request at Prepare.
+    /// Watch this node's pods and fetch the claims they reference as they are bound: no API
+    /// request at Prepare; memory follows the node's pods.
+    Node,
+    /// A cluster-wide watch of ResourceClaims: memory grows with the cluster's claims.
     Watch,
-    /// One GET per claim: less memory and API server load in large clusters.
+    /// One GET per claim at Prepare: no watch at all.
     GetOnly,
 }
 
@@ -99,7 +102,7 @@ struct Flags {
     #[arg(long, env = "STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// How claims are looked up.
-    #[arg(long, env = "CLAIM_CACHE", value_enum, default_value_t = CacheFlag::Watch, global = true)]
+    #[arg(long, env = "CLAIM_CACHE", value_enum, default_value_t = CacheFlag::Node, global = true)]
     claim_cache: CacheFlag,
     /// CEL expression selecting the devices to publish, over a DeviceClass-like `device`;
     /// the default rule (device-backed interfaces, not the uplink or pod networking) when absent.
@@ -205,6 +208,9 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
     plugin.registry_dir = flags.kubelet_registry_dir.clone();
     plugin.plugin_dir = flags.kubelet_plugins_dir.join(&flags.driver_name);
     plugin.claim_cache = match flags.claim_cache {
+        CacheFlag::Node => ClaimCacheMode::Node {
+            node_name: node.clone(),
+        },
         CacheFlag::Watch => ClaimCacheMode::Watch,
         CacheFlag::GetOnly => ClaimCacheMode::GetOnly,
     };

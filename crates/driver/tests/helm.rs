@@ -232,6 +232,19 @@ async fn least_privilege(admin: &Client, agent: &Client, node: &str, claim: &Res
         .unwrap();
     println!("agent token, a ResourceSlice of its own node {node}: accepted (and deleted)");
 
+    // Claims are read one by one (those of its node's pods); the cluster's claims are not
+    // listed or watched: the agent's token may not.
+    let refused = refusal(
+        Api::<ResourceClaim>::all(agent.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    println!(
+        "agent token, list every ResourceClaim: refused ({} {})",
+        refused.code, refused.reason
+    );
+    assert_eq!(refused.code, 403, "{refused:?}");
+
     let claims: Api<ResourceClaim> = Api::namespaced(agent.clone(), "default");
     let mut devices = serde_json::to_value(&claim.status.as_ref().unwrap().devices).unwrap();
     devices

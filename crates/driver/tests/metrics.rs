@@ -167,9 +167,13 @@ fn used_permissions(requests: &[testkit::RecordedRequest]) -> BTreeSet<(String, 
         .iter()
         .filter_map(|r| {
             let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
-            // apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]
+            // apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]], or
+            // api/<version>/... for the core group.
             let rest = match parts.as_slice() {
-                ["apis", _, _, "namespaces", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+                ["apis", _, _, "namespaces", _, rest @ ..]
+                | ["apis", _, _, rest @ ..]
+                | ["api", _, "namespaces", _, rest @ ..]
+                | ["api", _, rest @ ..] => rest,
                 _ => return None,
             };
             let (resource, named) = match rest {

@@ -1,9 +1,11 @@
 //! Resolving the claims the kubelet names (namespace, name, UID) into [`ResolvedClaim`]s.
 //!
-//! The lookup prefers a watch cache of `resource.k8s.io/v1` ResourceClaims so the pod-creation
-//! path makes no API round trip; it falls back to one GET on a cache miss, and can run GET-only
-//! where a cluster-wide claim watch on every node would cost too much. Extracting what concerns
-//! this driver from a claim is a pure function, [`resolve_for_driver`].
+//! The lookup serves claims from memory so the pod-creation path makes no API round trip, and
+//! falls back to one GET on a miss. By default ([`ClaimCacheMode::Node`]) it watches only the
+//! pods bound to this node and fetches the claims they reference as they appear
+//! (`node_claims.rs` holds the rules), so its memory and API traffic follow the node's pods, not
+//! the cluster's claims. A cluster-wide claim watch and GET-only remain as modes. Extracting
+//! what concerns this driver from a claim is a pure function, [`resolve_for_driver`].
 
 use std::sync::{
     Arc,
@@ -11,13 +13,22 @@ use std::sync::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::resource::v1::ResourceClaim;
+use k8s_openapi::api::{core::v1::Pod, resource::v1::ResourceClaim};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, reflector, reflector::ObjectRef, watcher},
 };
+use parking_lot::Mutex;
+use tokio::{sync::Semaphore, task::JoinSet};
 
-use crate::driver::{AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, ResolvedClaim};
+use crate::{
+    driver::{AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, ResolvedClaim},
+    node_claims::{ClaimKey, Fetch, Fetched, NodeClaims, PodClaims},
+};
+
+/// GETs of claims in flight at once: a node's worth of pods listed at start is fetched in
+/// parallel without a burst of a hundred requests.
+const FETCH_CONCURRENCY: usize = 8;
 
 /// Why a claim could not be resolved. Every variant names the claim.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +65,21 @@ pub enum ClaimError {
 }
 
 /// How claims are looked up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimCacheMode {
-    /// Watch all ResourceClaims and serve lookups from the cache; GET on a miss.
-    #[default]
+    /// Watch the pods bound to node `node_name` (a field selector on `spec.nodeName`, as the
+    /// kubelet does) and keep the claims they reference, fetched as the pods appear; GET on a
+    /// miss. Memory and API traffic follow the node's pods. Needs pods get/list/watch and
+    /// claims get.
+    Node {
+        /// This node's name, as in the pods' `spec.nodeName`.
+        node_name: String,
+    },
+    /// Watch every ResourceClaim in the cluster; GET on a miss. Memory and the API server's
+    /// watch fan-out grow with the cluster's claims: for small clusters, or where the agent
+    /// may not read pods. Needs claims get/list/watch.
     Watch,
-    /// No watch: one GET per claim. Less memory and apiserver load in large clusters.
+    /// No cache: one GET per claim at Prepare. Needs claims get.
     GetOnly,
 }
 
@@ -138,17 +158,27 @@ fn applies_to(requests: &[String], request: &str) -> bool {
     requests.is_empty() || requests.iter().any(|r| r == request || r == parent)
 }
 
-/// Finds claim objects: cache first (when enabled and synced), else one GET.
+/// Where cached claims live.
+#[derive(Clone)]
+enum Cache {
+    None,
+    /// The cluster-wide watch's store, and whether it has synced.
+    Watch(reflector::Store<ResourceClaim>, Arc<AtomicBool>),
+    /// The claims of this node's pods.
+    Node(Arc<Mutex<NodeClaims>>),
+}
+
+/// Finds claim objects: cache first (when enabled), else one GET.
 #[derive(Clone)]
 pub struct ClaimLookup {
     client: Client,
-    cache: Option<(reflector::Store<ResourceClaim>, Arc<AtomicBool>)>,
+    cache: Cache,
 }
 
 impl ClaimLookup {
-    /// A lookup over `client`. In [`ClaimCacheMode::Watch`] it also returns the future that
-    /// runs the watch; the caller spawns it.
-    pub fn new(client: Client, mode: ClaimCacheMode) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
+    /// A lookup over `client`. With a cache it also returns the future that keeps the cache;
+    /// the caller spawns it (and owns the task).
+    pub fn new(client: Client, mode: &ClaimCacheMode) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
         let (cache, task) = match mode {
             ClaimCacheMode::Watch => {
                 let (reader, writer) = reflector::store::<ResourceClaim>();
@@ -174,9 +204,14 @@ impl ClaimLookup {
                     });
                     futures::join!(mark_ready, drive);
                 };
-                (Some((reader, ready)), Some(task))
+                (Cache::Watch(reader, ready), Some(futures::future::Either::Left(task)))
             }
-            ClaimCacheMode::GetOnly => (None, None),
+            ClaimCacheMode::Node { node_name } => {
+                let state = Arc::new(Mutex::new(NodeClaims::default()));
+                let task = keep_node_claims(client.clone(), node_name.clone(), state.clone());
+                (Cache::Node(state), Some(futures::future::Either::Right(task)))
+            }
+            ClaimCacheMode::GetOnly => (Cache::None, None),
         };
         (Self { client, cache }, task)
     }
@@ -192,40 +227,53 @@ impl ClaimLookup {
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
         Self {
             client: Client::try_from(config).expect("a client"),
-            cache: Some((reader, Arc::new(AtomicBool::new(true)))),
+            cache: Cache::Watch(reader, Arc::new(AtomicBool::new(true))),
         }
     }
 
-    /// Whether lookups are served from a synced cache.
+    /// Whether the cache has synced (the claims, or this node's pods, listed once and, for
+    /// the node's pods, their claims fetched).
     pub fn cache_ready(&self) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|(_, ready)| ready.load(Ordering::Acquire))
+        match &self.cache {
+            Cache::None => false,
+            Cache::Watch(_, ready) => ready.load(Ordering::Acquire),
+            Cache::Node(state) => state.lock().settled(),
+        }
     }
 
     /// The cached object of claim `namespace`/`name`, if the cache has it (no API request).
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ResourceClaim>> {
-        let (store, _) = self.cache.as_ref()?;
-        store.get(&reflector::ObjectRef::new(name).within(namespace))
+        match &self.cache {
+            Cache::None => None,
+            Cache::Watch(store, _) => store.get(&reflector::ObjectRef::new(name).within(namespace)),
+            Cache::Node(state) => state.lock().get(namespace, name),
+        }
     }
 
     /// Number of claims in the cache (0 without one).
     pub fn cached_claims(&self) -> usize {
-        self.cache.as_ref().map_or(0, |(store, _)| store.len())
+        match &self.cache {
+            Cache::None => 0,
+            Cache::Watch(store, _) => store.len(),
+            Cache::Node(state) => state.lock().cached(),
+        }
     }
 
     /// The claim object the kubelet means. A cached object with another UID may be stale, so
     /// it is confirmed with a GET before the UID mismatch is reported.
     pub async fn fetch(&self, claim: &ClaimRef) -> Result<Arc<ResourceClaim>, ClaimError> {
-        if let Some((store, ready)) = &self.cache
-            && ready.load(Ordering::Acquire)
-        {
-            let key = ObjectRef::new(&claim.name).within(&claim.namespace);
-            if let Some(object) = store.get(&key)
-                && object.metadata.uid.as_deref() == Some(claim.uid.as_str())
-            {
-                return Ok(object);
+        let cached = match &self.cache {
+            Cache::Watch(store, ready) if ready.load(Ordering::Acquire) => {
+                store.get(&ObjectRef::new(&claim.name).within(&claim.namespace))
             }
+            // Only fetched objects are in it: no need to wait for a sync.
+            Cache::Node(state) => state.lock().get(&claim.namespace, &claim.name),
+            _ => None,
+        };
+        if let Some(object) = cached
+            && object.metadata.uid.as_deref() == Some(claim.uid.as_str())
+        {
+            return Ok(object);
         }
         let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), &claim.namespace);
         match api.get_opt(&claim.name).await {
@@ -236,6 +284,98 @@ impl ClaimLookup {
                 source: Box::new(source),
             }),
         }
+    }
+}
+
+/// Keeps `state` to the claims of the pods bound to `node_name`: drives the pod watch and runs
+/// the fetches the state asks for. The fetches are owned here: dropping the future stops them.
+async fn keep_node_claims(client: Client, node_name: String, state: Arc<Mutex<NodeClaims>>) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut events = watcher(pods, config).default_backoff().boxed();
+    let mut fetches = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
+    let mut was_settled = false;
+    loop {
+        let asked: Vec<Fetch> = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => apply_pod_event(&mut state.lock(), event),
+                Some(Err(e)) => {
+                    tracing::warn!(node = %node_name, error = %e, "pod watch failed; retrying with backoff");
+                    Vec::new()
+                }
+                // The watcher never ends on its own; the stream is gone only with the client.
+                None => return,
+            },
+            Some(done) = fetches.join_next(), if !fetches.is_empty() => match done {
+                Ok((fetch, answer)) => {
+                    let fetch: Fetch = fetch;
+                    if let Fetched::Failed(error) = &answer {
+                        tracing::warn!(claim = %format!("{}/{}", fetch.claim.namespace, fetch.claim.name), %error,
+                            "reading a claim of this node's pods failed; retrying (Prepare reads it itself if still missing)");
+                    }
+                    state.lock().fetched(&fetch.claim, fetch.token, answer).into_iter().collect()
+                }
+                // A fetch task only ends by finishing or by this future's drop.
+                Err(_) => Vec::new(),
+            },
+        };
+        for fetch in asked {
+            let (client, limit) = (client.clone(), limit.clone());
+            fetches.spawn(async move {
+                tokio::time::sleep(fetch.after).await;
+                let answer = match limit.acquire_owned().await {
+                    Ok(_permit) => get_claim(client, &fetch.claim).await,
+                    Err(closed) => Fetched::Failed(closed.to_string()),
+                };
+                (fetch, answer)
+            });
+        }
+        let settled = state.lock().settled();
+        if settled && !was_settled {
+            let state = state.lock();
+            tracing::info!(node = %node_name, pods = state.pods(), claims = state.cached(), "claim cache synced to the node's pods");
+        }
+        was_settled = settled;
+    }
+}
+
+fn apply_pod_event(state: &mut NodeClaims, event: watcher::Event<Pod>) -> Vec<Fetch> {
+    match event {
+        watcher::Event::Init => {
+            state.relist_started();
+            Vec::new()
+        }
+        watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => match PodClaims::from_pod(&pod) {
+            Some(pod) => state.pod_applied(pod),
+            None => {
+                tracing::warn!(pod = %pod.name_any(), "a pod without a UID or namespace is ignored");
+                Vec::new()
+            }
+        },
+        watcher::Event::InitDone => {
+            state.relist_done();
+            Vec::new()
+        }
+        watcher::Event::Delete(pod) => {
+            if let Some(uid) = pod.metadata.uid.as_deref() {
+                state.pod_deleted(uid);
+            }
+            Vec::new()
+        }
+    }
+}
+
+async fn get_claim(client: Client, claim: &ClaimKey) -> Fetched {
+    let api: Api<ResourceClaim> = Api::namespaced(client, &claim.namespace);
+    match api.get_opt(&claim.name).await {
+        Ok(Some(mut object)) => {
+            // managedFields are large and never read here.
+            object.managed_fields_mut().clear();
+            Fetched::Found(Arc::new(object))
+        }
+        Ok(None) => Fetched::NotFound,
+        Err(e) => Fetched::Failed(e.to_string()),
     }
 }
 

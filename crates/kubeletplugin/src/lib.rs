@@ -3,7 +3,7 @@
 //! It does what every DRA driver's node component needs and nothing specific to one driver:
 //! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects: every
 //! connection passes through a normaliser, `src/authority.rs` says why), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
-//! claims the kubelet names from a watch cache, serialises and deduplicates calls per claim,
+//! claims the kubelet names from a cache of the claims of its node's pods, serialises and deduplicates calls per claim,
 //! keeps the prepared claims durable, and manages the socket files whose presence is the
 //! registration.
 //!
@@ -52,6 +52,7 @@ mod authority;
 mod checkpoint;
 mod claims;
 mod driver;
+mod node_claims;
 mod normalized_stream;
 mod plugin;
 mod preparer;

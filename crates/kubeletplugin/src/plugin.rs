@@ -92,15 +92,16 @@ pub fn current_boot_id() -> std::io::Result<String> {
 
 impl PluginOptions {
     /// Defaults for `driver_name`: `/var/lib/kubelet/plugins_registry`,
-    /// `/var/lib/kubelet/plugins/<driver>`, a watch cache, 40 s calls, 1 s socket checks, the
-    /// current boot ID.
+    /// `/var/lib/kubelet/plugins/<driver>`, one GET per claim (set [`ClaimCacheMode::Node`]
+    /// with the node's name for a Prepare without an API request), 40 s calls, 1 s socket
+    /// checks, the current boot ID.
     pub fn new(driver_name: impl Into<String>) -> Self {
         let driver_name = driver_name.into();
         Self {
             registry_dir: PathBuf::from(DEFAULT_REGISTRY_DIR),
             plugin_dir: Path::new(DEFAULT_PLUGINS_DIR).join(&driver_name),
             driver_name,
-            claim_cache: ClaimCacheMode::Watch,
+            claim_cache: ClaimCacheMode::GetOnly,
             call_timeout: Duration::from_secs(40),
             socket_check_interval: Duration::from_secs(1),
             boot_id: match current_boot_id() {
@@ -169,7 +170,7 @@ pub async fn start<D: DraDriver>(
     client: kube::Client,
 ) -> Result<PluginHandle<D>, PluginError> {
     validate_driver_name(&options.driver_name)?;
-    let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
+    let (lookup, cache_future) = ClaimLookup::new(client, &options.claim_cache);
     let store = FileCheckpoint::new(options.checkpoint_file());
     let preparer = preparer(&options, driver, store, lookup).await?;
     serve(options, preparer, cache_future).await
@@ -185,7 +186,7 @@ pub async fn start_with_store<D: DraDriver, S: PreparedStore>(
     client: kube::Client,
 ) -> Result<PluginHandle<D>, PluginError> {
     validate_driver_name(&options.driver_name)?;
-    let (lookup, cache_future) = ClaimLookup::new(client, options.claim_cache);
+    let (lookup, cache_future) = ClaimLookup::new(client, &options.claim_cache);
     let preparer = preparer(&options, driver, store, lookup)
         .await
         .map_err(|e| PluginError::Store(Box::new(e)))?;

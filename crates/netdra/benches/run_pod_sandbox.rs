@@ -201,6 +201,8 @@ async fn run() {
     let nri_socket = dir.path().join("nri.sock");
     let listener = RuntimeListener::bind(&nri_socket).unwrap();
     let mut plugin = PluginOptions::new(DRIVER);
+    // The fake API server holds claims, not pods: the claims are watched.
+    plugin.claim_cache = kubeletplugin::ClaimCacheMode::Watch;
     plugin.registry_dir = dir.path().join("registry");
     plugin.plugin_dir = dir.path().join("plugins");
     let mut nri = StubOptions::new("netdra", "10");
@@ -369,6 +371,7 @@ async fn sdk_alone(api: &FakeApiServer, dir: &std::path::Path) -> Vec<Duration> 
         }
     }
     let mut options = PluginOptions::new(DRIVER);
+    options.claim_cache = kubeletplugin::ClaimCacheMode::Watch;
     options.registry_dir = dir.join("sdk-registry");
     options.plugin_dir = dir.join("sdk-plugins");
     let plugin = kubeletplugin::start(options, Nothing, api.client()).await.unwrap();

@@ -75,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = client(args.kubeconfig.as_ref()).await?;
     let mut plugin = PluginOptions::new(&args.driver_name);
+    // The e2e tests' fake API server holds claims, not pods: the claims are watched.
+    plugin.claim_cache = kubeletplugin::ClaimCacheMode::Watch;
     plugin.registry_dir = args.kubelet_registry_dir;
     plugin.plugin_dir = args.kubelet_plugins_dir.join(&args.driver_name);
     let mut nri = StubOptions::new("netdra", &args.nri_plugin_index);

@@ -89,8 +89,12 @@ async fn main() -> anyhow::Result<()> {
         sysfs: Sysfs::default(),
         filter: DeviceFilter::Default,
     };
+    let mut plugin = PluginOptions::new(&args.driver_name);
+    plugin.claim_cache = kubeletplugin::ClaimCacheMode::Node {
+        node_name: args.node_name.clone(),
+    };
     let options = netdra::AgentOptions::new(
-        PluginOptions::new(&args.driver_name),
+        plugin,
         nri::StubOptions::new("netdra-vfs", "11"),
         &args.node_name,
         inventory,

@@ -103,6 +103,8 @@ async fn create_container_catches_a_missed_run_pod_sandbox() {
     let api = FakeApiServer::start().await.unwrap();
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let mut plugin = PluginOptions::new(DRIVER);
+    // The fake API server holds claims, not pods: the claims are watched.
+    plugin.claim_cache = kubeletplugin::ClaimCacheMode::Watch;
     plugin.registry_dir = dir.path().join("registry");
     plugin.plugin_dir = dir.path().join("plugins");
     let dra_socket = plugin.dra_socket();

@@ -1,7 +1,16 @@
 //! The HTTP shell around [`Store`]: routes, watch streams, the request log and fault injection.
 
 use parking_lot::Mutex;
-use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -53,6 +62,10 @@ struct Shared {
     events: broadcast::Sender<Event>,
     requests: Mutex<Vec<RecordedRequest>>,
     failures: Mutex<Vec<InjectedFailure>>,
+    /// Response body bytes sent, watch streams included: what clients received.
+    bytes_sent: AtomicU64,
+    /// Bumped to end every open watch stream.
+    watch_ends: tokio::sync::watch::Sender<u64>,
 }
 
 /// An in-process Kubernetes API server on a loopback port. Dropping it stops the server.
@@ -78,6 +91,8 @@ impl FakeApiServer {
             events: broadcast::channel(16 * 1024).0,
             requests: Mutex::default(),
             failures: Mutex::default(),
+            bytes_sent: AtomicU64::new(0),
+            watch_ends: tokio::sync::watch::Sender::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -130,6 +145,23 @@ impl FakeApiServer {
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.shared.requests.lock().clear();
+    }
+
+    /// Response body bytes sent so far, watch streams included.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the event history up to now, as etcd's compaction does: a watch resuming from
+    /// an older resourceVersion gets `410 Expired` and must list again.
+    pub fn compact(&self) {
+        self.shared.store.lock().compact();
+    }
+
+    /// Ends every open watch stream, as a server restart or a watch timeout does: the clients
+    /// resume from the last resourceVersion they saw.
+    pub fn end_watches(&self) {
+        self.shared.watch_ends.send_modify(|n| *n += 1);
     }
 
     /// Makes matching requests fail; see [`InjectedFailure`].
@@ -206,6 +238,22 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = respond(&shared, method, uri, query, headers, body);
+    // A watch stream counts its lines as it sends them; every other body has a known length.
+    if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
+        shared.bytes_sent.fetch_add(length, Ordering::Relaxed);
+    }
+    response
+}
+
+fn respond(
+    shared: &Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     shared.requests.lock().push(RecordedRequest {
         method: method.to_string(),
@@ -213,7 +261,7 @@ async fn handle(
         query: uri.query().unwrap_or_default().to_string(),
         watch,
     });
-    if let Some(code) = take_injected_failure(&shared, &method, uri.path()) {
+    if let Some(code) = take_injected_failure(shared, &method, uri.path()) {
         let e = ApiError {
             code,
             reason: if code == 409 { "Conflict" } else { "InternalError" },
@@ -233,14 +281,14 @@ async fn handle(
     let body_json =
         || serde_json::from_slice::<Value>(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
     let result = match (&method, target.name.as_deref()) {
-        (&Method::GET, None) if watch => return watch_response(&shared, &target, &query),
-        (&Method::GET, None) => Ok(list(&shared, &target, &query)),
+        (&Method::GET, None) if watch => return watch_response(shared, &target, &query),
+        (&Method::GET, None) => Ok(list(shared, &target, &query)),
         (&Method::GET, Some(name)) => shared.store.lock().get(&target.resource, &namespace, name),
         (&Method::POST, None) => {
-            body_json().and_then(|b| write(&shared, |s| s.create(&target.resource, &namespace, b, false)))
+            body_json().and_then(|b| write(shared, |s| s.create(&target.resource, &namespace, b, false)))
         }
         (&Method::PUT, Some(name)) => body_json().and_then(|b| {
-            write(&shared, |s| {
+            write(shared, |s| {
                 s.update(&target.resource, &namespace, name, b, target.status)
             })
         }),
@@ -260,14 +308,14 @@ async fn handle(
             };
             kind.and_then(|k| {
                 body_json().and_then(|b| {
-                    write(&shared, |s| {
+                    write(shared, |s| {
                         let manager = query.get("fieldManager").map(String::as_str);
                         s.patch(&target.resource, &namespace, name, b, k, target.status, manager)
                     })
                 })
             })
         }
-        (&Method::DELETE, Some(name)) => write(&shared, |s| s.delete(&target.resource, &namespace, name)),
+        (&Method::DELETE, Some(name)) => write(shared, |s| s.delete(&target.resource, &namespace, name)),
         _ => Err(ApiError {
             code: 405,
             reason: "MethodNotAllowed",
@@ -308,7 +356,7 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Va
 /// A watch stream: newline-delimited JSON events. Replays history after the requested
 /// resourceVersion (or the current objects as `ADDED` when none is given), then streams live
 /// events until `timeoutSeconds`.
-fn watch_response(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Response {
+fn watch_response(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, String>) -> Response {
     let selectors = selectors(query);
     let since = query
         .get("resourceVersion")
@@ -327,11 +375,21 @@ fn watch_response(shared: &Shared, target: &Target, query: &HashMap<String, Stri
                 .map(|object| json!({"type": "ADDED", "object": object}).to_string() + "\n")
                 .collect()
         } else {
-            store
-                .events_since(&target.resource, target.namespace.as_deref(), &selectors, since)
-                .iter()
-                .map(Event::to_json_line)
-                .collect()
+            match store.events_since(&target.resource, target.namespace.as_deref(), &selectors, since) {
+                Ok(events) => events.iter().map(Event::to_json_line).collect(),
+                // The real server answers 200 and one ERROR event carrying the 410 status.
+                Err(expired) => {
+                    let line = json!({"type": "ERROR", "object": expired.to_status()}).to_string() + "\n";
+                    shared.bytes_sent.fetch_add(line.len() as u64, Ordering::Relaxed);
+                    return Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from_stream(stream::iter([Ok::<_, Infallible>(Bytes::from(
+                            line,
+                        ))])))
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+            }
         };
         (replay, shared.events.subscribe())
     };
@@ -346,10 +404,19 @@ fn watch_response(shared: &Shared, target: &Target, query: &HashMap<String, Stri
                 .map(|e| e.to_json_line());
             futures::future::ready(line)
         });
+    let counter = shared.clone();
+    let mut ends = shared.watch_ends.subscribe();
+    let ended = async move {
+        let _ = ends.changed().await;
+    };
     let lines = stream::iter(replay)
         .chain(live)
         .take_until(tokio::time::sleep(Duration::from_secs(timeout)))
-        .map(|line| Ok::<_, Infallible>(Bytes::from(line)));
+        .take_until(ended)
+        .map(move |line| {
+            counter.bytes_sent.fetch_add(line.len() as u64, Ordering::Relaxed);
+            Ok::<_, Infallible>(Bytes::from(line))
+        });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

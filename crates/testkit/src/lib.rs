@@ -22,5 +22,5 @@ pub use harness::{
     available_or_skip, command_output, example_binary, flavor_tag, is_root, newer_containerd_flavors, percentile,
 };
 pub use host_snapshot::HostSnapshot;
-pub use resources::{NODES, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
+pub use resources::{NODES, PODS, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
 pub mod wire;

@@ -68,5 +68,15 @@ pub const NODES: ResourceType = ResourceType {
     has_status: true,
 };
 
+/// Core `v1` Pods (a node agent watches those bound to its node).
+pub const PODS: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    kind: "Pod",
+    namespaced: true,
+    has_status: true,
+};
+
 /// Every type the server routes.
-pub(crate) const ALL: &[ResourceType] = &[RESOURCE_CLAIMS, RESOURCE_SLICES, NODES];
+pub(crate) const ALL: &[ResourceType] = &[RESOURCE_CLAIMS, RESOURCE_SLICES, NODES, PODS];

@@ -185,6 +185,8 @@ pub(crate) struct Store {
     next_uid: u64,
     objects: BTreeMap<Key, Value>,
     history: Vec<Event>,
+    /// History before this revision is gone (etcd's compaction): older watches get 410.
+    compacted: u64,
 }
 
 impl Store {
@@ -213,19 +215,34 @@ impl Store {
             .collect()
     }
 
-    /// Events of a type after `since`, optionally in one namespace, filtered by selectors.
+    /// Events of a type after `since`, optionally in one namespace, filtered by selectors; a
+    /// `since` older than the compacted history is `410 Expired`, as the real server answers.
     pub(crate) fn events_since(
         &self,
         resource: &ResourceType,
         namespace: Option<&str>,
         selectors: &Selectors,
         since: u64,
-    ) -> Vec<Event> {
-        self.history
+    ) -> Result<Vec<Event>, ApiError> {
+        if since < self.compacted {
+            return Err(ApiError {
+                code: 410,
+                reason: "Expired",
+                message: format!("too old resource version: {since} ({})", self.compacted),
+            });
+        }
+        Ok(self
+            .history
             .iter()
             .filter(|e| e.resource_version > since && event_matches(e, resource, namespace, selectors))
             .cloned()
-            .collect()
+            .collect())
+    }
+
+    /// Forgets the event history up to the current revision, as etcd's compaction does.
+    pub(crate) fn compact(&mut self) {
+        self.compacted = self.revision;
+        self.history.clear();
     }
 
     /// Creates an object. Status is dropped for types with a status subresource unless `keep_status`.
@@ -662,7 +679,9 @@ mod tests {
         let sel = Selectors::parse(Some("k!=a"), None);
         assert_eq!(s.list(&RESOURCE_SLICES, None, &sel).len(), 1);
         s.delete(&RESOURCE_SLICES, "", "a").unwrap();
-        let events = s.events_since(&RESOURCE_SLICES, None, &Selectors::default(), 1);
+        let events = s
+            .events_since(&RESOURCE_SLICES, None, &Selectors::default(), 1)
+            .unwrap();
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec!["ADDED", "DELETED"]);
         assert_eq!(s.delete(&RESOURCE_SLICES, "", "a").unwrap_err().code, 404);

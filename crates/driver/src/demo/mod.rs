@@ -27,11 +27,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use kubeletplugin::{PluginOptions, proto::dra::v1 as dra};
+use kubeletplugin::{ClaimCacheMode, PluginOptions, proto::dra::v1 as dra};
 use netdev::{DeviceFilter, InventoryConfig, Sysfs};
 use nri::StubOptions;
 use serde_json::{Value, json};
-use testkit::{FakeApiServer, RESOURCE_CLAIMS, RESOURCE_SLICES};
+use testkit::{FakeApiServer, PODS, RESOURCE_CLAIMS, RESOURCE_SLICES};
 use tokio::signal::unix::{SignalKind, signal};
 
 use host::{Created, NICS};
@@ -266,6 +266,7 @@ impl Demo {
         self.runtime = Some(runtime);
 
         let mut plugin = PluginOptions::new(&driver);
+        plugin.claim_cache = ClaimCacheMode::Node { node_name: NODE.into() };
         plugin.registry_dir = self.dir.path().join("registry");
         plugin.plugin_dir = self.dir.path().join("plugins").join(&driver);
         let mut nri = StubOptions::new("netdra", &self.options.nri_plugin_index);
@@ -377,6 +378,20 @@ impl Demo {
         self.api
             .set_status(&RESOURCE_CLAIMS, NAMESPACE, CLAIM, status)
             .context("the fake API server refused the allocation")?;
+        // The scheduler binds the pod to this node: the agent, watching this node's pods,
+        // fetches the claim before the kubelet asks for it.
+        self.api.seed(
+            &PODS,
+            NAMESPACE,
+            json!({
+                "metadata": {"name": self.pod.name, "namespace": NAMESPACE, "uid": self.pod.uid},
+                "spec": {
+                    "nodeName": NODE,
+                    "containers": [{"name": "app", "image": "pause"}],
+                    "resourceClaims": [{"name": "nic", "resourceClaimName": CLAIM}],
+                },
+            }),
+        );
         Ok(())
     }
 

@@ -79,6 +79,29 @@ pub fn seed_claim(api: &FakeApiServer, namespace: &str, name: &str, uid: &str, d
     );
 }
 
+/// A pod bound to `node` that references `standalone` claims by name (`spec.resourceClaims`)
+/// and `generated` claims made from its templates (`status.resourceClaimStatuses`).
+pub fn pod(namespace: &str, name: &str, uid: &str, node: &str, standalone: &[&str], generated: &[&str]) -> Value {
+    let mut refs: Vec<Value> = standalone
+        .iter()
+        .map(|c| json!({"name": format!("ref-{c}"), "resourceClaimName": c}))
+        .collect();
+    refs.extend(
+        generated
+            .iter()
+            .map(|c| json!({"name": format!("tmpl-{c}"), "resourceClaimTemplateName": "net"})),
+    );
+    let statuses: Vec<Value> = generated
+        .iter()
+        .map(|c| json!({"name": format!("tmpl-{c}"), "resourceClaimName": c}))
+        .collect();
+    json!({
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}], "resourceClaims": refs},
+        "status": {"phase": "Pending", "resourceClaimStatuses": statuses},
+    })
+}
+
 /// A client for an API server that is not there: a loopback port nothing listens on.
 pub fn unreachable_client() -> kube::Client {
     let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
@@ -125,11 +148,13 @@ pub struct Running {
 pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let driver = RecordingDriver::default();
-    let plugin = kubeletplugin::start(options(dir.path(), cache), driver.clone(), api.client())
+    let plugin = kubeletplugin::start(options(dir.path(), cache.clone()), driver.clone(), api.client())
         .await
         .unwrap();
-    if cache == ClaimCacheMode::Watch {
-        wait_for_cache(&plugin, api.objects(&RESOURCE_CLAIMS).len()).await;
+    match cache {
+        ClaimCacheMode::Watch => wait_for_cache(&plugin, api.objects(&RESOURCE_CLAIMS).len()).await,
+        ClaimCacheMode::Node { .. } => wait_for_cache(&plugin, 0).await,
+        ClaimCacheMode::GetOnly => {}
     }
     let channel = uds_channel(plugin.dra_socket()).await;
     Running {
