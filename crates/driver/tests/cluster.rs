@@ -19,7 +19,10 @@
 //!   holds it; once it is deleted, the kubelet's retry gets the interface, the second pod runs
 //!   with it, and the claim says Ready=True for it;
 //! - the driver stopped past the kubelet's grace period: the kubelet wipes its slices; started
-//!   again: republished.
+//!   again: republished;
+//! - a burst: 20 pods with a NIC each and 20 without claims created at once, each timed from
+//!   its create request to Running (printed: what DRA and netdra add to a pod's start), every
+//!   NIC pod with `net1`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod real_node;
@@ -51,6 +54,16 @@ struct Driver {
 
 impl Driver {
     fn start(cluster: &Cluster, kubeconfig: &Path, dir: &Path) -> Self {
+        Self::publishing(
+            cluster,
+            kubeconfig,
+            dir,
+            &format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\""),
+        )
+    }
+
+    /// The driver publishing the interfaces `device_filter` selects.
+    fn publishing(cluster: &Cluster, kubeconfig: &Path, dir: &Path, device_filter: &str) -> Self {
         let log = dir.join("netdra.log");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -69,10 +82,7 @@ impl Driver {
             .arg(root.join("plugins"))
             .args(["--nri-socket", cluster.var("NRI_SOCKET")])
             .args(["--metrics-address", "127.0.0.1:0"])
-            .args([
-                "--device-filter",
-                &format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\""),
-            ])
+            .args(["--device-filter", device_filter])
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(file)
@@ -402,6 +412,23 @@ async fn netdra_on_a_real_kubernetes_node() {
         driver.log()
     );
     driver.stop();
+
+    // A burst, measured: pods with a NIC each and pods without claims, created at once.
+    let burst_nics = BurstNics::create();
+    let driver = Driver::publishing(
+        &cluster,
+        &kubeconfig,
+        dir.path(),
+        &format!("device.attributes[\"{DRIVER}\"].ifName.startsWith(\"{BURST_NIC}\")"),
+    );
+    burst(&client, &cluster, &slices, &node).await;
+    assert!(
+        !driver.log().contains(" 403 ") && !driver.log().contains("forbidden"),
+        "the ServiceAccount's RBAC was enough for the burst:\n{}",
+        driver.log()
+    );
+    driver.stop();
+    drop(burst_nics);
     println!("the whole run took {:.1}s", started.elapsed().as_secs_f64());
 
     // Stopped: nothing of the cluster, the driver or the pod is left on the host.
@@ -415,4 +442,175 @@ async fn netdra_on_a_real_kubernetes_node() {
         .collect();
     assert!(cgroups.is_empty(), "the kubelet's cgroups are left: {cgroups:?}");
     println!("stopped: no namespace, link, socket, mount, process or cgroup left");
+}
+
+/// Pods of each kind in the burst.
+const BURST: usize = 20;
+/// The burst's NICs: `ndkb0`… (veth pairs with `ndkp0`…).
+const BURST_NIC: &str = "ndkb";
+
+/// The burst's veth pairs, deleted by name when dropped.
+struct BurstNics;
+
+impl BurstNics {
+    fn create() -> Self {
+        for i in 0..BURST {
+            // The peers' names do not start with BURST_NIC: only the NICs are published.
+            let (nic, peer) = (format!("{BURST_NIC}{i}"), format!("ndkp{i}"));
+            let _ = Command::new("ip").args(["link", "del", &nic]).output();
+            ip(&["link", "add", &nic, "type", "veth", "peer", "name", &peer]);
+            ip(&["link", "set", &peer, "up"]);
+        }
+        Self
+    }
+}
+
+impl Drop for BurstNics {
+    fn drop(&mut self) {
+        for i in 0..BURST {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{BURST_NIC}{i}")])
+                .output();
+        }
+    }
+}
+
+/// A burst pod: `burst-nic-N` with a claim from the `burst-nic` template, or `burst-plain-N`
+/// without claims.
+fn burst_pod(name: &str, with_nic: bool) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"netdra-burst": "1"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "localhost/pause:netdra", "imagePullPolicy": "Never"}],
+        },
+    });
+    if with_nic {
+        pod["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "burst-nic"}]);
+        pod["spec"]["containers"][0]["resources"] = json!({"claims": [{"name": "nic"}]});
+    }
+    pod
+}
+
+fn quantiles(label: &str, times: &mut [Duration]) -> [f64; 3] {
+    times.sort();
+    let q = [0.5, 0.9, 0.99].map(|p| testkit::percentile(times, p).as_secs_f64());
+    println!(
+        "  {label:<26} p50 {:>6.2} s  p90 {:>6.2} s  p99 {:>6.2} s  (n={})",
+        q[0],
+        q[1],
+        q[2],
+        times.len()
+    );
+    q
+}
+
+/// [`BURST`] pods with one NIC each and [`BURST`] without claims, created at once (alternating),
+/// each timed from its create request to the watch showing it Running; every NIC pod has `net1`
+/// in its namespace. Figures printed, not asserted: a benchmark on a real node.
+async fn burst(client: &Client, cluster: &Cluster, slices: &Api<ResourceSlice>, node: &str) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    eventually("the burst's NICs published", Duration::from_secs(60), || async move {
+        let list = slices.list(&ListParams::default()).await.ok()?;
+        let count = list
+            .items
+            .iter()
+            .filter(|s| s.spec.node_name.as_deref() == Some(node))
+            .flat_map(|s| s.spec.devices.iter().flatten())
+            .filter(|d| {
+                d.attributes
+                    .as_ref()
+                    .and_then(|a| a.get("ifName"))
+                    .and_then(|v| v.string.as_deref())
+                    .is_some_and(|n| n.starts_with(BURST_NIC))
+            })
+            .count();
+        (count == BURST).then_some(())
+    })
+    .await;
+    let mut template = template(&format!(
+        "device.attributes[\"{DRIVER}\"].ifName.startsWith(\"{BURST_NIC}\")"
+    ));
+    template["metadata"]["name"] = json!("burst-nic");
+    create(client, &template, false).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let selector = watcher::Config::default().labels("netdra-burst=1");
+    let mut running = std::pin::pin!(watcher(pods.clone(), selector).applied_objects().default_backoff());
+    let names: Vec<(String, bool)> = (0..BURST)
+        .flat_map(|i| [(format!("burst-nic-{i}"), true), (format!("burst-plain-{i}"), false)])
+        .collect();
+    let sent: std::collections::HashMap<String, Instant> =
+        futures::future::join_all(names.iter().map(|(name, nic)| {
+            let pods = pods.clone();
+            let object: Pod = serde_json::from_value(burst_pod(name, *nic)).unwrap();
+            async move {
+                let at = Instant::now();
+                pods.create(&PostParams::default(), &object).await.unwrap();
+                (name.clone(), at)
+            }
+        }))
+        .await
+        .into_iter()
+        .collect();
+    let mut started = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while started.len() < names.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, running.next()).await.unwrap_or_else(|_| {
+            panic!(
+                "only {} of {} burst pods Running after 240 s",
+                started.len(),
+                names.len()
+            )
+        });
+        let Some(Ok(pod)) = event else { continue };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            && let Some(at) = sent.get(&name)
+        {
+            started.entry(name).or_insert_with(|| at.elapsed());
+        }
+    }
+    let (mut with, mut without): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    for (name, nic) in &names {
+        if *nic { &mut with } else { &mut without }.push(started[name]);
+    }
+    println!("burst on the real node: {BURST} pods with one NIC each and {BURST} without claims, created at once");
+    let w = quantiles("creation -> Running, NIC", &mut with);
+    let p = quantiles("creation -> Running, none", &mut without);
+    println!(
+        "  what DRA and netdra add to a pod's start: p50 {:+.2} s  p90 {:+.2} s  p99 {:+.2} s",
+        w[0] - p[0],
+        w[1] - p[1],
+        w[2] - p[2]
+    );
+    for (name, _) in names.iter().filter(|(_, nic)| *nic) {
+        let uid = pods.get(name).await.unwrap().metadata.uid.unwrap();
+        let netns = pod_netns(cluster.var("CRI_SOCKET"), &uid).await;
+        assert!(
+            ip(&["-n", &netns, "link", "show", "net1"]).contains("net1"),
+            "{name} runs without net1"
+        );
+    }
+    println!("  every NIC pod runs with net1 in its namespace");
+    for (name, _) in &names {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for (name, _) in &names {
+        wait_pod_gone(&pods, name).await;
+    }
+    eventually("the burst's NICs home", Duration::from_secs(60), || async {
+        (0..BURST)
+            .all(|i| Path::new("/sys/class/net").join(format!("{BURST_NIC}{i}")).exists())
+            .then_some(())
+    })
+    .await;
+    let templates: Api<kube::api::DynamicObject> = dynamic_api(client, &template).await;
+    templates.delete("burst-nic", &DeleteParams::default()).await.unwrap();
 }

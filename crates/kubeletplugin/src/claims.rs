@@ -16,6 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{core::v1::Pod, resource::v1::ResourceClaim};
 use kube::{
     Api, Client, ResourceExt,
+    discovery::ApiResource,
     runtime::{WatchStreamExt, reflector, reflector::ObjectRef, watcher},
 };
 use parking_lot::Mutex;
@@ -23,7 +24,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     driver::{AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, ResolvedClaim},
-    node_claims::{ClaimKey, Fetch, Fetched, NodeClaims, PodClaims},
+    node_claims::{ClaimKey, Fetch, Fetched, NodeClaims, PodClaims, PodObject, reserved_for},
 };
 
 /// GETs of claims in flight at once: a node's worth of pods listed at start is fetched in
@@ -250,6 +251,25 @@ impl ClaimLookup {
         }
     }
 
+    /// Whether `claim` is reserved for pod `pod_uid`, from the cache, without a request; `None`
+    /// when the cache cannot tell (not cached, not synced, or, for the node-scoped cache, a pod
+    /// or reservation newer than what it holds): then ask the API server.
+    pub fn reserves(&self, claim: &ClaimRef, pod_uid: &str) -> Option<bool> {
+        match &self.cache {
+            Cache::None => None,
+            Cache::Watch(store, ready) => {
+                if !ready.load(Ordering::Acquire) {
+                    return None;
+                }
+                let object = store.get(&ObjectRef::new(&claim.name).within(&claim.namespace))?;
+                Some(object.metadata.uid.as_deref() == Some(claim.uid.as_str()) && reserved_for(&object, pod_uid))
+            }
+            Cache::Node(state) => state
+                .lock()
+                .reserves(&claim.namespace, &claim.name, &claim.uid, pod_uid),
+        }
+    }
+
     /// Number of claims in the cache (0 without one).
     pub fn cached_claims(&self) -> usize {
         match &self.cache {
@@ -290,7 +310,7 @@ impl ClaimLookup {
 /// Keeps `state` to the claims of the pods bound to `node_name`: drives the pod watch and runs
 /// the fetches the state asks for. The fetches are owned here: dropping the future stops them.
 async fn keep_node_claims(client: Client, node_name: String, state: Arc<Mutex<NodeClaims>>) {
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<PodObject> = Api::all_with(client.clone(), &ApiResource::erase::<Pod>(&()));
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
     let mut fetches = JoinSet::new();
@@ -340,7 +360,7 @@ async fn keep_node_claims(client: Client, node_name: String, state: Arc<Mutex<No
     }
 }
 
-fn apply_pod_event(state: &mut NodeClaims, event: watcher::Event<Pod>) -> Vec<Fetch> {
+fn apply_pod_event(state: &mut NodeClaims, event: watcher::Event<PodObject>) -> Vec<Fetch> {
     match event {
         watcher::Event::Init => {
             state.relist_started();

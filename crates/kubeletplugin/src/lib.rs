@@ -2,10 +2,11 @@
 //!
 //! It does what every DRA driver's node component needs and nothing specific to one driver:
 //! registers with the kubelet (whose `:authority` quirk a stock tonic server rejects: every
-//! connection passes through a normaliser, `src/authority.rs` says why), serves the DRA `v1` and `v1beta1` node services on one socket, resolves the
-//! claims the kubelet names from a cache of the claims of its node's pods, serialises and deduplicates calls per claim,
-//! keeps the prepared claims durable, and manages the socket files whose presence is the
-//! registration.
+//! connection passes through a normaliser, `src/authority.rs` says why), serves the DRA `v1` and
+//! `v1beta1` node services on one socket, resolves the claims the kubelet names (from a cache of
+//! the claims its node's pods reference, `src/node_claims.rs`), serialises and deduplicates calls
+//! per claim, keeps the prepared claims durable, and manages the socket files whose presence is
+//! the registration.
 //!
 //! # Guarantees
 //!

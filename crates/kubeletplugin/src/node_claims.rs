@@ -25,7 +25,8 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{core::v1::Pod, resource::v1::ResourceClaim};
+use k8s_openapi::api::resource::v1::ResourceClaim;
+use serde::{Deserialize, Serialize};
 
 /// First retry delay of a fetch that found nothing usable.
 pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -41,6 +42,35 @@ pub(crate) struct ClaimKey {
     pub name: String,
 }
 
+/// A pod as the cache reads it: its metadata and its claim references; the rest of the object
+/// is skipped while decoding (a whole `Pod` type would cost decoding time, memory and about
+/// 1 MB of binary for fields never read).
+pub(crate) type PodObject = kube::core::Object<PodSpecClaims, PodStatusClaims>;
+
+/// `spec.resourceClaims` of a pod.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PodSpecClaims {
+    #[serde(default)]
+    resource_claims: Option<Vec<ClaimName>>,
+}
+
+/// `status.resourceClaimStatuses` of a pod.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PodStatusClaims {
+    #[serde(default)]
+    resource_claim_statuses: Option<Vec<ClaimName>>,
+}
+
+/// An entry naming a ResourceClaim (absent for a template's claim not made yet).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimName {
+    #[serde(default)]
+    resource_claim_name: Option<String>,
+}
+
 /// What the cache needs of a pod: its identity and the claims it references.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodClaims {
@@ -54,13 +84,14 @@ pub(crate) struct PodClaims {
 
 impl PodClaims {
     /// From a pod object; `None` when it lacks a UID or a namespace (then it cannot be tracked).
-    pub(crate) fn from_pod(pod: &Pod) -> Option<Self> {
+    pub(crate) fn from_pod(pod: &PodObject) -> Option<Self> {
         let uid = pod.metadata.uid.clone()?;
         let namespace = pod.metadata.namespace.clone()?;
         let from_spec = pod
             .spec
+            .resource_claims
             .iter()
-            .flat_map(|s| s.resource_claims.iter().flatten())
+            .flatten()
             .filter_map(|c| c.resource_claim_name.clone());
         let from_status = pod
             .status
@@ -134,6 +165,17 @@ pub(crate) struct NodeClaims {
     relisted: Option<HashSet<String>>,
     synced: bool,
     next_token: u64,
+}
+
+/// Whether `claim`'s `status.reservedFor` names pod `pod_uid`.
+pub(crate) fn reserved_for(claim: &ResourceClaim, pod_uid: &str) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| s.reserved_for.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.resource == "pods" && c.api_group.as_deref().unwrap_or("").is_empty() && c.uid == pod_uid)
 }
 
 /// Whether a fetched object is what Prepare needs: allocated.
@@ -241,13 +283,31 @@ impl NodeClaims {
         None
     }
 
-    /// The cached object of a claim, if any.
+    /// The cached object of a claim, if any. Not while it is being fetched: a fetch is asked
+    /// for when the copy may predate a pod's reservation.
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<ResourceClaim>> {
         let key = ClaimKey {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
-        self.claims.get(&key)?.object.clone()
+        let entry = self.claims.get(&key)?;
+        if entry.fetch != FetchState::Idle {
+            return None;
+        }
+        entry.object.clone()
+    }
+
+    /// Whether claim `namespace`/`name` (UID `claim_uid`) is reserved for pod `pod_uid`, as far
+    /// as the cache can tell; `None` when it cannot: the pod is not known yet (the pod watch
+    /// may lag behind the runtime), or it references the claim but the cached copy does not
+    /// show the reservation (the copy may be older than the pod).
+    pub(crate) fn reserves(&self, namespace: &str, name: &str, claim_uid: &str, pod_uid: &str) -> Option<bool> {
+        let pod = self.pods.get(pod_uid)?;
+        if pod.namespace != namespace || !pod.claims.contains(name) {
+            return Some(false);
+        }
+        let object = self.get(namespace, name)?;
+        (object.metadata.uid.as_deref() == Some(claim_uid) && reserved_for(&object, pod_uid)).then_some(true)
     }
 
     /// Number of claims with a cached object.
@@ -550,8 +610,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_is_answered_only_when_the_cache_can_know_it() {
+        let mut cache = synced();
+        let f = cache.pod_applied(pod("p1", "ns", &["shared"])).remove(0);
+        assert_eq!(cache.reserves("ns", "shared", "u", "p1"), None, "being fetched");
+        cache.fetched(&f.claim, f.token, claim("ns", "shared", "u", true, &["p1"]));
+        assert_eq!(cache.reserves("ns", "shared", "u", "p1"), Some(true));
+        assert_eq!(
+            cache.reserves("ns", "shared", "other-uid", "p1"),
+            None,
+            "another claim of that name"
+        );
+        assert_eq!(
+            cache.reserves("ns", "shared", "u", "p2"),
+            None,
+            "p2 not seen yet: the watch may lag"
+        );
+        // p2 arrives referencing the claim: unknown until the copy that reserves it is fetched.
+        let f = cache.pod_applied(pod("p2", "ns", &["shared"])).remove(0);
+        assert_eq!(cache.reserves("ns", "shared", "u", "p2"), None);
+        cache.fetched(&f.claim, f.token, claim("ns", "shared", "u", true, &["p1"]));
+        assert_eq!(
+            cache.reserves("ns", "shared", "u", "p2"),
+            None,
+            "still not shown reserved: ask the server"
+        );
+        // A pod known not to reference the claim is answered without a request.
+        cache.pod_applied(pod("p3", "ns", &["own"]));
+        assert_eq!(cache.reserves("ns", "shared", "u", "p3"), Some(false));
+    }
+
+    #[test]
     fn a_pod_names_its_claims_by_spec_and_by_status() {
-        let object: Pod = serde_json::from_value(json!({
+        let object: PodObject = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "ns", "uid": "p1"},
             "spec": {"containers": [], "resourceClaims": [
                 {"name": "shared", "resourceClaimName": "standalone"},

@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use crate::{
     checkpoint::{CheckpointError, FileCheckpoint},
     claims::{ClaimCacheMode, ClaimLookup},
-    driver::{DraDriver, PreparedClaim},
+    driver::{ClaimRef, DraDriver, PreparedClaim},
     preparer::Preparer,
     proto::{dra, pluginregistration::registration_server::RegistrationServer},
     services::{DraService, RegistrationService, RegistrationState},
@@ -25,10 +25,24 @@ pub const DEFAULT_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
 /// Default parent of per-driver plugin directories.
 pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
 
-/// Reads a claim from the watch cache by namespace and name; see
+/// Reads the plugin's claim cache, for a driver's runtime hooks; see
 /// [`PluginHandle::claim_cache_reader`].
-pub type ClaimCacheReader =
-    Arc<dyn Fn(&str, &str) -> Option<Arc<k8s_openapi::api::resource::v1::ResourceClaim>> + Send + Sync>;
+#[derive(Clone)]
+pub struct ClaimCacheReader(ClaimLookup);
+
+impl ClaimCacheReader {
+    /// The cached object of claim `namespace`/`name`, without an API request; `None` when it
+    /// is not cached (or being fetched again), or without a cache.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<k8s_openapi::api::resource::v1::ResourceClaim>> {
+        self.0.cached(namespace, name)
+    }
+
+    /// Whether `claim` is reserved for pod `pod_uid`, without an API request; `None` when the
+    /// cache cannot tell (ask the API server then).
+    pub fn reserves(&self, claim: &ClaimRef, pod_uid: &str) -> Option<bool> {
+        self.0.reserves(claim, pod_uid)
+    }
+}
 
 /// Why a plugin could not start.
 #[derive(Debug, thiserror::Error)]
@@ -335,8 +349,7 @@ impl<D: DraDriver> PluginHandle<D> {
     /// claim by namespace and name, without an API request (`None` when not cached, or in
     /// GET-only mode).
     pub fn claim_cache_reader(&self) -> ClaimCacheReader {
-        let lookup = self.preparer.lookup().clone();
-        Arc::new(move |namespace: &str, name: &str| lookup.cached(namespace, name))
+        ClaimCacheReader(self.preparer.lookup().clone())
     }
 
     /// Number of claims in the watch cache.

@@ -21,7 +21,6 @@
 mod common;
 
 use std::{
-    io::Write,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -49,53 +48,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn ip_batch(commands: &str, check: bool) {
-    let mut child = Command::new("ip")
-        .args(["-force", "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(if check { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-    let ok = child.wait().unwrap().success();
-    assert!(ok || !check, "ip -batch failed:\n{commands}");
-}
+/// The tag of the run's namespaces and veths (see [`common::PodVeths`]).
+const TAG: &str = "ndrb";
 
 fn host(i: usize) -> String {
-    format!("ndrbh{i}")
+    format!("{TAG}h{i}")
 }
 
 fn netns(i: usize) -> String {
-    format!("ndrbns{i}")
-}
-
-/// The namespaces and veths of the run, deleted by name when dropped.
-struct Links;
-
-impl Links {
-    fn create() -> Self {
-        let mut batch = String::new();
-        for i in 0..PODS {
-            batch.push_str(&format!(
-                "netns add {ns}\nlink add {h} type veth peer name ndrbp{i}\nlink set ndrbp{i} up\n",
-                ns = netns(i),
-                h = host(i)
-            ));
-        }
-        ip_batch(&batch, true);
-        Self
-    }
-}
-
-impl Drop for Links {
-    fn drop(&mut self) {
-        let mut batch = String::new();
-        for i in 0..PODS {
-            batch.push_str(&format!("netns del {}\nlink del {}\n", netns(i), host(i)));
-        }
-        ip_batch(&batch, false);
-    }
+    format!("{TAG}ns{i}")
 }
 
 fn config() -> InterfaceConfig {
@@ -192,7 +153,7 @@ fn report(label: &str, times: &mut [Duration]) -> (Duration, Duration) {
 }
 
 async fn run() {
-    let _links = Links::create();
+    let _links = common::PodVeths::create(TAG, PODS);
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApiServer::start().await.unwrap();
 

@@ -186,16 +186,12 @@ impl ClaimApi for Kube {
     }
 
     fn cached(&self, claim: &ClaimRef) -> Option<ClaimObject> {
-        let object = (self.cache.get()?)(&claim.namespace, &claim.name)?;
+        let object = self.cache.get()?.get(&claim.namespace, &claim.name)?;
         Some(ClaimObject::from_claim(&object))
     }
 
     fn reserves(&self, claim: &ClaimRef, pod_uid: &str) -> Option<bool> {
-        let object = (self.cache.get()?)(&claim.namespace, &claim.name)?;
-        Some(
-            object.metadata.uid.as_deref() == Some(claim.uid.as_str())
-                && crate::plan::pod_consumers(&object).any(|c| c.uid == pod_uid),
-        )
+        self.cache.get()?.reserves(claim, pod_uid)
     }
 
     fn patch_status(&self, claim: &ClaimRef, field_manager: &str, body: Value) -> BoxFuture<'_, Result<(), ApiError>> {

@@ -13,6 +13,8 @@
 
 use std::{collections::BTreeSet, path::PathBuf, sync::Arc};
 
+use tokio::time::Instant;
+
 use nri::{
     EventSet, HandlerError, Plugin, RuntimeInfo,
     proto::api::{Container, ContainerUpdate, CreateContainerResponse, Event, PodSandbox},
@@ -65,6 +67,9 @@ impl<D: NetworkDriver, K: Kernel> RuntimeSide<D, K> {
     /// outcome is journaled too (the container's check reads the claims' phases).
     async fn attach_and_wait(&self, pod: &PodSandbox, hook: &'static str, settled: bool) -> Result<bool, HookError> {
         let node = &self.0;
+        // The runtime's timeout runs from its request: so does the hook's share of it (under a
+        // burst, journaling the intent can queue before the wait begins).
+        let deadline = Instant::now() + node.hook_wait();
         let pod_ref = pod_ref(pod);
         let Some(op) = node.attach_pod(&pod_ref, netns(pod).as_deref(), hook).await? else {
             return Ok(true);
@@ -76,7 +81,7 @@ impl<D: NetworkDriver, K: Kernel> RuntimeSide<D, K> {
                 s.answer().is_some()
             }
         };
-        let state = Node::<D, K>::wait(op, node.hook_wait(), ready).await;
+        let state = Node::<D, K>::wait(op, deadline.saturating_duration_since(Instant::now()), ready).await;
         if !ready(&state) {
             tracing::warn!(pod = %pod_ref, hook, "attach still running at the hook's deadline; the pod's first container waits for it");
             return Ok(false);
@@ -117,10 +122,12 @@ impl<D: NetworkDriver, K: Kernel> RuntimeSide<D, K> {
 
     async fn stop_pod(&self, pod: &PodSandbox, why: &str) {
         let node = &self.0;
+        let deadline = Instant::now() + node.hook_wait();
         // Only this sandbox's interfaces: an old sandbox's removal never touches a new one's.
         let scope = netns(pod).map_or(Scope::Pod, Scope::Netns);
         if let Some(op) = node.stop(&pod_ref(pod), why, scope).await {
-            let state = Node::<D, K>::wait(op, node.hook_wait(), |s| matches!(s, OpState::Settled(_))).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let state = Node::<D, K>::wait(op, left, |s| matches!(s, OpState::Settled(_))).await;
             if !matches!(state, OpState::Settled(_)) {
                 tracing::warn!(pod = %pod_ref(pod), "interfaces still being returned at the hook's deadline; that goes on behind it");
             }

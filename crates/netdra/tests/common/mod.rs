@@ -226,6 +226,62 @@ pub struct Env {
     pub holds: Vec<PathBuf>,
 }
 
+/// Runs `ip -force -batch` on `commands`; with `check`, a failing line fails the test (and its
+/// error is shown).
+pub fn ip_batch(commands: &str, check: bool) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(if check { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    let ok = child.wait().unwrap().success();
+    assert!(ok || !check, "ip -batch failed:\n{commands}");
+}
+
+/// `count` network namespaces `<tag>ns<i>` and veth pairs `<tag>h<i>` (on the host) and
+/// `<tag>p<i>` (up), made in one `ip -batch`, deleted by name when dropped.
+pub struct PodVeths {
+    tag: &'static str,
+    count: usize,
+}
+
+impl PodVeths {
+    pub fn create(tag: &'static str, count: usize) -> Self {
+        let mut batch = String::new();
+        for i in 0..count {
+            batch.push_str(&format!(
+                "netns add {tag}ns{i}\nlink add {tag}h{i} type veth peer name {tag}p{i}\nlink set {tag}p{i} up\n"
+            ));
+        }
+        ip_batch(&batch, true);
+        Self { tag, count }
+    }
+
+    /// The host end of pair `i`.
+    pub fn host(&self, i: usize) -> String {
+        format!("{}h{i}", self.tag)
+    }
+
+    /// The name of namespace `i` (under `/var/run/netns`).
+    pub fn netns(&self, i: usize) -> String {
+        format!("{}ns{i}", self.tag)
+    }
+}
+
+impl Drop for PodVeths {
+    fn drop(&mut self) {
+        let mut batch = String::new();
+        for i in 0..self.count {
+            batch.push_str(&format!("netns del {}\nlink del {}\n", self.netns(i), self.host(i)));
+        }
+        ip_batch(&batch, false);
+    }
+}
+
 pub fn veth_name(tag: &str, n: usize) -> String {
     format!("nde{tag}{n}")
 }
