@@ -34,8 +34,9 @@ fn seed(api: &FakeApiServer, i: usize) {
                    "addresses": ["192.0.2.10/24"], "routes": [{"destination": "198.51.100.0/24"}]}},
     }]);
     claim["metadata"]["labels"] = json!({"app": "bench", "pod-template-hash": "5d4f8c7b9"});
-    api.seed(&RESOURCE_CLAIMS, "bench", claim);
     let name = format!("pod-{i}");
+    claim["status"]["reservedFor"] = json!([{"resource": "pods", "name": name, "uid": name}]);
+    api.seed(&RESOURCE_CLAIMS, "bench", claim);
     api.seed(
         &PODS,
         "bench",

@@ -1,15 +1,18 @@
 //! Resolving the claims the kubelet names (namespace, name, UID) into [`ResolvedClaim`]s.
 //!
 //! The lookup serves claims from memory so the pod-creation path makes no API round trip, and
-//! falls back to one GET on a miss. By default ([`ClaimCacheMode::Node`]) it watches only the
-//! pods bound to this node and fetches the claims they reference as they appear
+//! falls back to one GET on a miss. With [`ClaimCacheMode::Node`] (the netdra driver's default)
+//! it watches only the pods bound to this node and fetches the claims they reference as they appear
 //! (`node_claims.rs` holds the rules), so its memory and API traffic follow the node's pods, not
 //! the cluster's claims. A cluster-wide claim watch and GET-only remain as modes. Extracting
 //! what concerns this driver from a claim is a pure function, [`resolve_for_driver`].
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures::StreamExt;
@@ -262,7 +265,10 @@ impl ClaimLookup {
                     return None;
                 }
                 let object = store.get(&ObjectRef::new(&claim.name).within(&claim.namespace))?;
-                Some(object.metadata.uid.as_deref() == Some(claim.uid.as_str()) && reserved_for(&object, pod_uid))
+                // Not reserved in the store may be a reservation the watch has not delivered
+                // yet: only the server can say no.
+                (object.metadata.uid.as_deref() == Some(claim.uid.as_str()) && reserved_for(&object, pod_uid))
+                    .then_some(true)
             }
             Cache::Node(state) => state
                 .lock()
@@ -314,6 +320,9 @@ async fn keep_node_claims(client: Client, node_name: String, state: Arc<Mutex<No
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
     let mut fetches = JoinSet::new();
+    // Which fetch each task runs: a task that panicked still gives its fetch an answer, or the
+    // claim would wait for it forever.
+    let mut running: HashMap<tokio::task::Id, Fetch> = HashMap::new();
     let limit = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let mut was_settled = false;
     loop {
@@ -327,29 +336,29 @@ async fn keep_node_claims(client: Client, node_name: String, state: Arc<Mutex<No
                 // The watcher never ends on its own; the stream is gone only with the client.
                 None => return,
             },
-            Some(done) = fetches.join_next(), if !fetches.is_empty() => match done {
-                Ok((fetch, answer)) => {
-                    let fetch: Fetch = fetch;
-                    if let Fetched::Failed(error) = &answer {
-                        tracing::warn!(claim = %format!("{}/{}", fetch.claim.namespace, fetch.claim.name), %error,
-                            "reading a claim of this node's pods failed; retrying (Prepare reads it itself if still missing)");
+            Some(done) = fetches.join_next_with_id(), if !fetches.is_empty() => {
+                let (id, answer) = match done {
+                    Ok((id, answer)) => (id, answer),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a claim fetch task failed; counted as a failed read");
+                        (e.id(), Fetched::Failed)
                     }
-                    state.lock().fetched(&fetch.claim, fetch.token, answer).into_iter().collect()
+                };
+                match running.remove(&id) {
+                    Some(fetch) => state.lock().fetched(&fetch.claim, fetch.token, answer).into_iter().collect(),
+                    None => Vec::new(),
                 }
-                // A fetch task only ends by finishing or by this future's drop.
-                Err(_) => Vec::new(),
-            },
+            }
         };
         for fetch in asked {
-            let (client, limit) = (client.clone(), limit.clone());
-            fetches.spawn(async move {
-                tokio::time::sleep(fetch.after).await;
-                let answer = match limit.acquire_owned().await {
-                    Ok(_permit) => get_claim(client, &fetch.claim).await,
-                    Err(closed) => Fetched::Failed(closed.to_string()),
-                };
-                (fetch, answer)
+            let (client, limit, claim, after) = (client.clone(), limit.clone(), fetch.claim.clone(), fetch.after);
+            let task = fetches.spawn(async move {
+                tokio::time::sleep(after).await;
+                // The semaphore is never closed: it lives as long as this future.
+                let _permit = limit.acquire_owned().await;
+                get_claim(client, &claim).await
             });
+            running.insert(task.id(), fetch);
         }
         let settled = state.lock().settled();
         if settled && !was_settled {
@@ -395,7 +404,11 @@ async fn get_claim(client: Client, claim: &ClaimKey) -> Fetched {
             Fetched::Found(Arc::new(object))
         }
         Ok(None) => Fetched::NotFound,
-        Err(e) => Fetched::Failed(e.to_string()),
+        Err(e) => {
+            tracing::warn!(claim = %format!("{}/{}", claim.namespace, claim.name), error = %e,
+                "reading a claim of this node's pods failed; retrying (Prepare reads it itself if still missing)");
+            Fetched::Failed
+        }
     }
 }
 

@@ -6,14 +6,19 @@
 //!
 //! - A pod references a claim by `spec.resourceClaims[].resourceClaimName` (a standalone claim)
 //!   or `status.resourceClaimStatuses[].resourceClaimName` (one made from its template), always
-//!   in the pod's namespace. A claim is kept while a pod of this node references it and dropped
-//!   with its last reference.
+//!   in the pod's namespace, until it ends (`Succeeded` or `Failed`: its claims may be given to
+//!   other pods). A claim is kept while a pod of this node references it and dropped with its
+//!   last reference.
+//! - A copy is served only when nothing makes it suspect: it is allocated, no fetch of it is in
+//!   flight, and it is reserved for a pod of this node that references it. Anything else is a
+//!   miss, and the caller asks the API server.
 //! - A pod that newly references a claim has it fetched, even when it is cached: the cached
 //!   object may predate that pod's reservation (a shared claim, a claim re-created for a new
 //!   pod). Prepare then finds the claim in memory, allocated and reserved.
 //! - A fetch that finds the claim missing or not yet allocated, or that fails, is retried with a
 //!   backoff ([`RETRY_FIRST`] doubling, [`RETRIES`] times) while the claim is referenced; after
-//!   that the referencing pod's next update starts again, and Prepare falls back to a GET.
+//!   that the referencing pod's next update starts again (an update during the retries does
+//!   not cut them short), and Prepare's miss is a GET.
 //! - A fetch asked for while one is in flight is made again once it answers: the answer in
 //!   flight may have been read before what asked for the new one.
 //! - A relist (the watch restarted, e.g. after its resourceVersion expired) replaces the set of
@@ -55,10 +60,12 @@ pub(crate) struct PodSpecClaims {
     resource_claims: Option<Vec<ClaimName>>,
 }
 
-/// `status.resourceClaimStatuses` of a pod.
+/// `status.phase` and `status.resourceClaimStatuses` of a pod.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PodStatusClaims {
+    #[serde(default)]
+    phase: Option<String>,
     #[serde(default)]
     resource_claim_statuses: Option<Vec<ClaimName>>,
 }
@@ -87,6 +94,17 @@ impl PodClaims {
     pub(crate) fn from_pod(pod: &PodObject) -> Option<Self> {
         let uid = pod.metadata.uid.clone()?;
         let namespace = pod.metadata.namespace.clone()?;
+        let ended = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if ended {
+            return Some(Self {
+                uid,
+                namespace,
+                claims: BTreeSet::new(),
+            });
+        }
         let from_spec = pod
             .spec
             .resource_claims
@@ -120,8 +138,8 @@ pub(crate) enum Fetched {
     Found(Arc<ResourceClaim>),
     /// The API server does not have it.
     NotFound,
-    /// The request failed; the message says why.
-    Failed(String),
+    /// The request failed (the shell logs why).
+    Failed,
 }
 
 /// A GET of a claim to make, `after` a delay; its answer comes back with its `token`.
@@ -203,8 +221,10 @@ impl NodeClaims {
             });
             let new_reference = entry.pods.insert(pod.uid.clone());
             // An unchanged reference is fetched again only when nothing usable is cached and
-            // the retries have run out: the pod's update is the next chance.
-            let wanted = new_reference || !entry.object.as_deref().is_some_and(usable);
+            // the retries have run out: the pod's update is the next chance (during the
+            // retries it would cut their backoff short).
+            let wanted =
+                new_reference || (entry.fetch == FetchState::Idle && !entry.object.as_deref().is_some_and(usable));
             if wanted && let Some(fetch) = Self::ask(&mut self.next_token, key, entry, Duration::ZERO) {
                 fetches.push(fetch);
             }
@@ -265,7 +285,7 @@ impl NodeClaims {
                 true
             }
             // A failed request says nothing new about the claim: keep what is cached.
-            Fetched::Failed(_) => true,
+            Fetched::Failed => true,
         };
         let next_token = &mut self.next_token;
         if again {
@@ -283,18 +303,19 @@ impl NodeClaims {
         None
     }
 
-    /// The cached object of a claim, if any. Not while it is being fetched: a fetch is asked
-    /// for when the copy may predate a pod's reservation.
+    /// The cached object of a claim when it can be trusted (see the module's rules): allocated,
+    /// not being fetched again (a fetch is asked for when the copy may predate a pod's
+    /// reservation), and reserved for a pod of this node that references it.
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<ResourceClaim>> {
         let key = ClaimKey {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
         let entry = self.claims.get(&key)?;
-        if entry.fetch != FetchState::Idle {
-            return None;
-        }
-        entry.object.clone()
+        let object = entry.object.as_ref()?;
+        let trusted =
+            entry.fetch == FetchState::Idle && usable(object) && entry.pods.iter().any(|pod| reserved_for(object, pod));
+        trusted.then(|| object.clone())
     }
 
     /// Whether claim `namespace`/`name` (UID `claim_uid`) is reserved for pod `pod_uid`, as far
@@ -445,7 +466,7 @@ mod tests {
         let mut cache = synced();
         let mut f = cache.pod_applied(pod("p1", "ns", &["c1"])).remove(0);
         let mut delays = Vec::new();
-        while let Some(next) = cache.fetched(&f.claim, f.token, Fetched::Failed("refused".into())) {
+        while let Some(next) = cache.fetched(&f.claim, f.token, Fetched::Failed) {
             delays.push(next.after);
             f = next;
         }
@@ -638,6 +659,49 @@ mod tests {
         // A pod known not to reference the claim is answered without a request.
         cache.pod_applied(pod("p3", "ns", &["own"]));
         assert_eq!(cache.reserves("ns", "shared", "u", "p3"), Some(false));
+    }
+
+    #[test]
+    fn only_a_copy_nothing_makes_suspect_is_served() {
+        let mut cache = synced();
+        // Found but not allocated, retries run out: kept, not served (Prepare asks the server).
+        let mut f = cache.pod_applied(pod("p1", "ns", &["c"])).remove(0);
+        while let Some(next) = cache.fetched(&f.claim, f.token, claim("ns", "c", "u", false, &[])) {
+            f = next;
+        }
+        assert!(cache.settled() && cache.get("ns", "c").is_none());
+        // Allocated and reserved for p1: served.
+        let f = cache.pod_applied(pod("p1", "ns", &["c"])).remove(0);
+        cache.fetched(&f.claim, f.token, claim("ns", "c", "u", true, &["p1"]));
+        assert!(cache.get("ns", "c").is_some());
+        // p2 references it too, p1 ends: the copy reserved for p1 alone is not served, even
+        // once its fetch answered the same (the server may not have moved it yet).
+        let f = cache.pod_applied(pod("p2", "ns", &["c"])).remove(0);
+        assert!(cache.get("ns", "c").is_none(), "being fetched again");
+        cache.pod_applied(pod("p1", "ns", &[]));
+        cache.fetched(&f.claim, f.token, claim("ns", "c", "u", true, &["p1"]));
+        assert!(cache.get("ns", "c").is_none(), "reserved for no pod that references it");
+    }
+
+    #[test]
+    fn a_pod_that_ended_releases_its_claims() {
+        let object: PodObject = serde_json::from_value(json!({
+            "metadata": {"name": "job", "namespace": "ns", "uid": "p1"},
+            "spec": {"containers": [], "resourceClaims": [{"name": "nic", "resourceClaimName": "standalone"}]},
+            "status": {"phase": "Succeeded"},
+        }))
+        .unwrap();
+        assert!(PodClaims::from_pod(&object).unwrap().claims.is_empty());
+    }
+
+    #[test]
+    fn a_pod_update_during_retries_does_not_cut_their_backoff() {
+        let mut cache = synced();
+        let f = cache.pod_applied(pod("p1", "ns", &["c"])).remove(0);
+        let retry = cache.fetched(&f.claim, f.token, Fetched::NotFound).unwrap();
+        assert!(cache.pod_applied(pod("p1", "ns", &["c"])).is_empty());
+        let next = cache.fetched(&retry.claim, retry.token, Fetched::NotFound).unwrap();
+        assert_eq!(next.after, RETRY_FIRST * 2, "the backoff went on");
     }
 
     #[test]

@@ -28,10 +28,10 @@ fn claim_gets(api: &FakeApiServer) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_finds_the_claims_of_this_nodes_pods_in_memory_and_nothing_else_is_read() {
     let api = FakeApiServer::start().await.unwrap();
-    seed_claim(&api, "ns", "standalone", "u-standalone", DRIVER, &["eth1"]);
-    seed_claim(&api, "ns", "web-net-x7k2p", "u-generated", DRIVER, &["eth2"]);
-    seed_claim(&api, "ns", "elsewhere", "u-elsewhere", DRIVER, &["eth3"]);
-    seed_claim(&api, "other", "standalone", "u-other-ns", DRIVER, &["eth4"]);
+    seed_reserved_claim(&api, "ns", "standalone", "u-standalone", "pod-a");
+    seed_reserved_claim(&api, "ns", "web-net-x7k2p", "u-generated", "pod-web");
+    seed_reserved_claim(&api, "ns", "elsewhere", "u-elsewhere", "pod-b");
+    seed_reserved_claim(&api, "other", "standalone", "u-other-ns", "pod-other");
     api.seed(&PODS, "ns", pod("ns", "a", "pod-a", NODE, &["standalone"], &[]));
     api.seed(&PODS, "ns", pod("ns", "web", "pod-web", NODE, &[], &["web-net-x7k2p"]));
     api.seed(&PODS, "ns", pod("ns", "b", "pod-b", "node2", &["elsewhere"], &[]));
@@ -89,7 +89,7 @@ async fn a_pod_bound_after_start_has_its_claim_fetched_before_prepare_and_droppe
     } = start_plugin(&api, node_mode()).await;
     assert_eq!(plugin.cached_claims(), 0);
     // The scheduler allocates, then binds the pod to this node.
-    seed_claim(&api, "ns", "late", "u-late", DRIVER, &["eth1"]);
+    seed_reserved_claim(&api, "ns", "late", "u-late", "pod-late");
     api.seed(&PODS, "ns", pod("ns", "late", "pod-late", NODE, &["late"], &[]));
     wait_until("the new pod's claim is cached", Duration::from_secs(5), || {
         plugin.cached_claims() == 1
@@ -121,7 +121,8 @@ async fn a_pod_bound_before_its_claim_is_allocated_gets_it_once_allocated() {
     api.seed(&PODS, "ns", pod("ns", "early", "pod-early", NODE, &["early"], &[]));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut unallocated = allocated_claim("ns", "early", "u-early", DRIVER, &["eth1"]);
-    let allocation = unallocated["status"].take();
+    let mut allocation = unallocated["status"].take();
+    allocation["reservedFor"] = serde_json::json!([{"resource": "pods", "name": "early", "uid": "pod-early"}]);
     api.seed(&testkit::RESOURCE_CLAIMS, "ns", unallocated);
     tokio::time::sleep(Duration::from_millis(150)).await;
     api.set_status(&testkit::RESOURCE_CLAIMS, "ns", "early", allocation);
@@ -143,7 +144,7 @@ async fn a_pod_bound_before_its_claim_is_allocated_gets_it_once_allocated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pod_watch_lists_again_after_its_resource_version_expired() {
     let api = FakeApiServer::start().await.unwrap();
-    seed_claim(&api, "ns", "c1", "u1", DRIVER, &["eth1"]);
+    seed_reserved_claim(&api, "ns", "c1", "u1", "pod-1");
     api.seed(&PODS, "ns", pod("ns", "p1", "pod-1", NODE, &["c1"], &[]));
     let Running {
         dir: _dir,
@@ -154,7 +155,7 @@ async fn the_pod_watch_lists_again_after_its_resource_version_expired() {
     assert_eq!(plugin.cached_claims(), 1);
     // A write the pod watch does not see moves the revision past the watch's; compaction
     // then forgets the history it would resume from, and the connection drops.
-    seed_claim(&api, "ns", "c2", "u2", DRIVER, &["eth2"]);
+    seed_reserved_claim(&api, "ns", "c2", "u2", "pod-2");
     api.compact();
     api.clear_requests();
     api.end_watches();

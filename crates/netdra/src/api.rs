@@ -132,7 +132,8 @@ pub(crate) trait ClaimApi: Send + Sync + 'static {
     /// The claim as the watch cache has it, when there is one (no request).
     fn cached(&self, claim: &ClaimRef) -> Option<ClaimObject>;
 
-    /// Whether the cached claim (this UID) reserves pod `pod_uid`; `None` when it is not cached.
+    /// Whether the cached claim (this UID) reserves pod `pod_uid`; `None` when the cache cannot
+    /// tell (not cached, or a reservation it may not have seen yet): then the server is asked.
     /// A hook asks this of every claim of a namespace: no copy is made.
     fn reserves(&self, claim: &ClaimRef, pod_uid: &str) -> Option<bool> {
         let object = self.cached(claim)?;

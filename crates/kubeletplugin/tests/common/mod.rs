@@ -71,6 +71,14 @@ pub fn allocated_claim(namespace: &str, name: &str, uid: &str, driver: &str, dev
     })
 }
 
+/// [`allocated_claim`] reserved for pod `pod_uid`, as the scheduler leaves a claim before it
+/// binds the pod.
+pub fn seed_reserved_claim(api: &FakeApiServer, namespace: &str, name: &str, uid: &str, pod_uid: &str) {
+    let mut claim = allocated_claim(namespace, name, uid, DRIVER, &["eth1"]);
+    claim["status"]["reservedFor"] = json!([{"resource": "pods", "name": pod_uid, "uid": pod_uid}]);
+    api.seed(&RESOURCE_CLAIMS, namespace, claim);
+}
+
 pub fn seed_claim(api: &FakeApiServer, namespace: &str, name: &str, uid: &str, driver: &str, devices: &[&str]) {
     api.seed(
         &RESOURCE_CLAIMS,
