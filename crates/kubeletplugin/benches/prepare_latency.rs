@@ -4,8 +4,12 @@
 //! claim cache costs per 1,000 cached claims.
 //!
 //! Target (docs/DESIGN): warm cache p99 < 2 ms and zero API requests.
+//!
+//! Then, in the same binary, the claim cache as the cluster grows (`sections/claim_cache_scale.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "sections/claim_cache_scale.rs"]
+mod claim_cache_scale;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -147,4 +151,5 @@ fn main() {
         assert_eq!(warm.api_requests, 0, "a warm cache must not call the API server");
         assert_eq!(baseline.api_requests, CLAIMS, "the baseline makes one GET per claim");
     });
+    claim_cache_scale::run();
 }

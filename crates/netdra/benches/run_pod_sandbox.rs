@@ -15,10 +15,14 @@
 //! own checkpoint file): what the framework adds. Targets (issue 17): the hook above its moves
 //! p99 ≤ 2 ms; netdra's warm Prepare p99 < 2 ms with 0 API requests; 200 samples each. Needs
 //! root; under `CI=true` its absence is a failure.
+//!
+//! Then, in the same binary, a burst of 100 pods at once (`sections/pod_burst.rs`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "sections/pod_burst.rs"]
+mod pod_burst;
 
 use std::{
     process::{Command, Stdio},
@@ -351,10 +355,11 @@ fn main() {
     ) {
         return;
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run());
+        .unwrap();
+    runtime.block_on(run());
+    runtime.block_on(pod_burst::run());
 }

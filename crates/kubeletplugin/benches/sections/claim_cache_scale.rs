@@ -7,23 +7,14 @@
 //!
 //! Targets (issue 20): the node-scoped agent's heap at 100,000 claims within 2 MiB of the same
 //! agent at 1,000; 0 API requests at Prepare for a claim allocated >= 100 ms before it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//!
+//! A section of the `prepare_latency` benchmark binary (one binary: less to build).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use std::time::{Duration, Instant};
 
-use std::{
-    alloc::System,
-    time::{Duration, Instant},
-};
-
-use cap::Cap;
-use common::*;
+use crate::{ALLOCATOR, common::*};
 use kubeletplugin::ClaimCacheMode;
 use testkit::{FakeApiServer, PODS, RESOURCE_CLAIMS};
-
-#[global_allocator]
-static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
 const NODES: usize = 5_000;
 const THIS_NODE: &str = "node-0000";
@@ -153,7 +144,8 @@ async fn measure(api: &FakeApiServer, dir: &std::path::Path, mode: ClaimCacheMod
     }
 }
 
-fn main() {
+/// Runs the benchmark and prints its table.
+pub fn run() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

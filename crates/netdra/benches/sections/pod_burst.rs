@@ -10,11 +10,8 @@
 //!
 //! The agent runs in process (fake API server with the pods bound to this node and their
 //! claims, the SDK's runtime-side NRI harness on a real ttrpc connection). Needs root; under
-//! `CI=true` its absence is a failure.
-#![allow(missing_docs, clippy::unwrap_used)]
-
-#[path = "../tests/common/mod.rs"]
-mod common;
+//! `CI=true` its absence is a failure. A section of the `run_pod_sandbox` benchmark binary (one
+//! binary: less to build), run after it.
 
 use std::{
     process::{Command, Stdio},
@@ -44,7 +41,7 @@ const CREATE_ATTEMPTS: usize = 5;
 /// Moves timed alone for the kernel's cost of one.
 const FLOOR_SAMPLES: usize = 20;
 
-/// The tag of the run's namespaces and veths (see [`common::PodVeths`]).
+/// The tag of the run's namespaces and veths (see [`crate::common::PodVeths`]).
 const TAG: &str = "ndbb";
 
 fn host(i: usize) -> String {
@@ -211,8 +208,9 @@ fn floor_per_move() -> Duration {
     percentile(&moves, 0.5)
 }
 
-async fn run() {
-    let _links = common::PodVeths::create(TAG, BURST);
+/// Runs the burst and prints its figures.
+pub async fn run() {
+    let _links = crate::common::PodVeths::create(TAG, BURST);
     let floor = floor_per_move();
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApiServer::start().await.unwrap();
@@ -244,11 +242,11 @@ async fn run() {
             .await
             .unwrap(),
     );
-    let devices = common::wait_published(&api, BURST).await;
+    let devices = crate::common::wait_published(&api, BURST).await;
     seed(&api, &devices);
 
     // The kubelet prepares every claim before the runtime creates the sandboxes.
-    let mut client = common::dra_client(&dra_socket).await;
+    let mut client = crate::common::dra_client(&dra_socket).await;
     let claims = (0..BURST)
         .map(|i| dra::Claim {
             namespace: "default".into(),
@@ -367,19 +365,4 @@ async fn run() {
     assert_eq!(late_stops, 0, "stop hooks answered after the runtime's budget");
     drop(runtime);
     agent.shutdown().await;
-}
-
-fn main() {
-    if !testkit::available_or_skip(
-        testkit::is_root(),
-        "the pod burst benchmark needs root (network namespaces and veths)",
-    ) {
-        return;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
 }
