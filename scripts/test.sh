@@ -18,6 +18,9 @@ export NETDRA_IMAGE_ARCHIVE="$TARGET_DIR/image/netdra.tar"
 
 # One `ci` profile build (release speed, debug assertions on) serves tests and benchmarks.
 printf '\n==> tests\n'
+# The real-node test's burst figures, kept for the benchmarks' output.
+export NETDRA_BURST_REPORT="$TARGET_DIR/cluster-burst.txt"
+rm -f "$NETDRA_BURST_REPORT"
 cargo test --workspace --profile ci
 
 printf '\n==> benchmarks\n'
@@ -26,3 +29,5 @@ cargo bench --workspace --profile ci --no-run
 sync
 # The footprint benchmark measures the shipped binary: the image's.
 NETDRA_BINARY="$TARGET_DIR/x86_64-unknown-linux-gnu/release/netdra" cargo bench --workspace --profile ci
+printf '\n==> pods starting on the real node (crates/driver/tests/cluster.rs)\n'
+cat "$NETDRA_BURST_REPORT"
