@@ -522,13 +522,7 @@ async fn burst(client: &Client, cluster: &Cluster, slices: &Api<ResourceSlice>, 
             .iter()
             .filter(|s| s.spec.node_name.as_deref() == Some(node))
             .flat_map(|s| s.spec.devices.iter().flatten())
-            .filter(|d| {
-                d.attributes
-                    .as_ref()
-                    .and_then(|a| a.get("ifName"))
-                    .and_then(|v| v.string.as_deref())
-                    .is_some_and(|n| n.starts_with(BURST_NIC))
-            })
+            .filter(|d| if_name(d).is_some_and(|n| n.starts_with(BURST_NIC)))
             .count();
         (count == BURST).then_some(())
     })

@@ -127,6 +127,11 @@ fn floor_round() -> (Vec<Duration>, Vec<Duration>) {
 }
 
 fn pod(i: usize) -> PodSandbox {
+    sandbox(i, &netns(i))
+}
+
+/// Pod `i` (`pod-<i>`, UID `pod-uid-<i>`, in `default`) with its sandbox in namespace `netns`.
+fn sandbox(i: usize, netns: &str) -> PodSandbox {
     PodSandbox {
         id: format!("sandbox-{i}"),
         name: format!("pod-{i}"),
@@ -135,7 +140,7 @@ fn pod(i: usize) -> PodSandbox {
         linux: Some(LinuxPodSandbox {
             namespaces: vec![LinuxNamespace {
                 r#type: "network".into(),
-                path: format!("/var/run/netns/{}", netns(i)),
+                path: format!("/var/run/netns/{netns}"),
             }],
             ..Default::default()
         }),

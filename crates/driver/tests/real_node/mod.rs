@@ -241,14 +241,13 @@ pub async fn published(slices: &Api<ResourceSlice>, node: &str, ifname: &str) ->
         .iter()
         .filter(|s| s.spec.driver == DRIVER && s.spec.node_name.as_deref() == Some(node))
         .flat_map(|s| s.spec.devices.iter().flatten())
-        .find(|d| {
-            d.attributes
-                .as_ref()
-                .and_then(|a| a.get("ifName"))
-                .and_then(|v| v.string.as_deref())
-                == Some(ifname)
-        })
+        .find(|d| if_name(d) == Some(ifname))
         .map(|d| d.name.clone())
+}
+
+/// A published device's `ifName` attribute.
+pub fn if_name(device: &k8s_openapi::api::resource::v1::Device) -> Option<&str> {
+    device.attributes.as_ref()?.get("ifName")?.string.as_deref()
 }
 
 /// The pod sandbox's network namespace name, through CRI.

@@ -23,9 +23,7 @@ use kubeletplugin::{ClaimCacheMode, PluginOptions, proto::dra::v1 as dra};
 use netdev::{DeviceFilter, InventoryConfig, Sysfs};
 use nri::{
     StubOptions,
-    proto::api::{
-        Container, CreateContainerRequest, CreateContainerResponse, LinuxNamespace, LinuxPodSandbox, PodSandbox,
-    },
+    proto::api::{Container, CreateContainerRequest, CreateContainerResponse, PodSandbox},
     runtime::{ConnectedPlugin, RuntimeListener, RuntimeOptions},
 };
 use serde_json::json;
@@ -53,20 +51,7 @@ fn netns(i: usize) -> String {
 }
 
 fn pod(i: usize) -> PodSandbox {
-    PodSandbox {
-        id: format!("sandbox-{i}"),
-        name: format!("pod-{i}"),
-        uid: format!("pod-uid-{i}"),
-        namespace: "default".into(),
-        linux: Some(LinuxPodSandbox {
-            namespaces: vec![LinuxNamespace {
-                r#type: "network".into(),
-                path: format!("/var/run/netns/{}", netns(i)),
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::sandbox(i, &netns(i))
 }
 
 fn has_net1(i: usize) -> bool {
