@@ -206,7 +206,8 @@ start() {
     env=$(bash "$ROOT/tests/e2e/containerd.sh" start "$CONTAINERD")
     CRI_SOCKET=$(sed -n 's/^CRI_SOCKET=//p' <<<"$env")
     NRI_SOCKET=$(sed -n 's/^NRI_SOCKET=//p' <<<"$env")
-    printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET" > "$RUN/containerd.env"
+    CDI_DIR=$(sed -n 's/^CDI_DIR=//p' <<<"$env")
+    printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\nCDI_DIR=%s\n' "$CRI_SOCKET" "$NRI_SOCKET" "$CDI_DIR" > "$RUN/containerd.env"
     certificates
     kubelet_config
     node_address

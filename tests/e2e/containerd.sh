@@ -4,7 +4,8 @@
 #
 #   containerd.sh setup               install runc/gcc (apt), fetch containerd 1.7 (Debian trixie)
 #                                     and 2.1 (Debian sid) plus CNI plugins with private apt lists,
-#                                     extract them under $NETDRA_E2E_DIR, build the pause image;
+#                                     extract them under $NETDRA_E2E_DIR, build the pause image
+#                                     and a busybox image (localhost/busybox:netdra, a shell);
 #                                     build containerd 2.4 from its Go module (see `build`)
 #   containerd.sh build   FLAVOR      build containerd FLAVOR (2.2, 2.3 or 2.4) from its Go module,
 #                                     pinned below, once per version into the cache outside the
@@ -15,7 +16,8 @@
 #   containerd.sh stop    FLAVOR      stop it (by recorded PID); running pods survive in their shims
 #   containerd.sh restart FLAVOR      stop, then start (the NRI socket is recreated)
 #   containerd.sh teardown FLAVOR     stop it, end the shims it left (by recorded PID files), drop its state
-#   containerd.sh env     FLAVOR      print CRI_SOCKET=..., NRI_SOCKET=...
+#   containerd.sh env     FLAVOR      print CRI_SOCKET=..., NRI_SOCKET=..., CDI_DIR=... (the CDI
+#                                     spec directory it reads)
 #   containerd.sh import  FLAVOR ARCHIVE  import an OCI image archive into its CRI image store
 #
 # Everything lives in $NETDRA_E2E_DIR (default /tmp/netdra-e2e). Root is required.
@@ -145,7 +147,7 @@ setup() {
     [ "$(id -u)" = 0 ] || die "root is required"
     # The newest containerd runs in the tests too; the matrix builds the others on demand.
     (flavor_vars 2.4 && build)
-    if [ -f "$E2E/ready" ]; then log "already set up in $E2E"; return; fi
+    if [ -f "$E2E/ready" ]; then busybox_image; log "already set up in $E2E"; return; fi
     mkdir -p "$E2E"
     log "apt: runc, gcc, iproute2 (bookworm)"
     apt-get update -qq
@@ -163,8 +165,26 @@ setup() {
     mkdir -p "$E2E/pause"
     gcc -static -Os -s -o "$E2E/pause/pause" "$HERE/pause.c"
     python3 "$ROOT/scripts/mkimage.py" "$E2E/pause/pause.tar" localhost/pause:netdra /pause "$E2E/pause/pause:/pause"
+    busybox_image
     rm -rf "$E2E/debs"
     touch "$E2E/ready"
+}
+
+# A shell for the tests' workloads (read a file, run `ip` inside a container): Debian's static
+# busybox, from the system's apt sources, in a one-file image written as the pause image is.
+busybox_image() {
+    local d=$E2E/busybox
+    [ -f "$d/busybox.tar" ] && return
+    log "busybox image"
+    rm -rf "$d" && mkdir -p "$d/deb"
+    (cd "$d/deb" && apt-get download -qq busybox-static 2>&1 | grep -v 'Download is performed unsandboxed' || true)
+    local deb
+    for deb in "$d"/deb/busybox-static_*.deb; do dpkg -x "$deb" "$d/root"; done
+    [ -x "$d/root/bin/busybox" ] || die "busybox-static did not give bin/busybox"
+    python3 "$ROOT/scripts/mkimage.py" "$d/busybox.tar.part" localhost/busybox:netdra /bin/busybox \
+        "$d/root/bin/busybox:/bin/busybox" --cmd sh
+    mv "$d/busybox.tar.part" "$d/busybox.tar"
+    rm -rf "$d/deb" "$d/root"
 }
 
 write_config() {
@@ -267,6 +287,8 @@ start() {
     done
     [ -S "$NRI_SOCKET" ] || { tail -20 "$DIR/containerd.log" >&2; die "containerd $FLAVOR did not create $NRI_SOCKET"; }
     "$BIN/ctr" -a "$CRI_SOCKET" -n k8s.io images import "$E2E/pause/pause.tar" >/dev/null
+    [ -f "$E2E/busybox/busybox.tar" ] || die "no busybox image: run '$0 setup' again"
+    "$BIN/ctr" -a "$CRI_SOCKET" -n k8s.io images import "$E2E/busybox/busybox.tar" >/dev/null
     log "containerd $FLAVOR running (pid $(cat "$PIDFILE"), $("$BIN/containerd" --version | awk '{print $3}'))"
     print_env
 }
@@ -317,7 +339,7 @@ teardown() {
     rm -rf "$DIR/root-state" "$DIR/state"
 }
 
-print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\n' "$CRI_SOCKET" "$NRI_SOCKET"; }
+print_env() { printf 'CRI_SOCKET=%s\nNRI_SOCKET=%s\nCDI_DIR=%s\n' "$CRI_SOCKET" "$NRI_SOCKET" "$DIR/cdi"; }
 
 cmd=${1:-}
 case "$cmd" in

@@ -8,12 +8,16 @@ object per call on stdout; the calling test asserts on them.
 
 usage: kubelet_peer.py --proto-dir DIR --registration-socket PATH [--authority FORM ...]
                        [--prepare NS/NAME/UID ...] [--unprepare NS/NAME/UID ...] [--version v1 ...]
+                       [--health VERSION ...]
        FORM is one of: path, percent, localhost, default
+       --health opens the device health stream NodeWatchResources of VERSION (v1, v1alpha1) as the
+       kubelet does and prints its first message (or the error it ends with).
 """
 import argparse
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,15 +29,21 @@ PROTOS = [
     "pluginregistration/v1/api.proto",
     "dra/v1/api.proto",
     "dra/v1beta1/api.proto",
+    "dra_health/v1/api.proto",
+    "dra_health/v1alpha1/api.proto",
 ]
 
 
 def compile_protos(proto_dir):
     """Generates the Python stubs from the project's own .proto files, keeping their relative
-    paths so the three api.proto files stay distinct in the protobuf descriptor pool."""
+    paths so the api.proto files stay distinct in the protobuf descriptor pool. The health protos
+    are copied under `dra_health/`: a Python module path cannot hold the directory's hyphen."""
     out = tempfile.mkdtemp(prefix="kubelet-peer-")
+    src = os.path.join(out, "src")
+    shutil.copytree(proto_dir, src, ignore=shutil.ignore_patterns("wire"))
+    shutil.copytree(os.path.join(src, "dra-health"), os.path.join(src, "dra_health"))
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={out}",
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"--python_out={out}",
          f"--grpc_python_out={out}", *PROTOS],
         check=True,
     )
@@ -88,6 +98,7 @@ def main():
     p.add_argument("--version", action="append", default=[])
     p.add_argument("--prepare", action="append", default=[])
     p.add_argument("--unprepare", action="append", default=[])
+    p.add_argument("--health", action="append", default=[])
     args = p.parse_args()
     mods = compile_protos(args.proto_dir)
     reg_pb2, reg_grpc = mods["pluginregistration_v1"]
@@ -138,6 +149,24 @@ def main():
                         r = stub.NodeUnprepareResources(pb2.NodeUnprepareResourcesRequest(claims=un), timeout=45)
                         return {uid: {"error": c.error} for uid, c in r.claims.items()}
                     call("NodeUnprepareResources", unprepare, authority=form, version=version)
+
+    for version in args.health:
+        pb2, grpc_mod = mods["dra_health_" + version]
+        for form in forms:
+            with channel(endpoint, form) as ch:
+                stub = grpc_mod.DRAResourceHealthStub(ch)
+
+                def first_message():
+                    stream = stub.NodeWatchResources(pb2.NodeWatchResourcesRequest(), timeout=10)
+                    for message in stream:
+                        stream.cancel()
+                        return [{"pool": d.device.pool_name, "device": d.device.device_name,
+                                 "health": pb2.HealthStatus.Name(d.health),
+                                 "last_updated_time": d.last_updated_time,
+                                 "health_check_timeout_seconds": d.health_check_timeout_seconds,
+                                 "message": d.message} for d in message.devices]
+                    return None
+                call("NodeWatchResources", first_message, authority=form, version=version)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,22 @@ struct Flags {
     /// network: loopback keeps them off the node's other addresses unless asked.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "127.0.0.1:9177", global = true)]
     metrics_address: SocketAddr,
+    /// Report each published device's health (its link's carrier and state, on the host or in
+    /// its pod) to the kubelet, which shows it in the pods' `allocatedResourcesStatus`.
+    #[arg(long, env = "DEVICE_HEALTH", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    device_health: bool,
+    /// How often device health is read, in milliseconds (a change reaches the kubelet within
+    /// about this plus its stream's latency); at most 20 s, inside the kubelet's 30 s window.
+    #[arg(long, env = "DEVICE_HEALTH_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=20_000), global = true)]
+    device_health_interval_ms: u64,
+    /// Give each workload container a file describing its network devices (KEP-5304: the
+    /// interface's name, addresses and MAC in the pod, the device's attributes), injected by
+    /// the runtime through CDI. Needs CDI in the runtime (on by default in containerd 2.x).
+    #[arg(long, env = "DEVICE_METADATA", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    device_metadata: bool,
+    /// The container runtime's CDI spec directory, where the metadata's CDI specs are written.
+    #[arg(long, env = "CDI_DIR", default_value = kubeletplugin::MetadataWriter::DEFAULT_CDI_DIR, global = true)]
+    cdi_dir: PathBuf,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -214,11 +230,15 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
         CacheFlag::Watch => ClaimCacheMode::Watch,
         CacheFlag::GetOnly => ClaimCacheMode::GetOnly,
     };
+    plugin.device_metadata = flags.device_metadata.then(|| flags.cdi_dir.clone());
     let client = client(flags.kubeconfig.as_ref()).await?;
     let mut options = netdra::AgentOptions::new(plugin, nri, &node, inventory);
     if let Some(dir) = &flags.state_dir {
         options.state_file = dir.join("netdra-state");
     }
+    options.device_health = flags
+        .device_health
+        .then(|| std::time::Duration::from_millis(flags.device_health_interval_ms));
     let mut registry = prometheus_client::registry::Registry::default();
     options.metrics = netdra::Metrics::register(&mut registry);
 

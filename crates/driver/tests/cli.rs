@@ -22,6 +22,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("--claim-cache", "CLAIM_CACHE"),
     ("--device-filter", "DEVICE_FILTER"),
     ("--metrics-address", "METRICS_ADDRESS"),
+    ("--device-health", "DEVICE_HEALTH"),
+    ("--device-health-interval-ms", "DEVICE_HEALTH_INTERVAL_MS"),
+    ("--device-metadata", "DEVICE_METADATA"),
+    ("--cdi-dir", "CDI_DIR"),
     ("--log-format", "LOG_FORMAT"),
     ("--log-level", "LOG_LEVEL"),
 ];

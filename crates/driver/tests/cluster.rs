@@ -11,8 +11,14 @@
 //!   `InterfaceConfig`): the scheduler allocates, the controller-manager creates the claim, the
 //!   kubelet prepares (its log says so), the pod runs with `net1` up in its namespace with the
 //!   configured address, route and MTU; the claim's status shows `networkData` and Ready=True;
-//! - the driver restarted while the pod runs: it re-registers, the slice stays, the state holds;
-//! - the pod deleted: the interface is back on the host, the kubelet unprepared;
+//! - inside the workload container (busybox), the device metadata file (KEP-5304) names the
+//!   interface, addresses and MAC that `ip` there shows;
+//! - device health (KEP-4680) in the pod's status: Healthy; the host end of the pair set down:
+//!   Unhealthy within 5 s; up: Healthy again;
+//! - the driver stopped for 35 s while the pod runs (what the kubelet then shows is printed),
+//!   started again: it re-registers, the slice stays, the state holds, Healthy again;
+//! - the pod deleted: the interface is back on the host, the kubelet unprepared, nothing of the
+//!   claim's device metadata left in the CDI directory or the plugin's;
 //! - a standalone claim held by a running pod and referenced by a second pod (the kubelet
 //!   prepares a claim once, so no Prepare reaches the driver for the second): the second pod's
 //!   sandbox fails with an error naming the claim and the pod holding it, for as long as that pod
@@ -45,6 +51,10 @@ use kube::{
 use real_node::*;
 use serde_json::{Value, json};
 use testkit::HostSnapshot;
+
+/// How long the test watches the pod's status with the driver stopped: past the kubelet's 30 s
+/// health window.
+const HEALTH_WATCH_AWAY: Duration = Duration::from_secs(35);
 
 /// The netdra binary as a host process, with its log in a file.
 struct Driver {
@@ -81,6 +91,7 @@ impl Driver {
             .arg("--kubelet-plugins-dir")
             .arg(root.join("plugins"))
             .args(["--nri-socket", cluster.var("NRI_SOCKET")])
+            .args(["--cdi-dir", cluster.var("CDI_DIR")])
             .args(["--metrics-address", "127.0.0.1:0"])
             .args(["--device-filter", device_filter])
             .env("LOG_LEVEL", "info")
@@ -276,11 +287,128 @@ async fn netdra_on_a_real_kubernetes_node() {
     assert_eq!(entry["networkData"]["ips"], json!(["10.230.0.2/24"]));
     println!("claim {claim_name}: {}", entry["networkData"]);
 
+    // Device metadata (KEP-5304): inside the container, the file names what `ip` shows there.
+    let log = eventually("the workload's output", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let log = container_log(&client, "with-secondary-nic").await;
+            log.contains("--- end").then_some(log)
+        }
+    })
+    .await;
+    let metadata: Value = serde_json::Deserializer::from_str(&log_section(&log, "metadata").join("\n"))
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no metadata document in the container's output:\n{log}"));
+    assert_eq!(
+        metadata["apiVersion"], "metadata.resource.k8s.io/v1beta1",
+        "newest first: {metadata}"
+    );
+    let in_container = &metadata["requests"][0]["devices"][0];
+    assert_eq!(
+        (&in_container["pool"], &in_container["name"]),
+        (&json!(node), &json!(device)),
+        "{metadata}"
+    );
+    let network = &in_container["networkData"];
+    let ip_lines = log_section(&log, "ip").join("\n");
+    let name = network["interfaceName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no interfaceName: {metadata}"));
+    assert!(
+        ip_lines.contains(&format!(": {name} ")) || ip_lines.contains(&format!(": {name}@")),
+        "{name} in:\n{ip_lines}"
+    );
+    for address in network["ips"].as_array().unwrap() {
+        assert!(
+            ip_lines.contains(&format!("inet {} ", address.as_str().unwrap())),
+            "{address} in:\n{ip_lines}"
+        );
+    }
+    let mac = network["hardwareAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hardwareAddress: {metadata}"));
+    assert!(
+        ip_lines.contains(&format!("link/ether {mac} ")),
+        "{mac} in:\n{ip_lines}"
+    );
+    println!("inside the container: {METADATA_IN_CONTAINER} says {network}, as `ip` there shows");
+
+    // Device health (KEP-4680): the kubelet shows it in the pod's status, naming the device by
+    // its first CDI device ID: the metadata's.
+    let resource = format!("{DRIVER}/metadata={claim_uid}_nic");
+    let (took, message) = wait_health(
+        &client,
+        "with-secondary-nic",
+        &resource,
+        "Healthy",
+        Duration::from_secs(30),
+    )
+    .await;
+    println!("device health: Healthy after {:.1}s ({message})", took.as_secs_f64());
+    ip(&["link", "set", NIC_PEER, "down"]);
+    let (took, message) = wait_health(
+        &client,
+        "with-secondary-nic",
+        &resource,
+        "Unhealthy",
+        Duration::from_secs(5),
+    )
+    .await;
+    println!(
+        "host end of the pair down: Unhealthy in the pod's status after {:.1}s ({message})",
+        took.as_secs_f64()
+    );
+    assert!(message.contains("net1"), "the message names the interface: {message}");
+    ip(&["link", "set", NIC_PEER, "up"]);
+    let (took, _) = wait_health(
+        &client,
+        "with-secondary-nic",
+        &resource,
+        "Healthy",
+        Duration::from_secs(5),
+    )
+    .await;
+    println!("host end up again: Healthy after {:.1}s", took.as_secs_f64());
+
     // The driver restarted while the pod runs: re-registered, slice kept, state intact.
     let registrations = |log: &str| log.matches("Registered DRA plugin").count();
     let before = registrations(&cluster.kubelet_log());
     driver.stop();
+    // The kubelet's own handling of a driver gone: observed (its health stream ended) and
+    // printed, not asserted (v1.37.2 showed Unknown about a second after the stop: the README's
+    // compatibility table).
+    let gone = Instant::now();
+    let mut seen = Vec::new();
+    while gone.elapsed() < HEALTH_WATCH_AWAY {
+        let now = pod_json(&client, "with-secondary-nic")
+            .await
+            .and_then(|p| device_health(&p, &resource))
+            .map_or_else(|| "absent".to_owned(), |(h, _)| h);
+        if seen.last().is_none_or(|(_, last)| *last != now) {
+            seen.push((gone.elapsed(), now));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let seen: Vec<String> = seen
+        .iter()
+        .map(|(t, h)| format!("{h} at {:.1}s", t.as_secs_f64()))
+        .collect();
+    println!(
+        "driver stopped: the pod's status showed the NIC {}",
+        seen.join(", then ")
+    );
     let driver = Driver::start(&cluster, &kubeconfig, dir.path());
+    let (took, _) = wait_health(
+        &client,
+        "with-secondary-nic",
+        &resource,
+        "Healthy",
+        Duration::from_secs(30),
+    )
+    .await;
+    println!("driver back: Healthy after {:.1}s", took.as_secs_f64());
     eventually("the kubelet registering netdra again", Duration::from_secs(30), || {
         let n = registrations(&cluster.kubelet_log());
         async move { (n > before).then_some(()) }
@@ -317,7 +445,20 @@ async fn netdra_on_a_real_kubernetes_node() {
         ),
         "the kubelet's log shows its NodeUnprepareResources call for claim {claim_uid} answered"
     );
-    println!("pod deleted: {NIC} back on the host, claim unprepared");
+    // Nothing of the claim's device metadata is left: its CDI spec and its file.
+    let cdi_left: Vec<String> = std::fs::read_dir(cluster.var("CDI_DIR"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(&claim_uid))
+        .collect();
+    assert!(cdi_left.is_empty(), "CDI files of claim {claim_uid} left: {cdi_left:?}");
+    let metadata_dir = Path::new(cluster.var("KUBELET_ROOT"))
+        .join("plugins")
+        .join(DRIVER)
+        .join("dra-device-metadata")
+        .join(format!("default_{claim_name}"));
+    assert!(!metadata_dir.exists(), "{} left", metadata_dir.display());
+    println!("pod deleted: {NIC} back on the host, claim unprepared, its CDI spec and metadata file gone");
 
     // A standalone claim held by one pod and referenced by a second (finding 4 of issue 17).
     create(&client, &shared_claim(), false).await;

@@ -118,6 +118,7 @@ fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
             "/var/lib/kubelet/plugins/netdra.dev",
             "/var/run/nri",
             "/var/run/netns",
+            "/var/run/cdi",
         ]
     );
     assert_eq!(pod.host_network, Some(true));
@@ -131,6 +132,14 @@ fn the_daemonset_reads_its_node_name_and_probes_the_health_endpoints() {
     );
     // The metrics listener is the node's own address (host networking): loopback unless asked.
     assert!(c.args.iter().flatten().any(|a| a == "--metrics-address=127.0.0.1:9177"));
+    // Device metadata's CDI specs go where the runtime reads them, writable.
+    let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
+    assert!(
+        args.contains(&"--device-metadata=true") && args.contains(&"--cdi-dir=/var/run/cdi"),
+        "{args:?}"
+    );
+    let cdi = c.volume_mounts.iter().flatten().find(|m| m.name == "cdi").unwrap();
+    assert_ne!(cdi.read_only, Some(true));
 }
 
 #[test]

@@ -92,6 +92,7 @@ fn values(cluster: &Cluster) -> Value {
     json!({
         "kubeletRootDir": cluster.var("KUBELET_ROOT"),
         "nriSocket": cluster.var("NRI_SOCKET"),
+        "cdiDir": cluster.var("CDI_DIR"),
         "apiServer": {"host": host, "port": port},
         "image": {"pullPolicy": "Never"},
         "deviceFilter": format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\""),

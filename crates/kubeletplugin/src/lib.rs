@@ -6,7 +6,8 @@
 //! `v1beta1` node services on one socket, resolves the claims the kubelet names (from a cache of
 //! the claims its node's pods reference, `src/node_claims.rs`), serialises and deduplicates calls
 //! per claim, keeps the prepared claims durable, and manages the socket files whose presence is
-//! the registration.
+//! the registration. A driver with device health to tell feeds the kubelet's health stream
+//! through a [`HealthReporter`] (`src/health.rs` gives the protocol).
 //!
 //! # Guarantees
 //!
@@ -53,6 +54,8 @@ mod authority;
 mod checkpoint;
 mod claims;
 mod driver;
+mod health;
+mod metadata;
 mod node_claims;
 mod normalized_stream;
 mod plugin;
@@ -72,6 +75,10 @@ pub use driver::{
     AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,
     PreparedDevice, ResolvedClaim,
 };
+pub use health::{
+    DeviceHealth, HEALTH_SERVICES, HealthFeed, HealthOptions, HealthReporter, HealthStatus, health_channel,
+};
+pub use metadata::{ClaimMeta, MetadataDevice, MetadataError, MetadataWriter, RequestDevices};
 pub use plugin::{
     ClaimCacheReader, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions,
     current_boot_id, shutdown_signal, start, start_with_store, validate_driver_name,

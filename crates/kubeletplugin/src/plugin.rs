@@ -13,9 +13,11 @@ use crate::{
     checkpoint::{CheckpointError, FileCheckpoint},
     claims::{ClaimCacheMode, ClaimLookup},
     driver::{ClaimRef, DraDriver, PreparedClaim},
+    health::{HEALTH_SERVICES, HealthFeed, HealthService},
+    metadata::MetadataWriter,
     preparer::Preparer,
-    proto::{dra, pluginregistration::registration_server::RegistrationServer},
-    services::{DraService, RegistrationService, RegistrationState},
+    proto::{dra, health, pluginregistration::registration_server::RegistrationServer},
+    services::{DraService, RegistrationService, RegistrationState, SUPPORTED_VERSIONS},
     sockets::{self, SocketError},
     store::PreparedStore,
 };
@@ -87,6 +89,13 @@ pub struct PluginOptions {
     /// before a reboot are prepared again. Defaults to `/proc/sys/kernel/random/boot_id`;
     /// `None` turns reboot detection off (said in a warning at start).
     pub boot_id: Option<String>,
+    /// Device health for the kubelet (see [`health_channel`](crate::health_channel)); `None`
+    /// (the default): the health services are neither announced nor served.
+    pub health: Option<HealthFeed>,
+    /// Device metadata for the workloads (KEP-5304, see [`MetadataWriter`]): the directory the
+    /// CDI specs go to (the runtime's CDI spec directory, [`MetadataWriter::DEFAULT_CDI_DIR`]
+    /// by default); `None` (the default): no metadata files.
+    pub device_metadata: Option<PathBuf>,
 }
 
 /// Where the kernel tells its boot ID.
@@ -125,7 +134,16 @@ impl PluginOptions {
                     None
                 }
             },
+            health: None,
+            device_metadata: None,
         }
+    }
+
+    /// The writer of this plugin's device metadata files, when [`Self::device_metadata`] is set:
+    /// for a driver that adds what it learns after Prepare ([`MetadataWriter::update_request`]).
+    pub fn metadata_writer(&self) -> Option<MetadataWriter> {
+        let cdi_dir = self.device_metadata.as_ref()?;
+        Some(MetadataWriter::new(&self.driver_name, &self.plugin_dir, cdi_dir))
     }
 
     /// `<registry dir>/<driver>-reg.sock`.
@@ -218,7 +236,7 @@ async fn preparer<D: DraDriver, S: PreparedStore>(
     if options.boot_id.is_none() {
         tracing::warn!("reboot detection off: no boot ID; stored prepared claims are trusted after a reboot");
     }
-    Preparer::new(
+    let preparer = Preparer::new(
         options.driver_name.clone(),
         Arc::new(driver),
         lookup,
@@ -226,7 +244,11 @@ async fn preparer<D: DraDriver, S: PreparedStore>(
         options.call_timeout,
         options.boot_id.clone(),
     )
-    .await
+    .await?;
+    Ok(match options.metadata_writer() {
+        Some(writer) => preparer.with_metadata(writer).await,
+        None => preparer,
+    })
 }
 
 /// Serves a loaded preparer: binds the DRA socket and then the registration socket, then
@@ -246,10 +268,21 @@ async fn serve<D: DraDriver>(
     let service = DraService {
         preparer: preparer.clone(),
     };
+    let health_service = options.health.clone().map(|feed| HealthService { feed });
     let dra_router = move || {
         Server::builder()
             .add_service(dra::v1::dra_plugin_server::DraPluginServer::new(service.clone()))
             .add_service(dra::v1beta1::dra_plugin_server::DraPluginServer::new(service.clone()))
+            .add_optional_service(
+                health_service
+                    .clone()
+                    .map(health::v1::dra_resource_health_server::DraResourceHealthServer::new),
+            )
+            .add_optional_service(
+                health_service
+                    .clone()
+                    .map(health::v1alpha1::dra_resource_health_server::DraResourceHealthServer::new),
+            )
     };
     let dra_server = tokio::spawn(sockets::serve(
         dra_socket.clone(),
@@ -267,9 +300,15 @@ async fn serve<D: DraDriver>(
             return Err(e.into());
         }
     };
+    let health_services = options.health.as_ref().map_or(&[][..], |_| &HEALTH_SERVICES[..]);
     let registration = Arc::new(RegistrationService {
         driver_name: options.driver_name.clone(),
         endpoint: dra_socket.display().to_string(),
+        supported_versions: SUPPORTED_VERSIONS
+            .iter()
+            .chain(health_services)
+            .map(|s| s.to_string())
+            .collect(),
         state: registration_tx,
     });
     let registration_router = move || Server::builder().add_service(RegistrationServer::from_arc(registration.clone()));
@@ -288,6 +327,8 @@ async fn serve<D: DraDriver>(
         registration_socket = %registration_socket.display(),
         dra_socket = %dra_socket.display(),
         claim_cache = ?options.claim_cache,
+        device_health = options.health.is_some(),
+        device_metadata = ?options.device_metadata,
         "kubelet plugin serving"
     );
     Ok(PluginHandle {

@@ -19,6 +19,7 @@ use crate::{
     checkpoint::PreparedClaims,
     claims::{ClaimError, ClaimLookup, resolve_for_driver},
     driver::{ClaimRef, DraDriver, DriverError, PreparedClaim, PreparedDevice},
+    metadata::{ClaimMeta, MetadataDevice, MetadataError, MetadataWriter, RequestDevices},
     store::{DynStore, PreparedChange, PreparedStore, StoreError},
 };
 
@@ -57,6 +58,24 @@ pub(crate) enum ClaimCallError {
         #[source]
         source: StoreError,
     },
+    /// The device metadata files could not be written or removed; a prepare was undone.
+    /// (Boxed: the error names the claim and a path, and every call's result carries this type.)
+    #[error(transparent)]
+    Metadata(Box<MetadataError>),
+    /// The thread writing the device metadata files was lost.
+    #[error("claim {claim}: device metadata: {message}")]
+    MetadataLost {
+        /// The claim.
+        claim: ClaimRef,
+        /// Why.
+        message: String,
+    },
+}
+
+impl From<MetadataError> for ClaimCallError {
+    fn from(error: MetadataError) -> Self {
+        Self::Metadata(Box::new(error))
+    }
 }
 
 /// One lock per claim UID, created on demand and dropped when no call holds or waits for it.
@@ -126,6 +145,8 @@ pub(crate) struct Preparer<D> {
     call_timeout: Duration,
     /// This boot; prepared claims of another boot are prepared again.
     boot_id: Option<String>,
+    /// Device metadata files (KEP-5304), when the driver turned them on.
+    metadata: Option<Arc<MetadataWriter>>,
 }
 
 impl<D: DraDriver> Preparer<D> {
@@ -153,7 +174,89 @@ impl<D: DraDriver> Preparer<D> {
             prepared: SyncMutex::new(prepared),
             call_timeout,
             boot_id,
+            metadata: None,
         })
+    }
+
+    /// Writes device metadata with `writer` from now on, after removing what it finds of claims
+    /// that are not prepared (a crash between a write and the commit, or during an unprepare).
+    pub(crate) async fn with_metadata(mut self, writer: MetadataWriter) -> Self {
+        let keep: Vec<ClaimRef> = self.prepared.lock().values().map(|p| p.claim.clone()).collect();
+        let writer = Arc::new(writer);
+        let sweeper = writer.clone();
+        match tokio::task::spawn_blocking(move || sweeper.sweep(&keep)).await {
+            Ok(Ok(removed)) if removed.is_empty() => {}
+            Ok(Ok(removed)) => {
+                tracing::info!(removed = ?removed, "removed the device metadata of claims no longer prepared")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not sweep the device metadata of claims no longer prepared")
+            }
+            Err(error) => tracing::warn!(%error, "the device metadata sweep was lost"),
+        }
+        self.metadata = Some(writer);
+        self
+    }
+
+    /// Writes the metadata files of a claim the driver just prepared and adds each request's
+    /// CDI device ID to its first device.
+    async fn write_metadata(
+        &self,
+        writer: &Arc<MetadataWriter>,
+        meta: ClaimMeta,
+        devices: &mut [PreparedDevice],
+    ) -> Result<(), ClaimCallError> {
+        let mut requests: Vec<RequestDevices> = Vec::new();
+        // A device for "all requests" (no names) is in no request's file, as in the Go helper.
+        for device in devices.iter() {
+            for request in &device.requests {
+                let entry = match requests.iter_mut().find(|r| &r.request == request) {
+                    Some(entry) => entry,
+                    None => {
+                        requests.push(RequestDevices {
+                            request: request.clone(),
+                            devices: Vec::new(),
+                        });
+                        requests.last_mut().expect("just pushed")
+                    }
+                };
+                entry.devices.push(MetadataDevice::new(&device.pool, &device.device));
+            }
+        }
+        let claim = meta.claim.clone();
+        let writer = writer.clone();
+        let ids = tokio::task::spawn_blocking(move || writer.write_prepared(&meta, &requests))
+            .await
+            .map_err(|e| ClaimCallError::MetadataLost {
+                claim: claim.clone(),
+                message: e.to_string(),
+            })??;
+        for (base_request, id) in ids {
+            let first = devices.iter_mut().find(|d| {
+                d.requests
+                    .iter()
+                    .any(|r| crate::metadata::base_request(r) == base_request)
+            });
+            if let Some(device) = first {
+                device.cdi_device_ids.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a claim's metadata files, if metadata is on.
+    async fn remove_metadata(&self, claim: &ClaimRef) -> Result<(), ClaimCallError> {
+        let Some(writer) = self.metadata.clone() else {
+            return Ok(());
+        };
+        let owned = claim.clone();
+        tokio::task::spawn_blocking(move || writer.remove_claim(&owned))
+            .await
+            .map_err(|e| ClaimCallError::MetadataLost {
+                claim: claim.clone(),
+                message: e.to_string(),
+            })??;
+        Ok(())
     }
 
     pub(crate) fn lookup(&self) -> &ClaimLookup {
@@ -202,6 +305,9 @@ impl<D: DraDriver> Preparer<D> {
                         .await
                     {
                         tracing::error!(claim = %p.claim, store_error = %error, error = %undo, "rolling back a prepare after a failed commit also failed");
+                    }
+                    if let Err(undo) = self.remove_metadata(&p.claim).await {
+                        tracing::error!(claim = %p.claim, store_error = %error, error = %undo, "removing the device metadata after a failed commit failed; the next start removes it");
                     }
                 }))
                 .await;
@@ -274,6 +380,31 @@ impl<D: DraDriver> Preparer<D> {
         // On a failed commit the released claims stay prepared: the kubelet retries, and the
         // driver's unprepare runs again (which is why it must be idempotent).
 
+        // The metadata of every claim no longer prepared goes (an unknown claim's too: what a
+        // crash left). A prepared claim's removal that fails is the claim's error, and the
+        // kubelet's retry removes it; an unknown claim's is logged (the next start's sweep
+        // takes it), so a broken CDI directory never fails the Unprepare of a claim this
+        // plugin never prepared.
+        let committed_ok = committed.is_ok();
+        let removals = futures::future::join_all(unique.values().zip(&outcomes).map(|(c, o)| async move {
+            match o {
+                Ok(false) => {
+                    if let Err(error) = self.remove_metadata(c).await {
+                        tracing::warn!(claim = %c, %error, "could not remove device metadata left for a claim not prepared; the next start removes it");
+                    }
+                    Ok(())
+                }
+                Ok(true) if committed_ok => self.remove_metadata(c).await,
+                _ => Ok(()),
+            }
+        }))
+        .await;
+        let outcomes: Vec<Result<bool, ClaimCallError>> = outcomes
+            .into_iter()
+            .zip(removals)
+            .map(|(o, removed)| o.and_then(|released| removed.map(|()| released)))
+            .collect();
+
         unique
             .into_iter()
             .zip(outcomes)
@@ -314,9 +445,31 @@ impl<D: DraDriver> Preparer<D> {
             // Allocated only to other drivers: nothing to do, nothing to remember.
             return Ok(Prepared::Known(Vec::new()));
         }
-        let preparation = self
+        let mut preparation = self
             .call_driver(claim, "prepare", self.driver.prepare(&resolved))
             .await?;
+        if let Some(writer) = &self.metadata
+            && let Err(error) = self
+                .write_metadata(writer, ClaimMeta::of(&resolved), &mut preparation.devices)
+                .await
+        {
+            // Undone as a failed commit is: the kubelet retries the whole claim.
+            let prepared = PreparedClaim {
+                claim: claim.clone(),
+                preparation,
+                boot_id: self.boot_id.clone(),
+            };
+            if let Err(undo) = self
+                .call_driver(claim, "unprepare", self.driver.unprepare(&prepared))
+                .await
+            {
+                tracing::error!(claim = %claim, %error, error = %undo, "rolling back a prepare after its metadata failed also failed");
+            }
+            if let Err(undo) = self.remove_metadata(claim).await {
+                tracing::warn!(claim = %claim, error = %undo, "removing a partly written metadata failed; the next start removes it");
+            }
+            return Err(error);
+        }
         Ok(Prepared::New(PreparedClaim {
             claim: claim.clone(),
             preparation,

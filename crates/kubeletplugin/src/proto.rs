@@ -21,9 +21,14 @@ pub mod dra {
     }
 }
 
-/// DRA device health, alpha (`/v1alpha1.DRAResourceHealth/NodeWatchResources`).
+/// DRA device health (`/v1.DRAResourceHealth/NodeWatchResources`, and the alpha's
+/// `/v1alpha1.DRAResourceHealth/...`): bare packages on the wire.
 pub mod health {
-    /// Package `v1alpha1` (sic: bare package on the wire).
+    /// Package `v1`: announced as `v1.DRAResourceHealth`, preferred by the 1.37 kubelet.
+    pub mod v1 {
+        tonic::include_proto!("v1");
+    }
+    /// Package `v1alpha1`: what the 1.34–1.36 kubelets open on every plugin.
     pub mod v1alpha1 {
         tonic::include_proto!("v1alpha1");
     }

@@ -32,6 +32,8 @@ pub enum RegistrationState {
 pub(crate) struct RegistrationService {
     pub(crate) driver_name: String,
     pub(crate) endpoint: String,
+    /// [`SUPPORTED_VERSIONS`], and the health services when the plugin has a feed.
+    pub(crate) supported_versions: Vec<String>,
     pub(crate) state: watch::Sender<RegistrationState>,
 }
 
@@ -43,7 +45,7 @@ impl reg::registration_server::Registration for RegistrationService {
             r#type: DRA_PLUGIN_TYPE.to_string(),
             name: self.driver_name.clone(),
             endpoint: self.endpoint.clone(),
-            supported_versions: SUPPORTED_VERSIONS.iter().map(|s| s.to_string()).collect(),
+            supported_versions: self.supported_versions.clone(),
         }))
     }
 

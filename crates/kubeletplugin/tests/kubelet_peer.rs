@@ -86,3 +86,100 @@ async fn kubelet_peer_registers_and_calls_both_versions_with_every_authority_for
     assert_eq!(driver.unprepares.load(std::sync::atomic::Ordering::SeqCst), 6);
     plugin.shutdown().await;
 }
+
+/// Device health (KEP-4680): announced only with a feed; both versions stream the driver's
+/// report to a kubelet-faithful peer under every `:authority` form; without a feed a kubelet
+/// that opens the stream anyway (1.36 does) gets `UNIMPLEMENTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_peer_watches_device_health_in_both_versions() {
+    let Some(python) = peer_python() else { return };
+    let api = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (reporter, feed) = kubeletplugin::health_channel(kubeletplugin::HealthOptions::default());
+    let mut opts = options(dir.path(), ClaimCacheMode::GetOnly);
+    opts.health = Some(feed);
+    let plugin = kubeletplugin::start(opts, RecordingDriver::default(), api.client())
+        .await
+        .unwrap();
+    reporter.publish(vec![
+        kubeletplugin::DeviceHealth {
+            pool: "node1".into(),
+            device: "eth1".into(),
+            status: kubeletplugin::HealthStatus::Healthy,
+            message: "eth1: carrier up".into(),
+        },
+        kubeletplugin::DeviceHealth {
+            pool: "node1".into(),
+            device: "eth2".into(),
+            status: kubeletplugin::HealthStatus::Unhealthy,
+            message: "eth2 has no carrier".into(),
+        },
+    ]);
+    let lines = run_peer(
+        &python,
+        plugin.registration_socket(),
+        &["--health".into(), "v1".into(), "--health".into(), "v1alpha1".into()],
+    )
+    .await;
+    let info = lines.iter().find(|l| l["call"] == "GetInfo").unwrap();
+    assert_eq!(
+        info["result"]["supported_versions"],
+        json!([
+            "v1.DRAPlugin",
+            "v1beta1.DRAPlugin",
+            "v1.DRAResourceHealth",
+            "v1alpha1.DRAResourceHealth"
+        ])
+    );
+    let streams: Vec<&Value> = lines.iter().filter(|l| l["call"] == "NodeWatchResources").collect();
+    assert_eq!(streams.len(), 6, "two versions, three authority forms: {lines:#?}");
+    for s in &streams {
+        assert_eq!(s["ok"], true, "{s}");
+        let devices = s["result"].as_array().unwrap();
+        assert_eq!(devices.len(), 2, "{s}");
+        assert_eq!(
+            (&devices[0]["device"], &devices[0]["health"], &devices[0]["pool"]),
+            (&json!("eth1"), &json!("HEALTHY"), &json!("node1"))
+        );
+        assert_eq!(
+            (&devices[1]["health"], &devices[1]["message"]),
+            (&json!("UNHEALTHY"), &json!("eth2 has no carrier"))
+        );
+        assert_eq!(devices[0]["health_check_timeout_seconds"], 30);
+        assert!(devices[0]["last_updated_time"].as_i64().unwrap() > 1_700_000_000, "{s}");
+    }
+    plugin.shutdown().await;
+
+    // No feed: not announced, and the alpha stream a 1.36 kubelet opens is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = kubeletplugin::start(
+        options(dir.path(), ClaimCacheMode::GetOnly),
+        RecordingDriver::default(),
+        api.client(),
+    )
+    .await
+    .unwrap();
+    let lines = run_peer(
+        &python,
+        plugin.registration_socket(),
+        &[
+            "--authority".into(),
+            "localhost".into(),
+            "--health".into(),
+            "v1alpha1".into(),
+        ],
+    )
+    .await;
+    let info = lines.iter().find(|l| l["call"] == "GetInfo").unwrap();
+    assert_eq!(
+        info["result"]["supported_versions"],
+        json!(["v1.DRAPlugin", "v1beta1.DRAPlugin"])
+    );
+    let stream = lines.iter().find(|l| l["call"] == "NodeWatchResources").unwrap();
+    assert_eq!(
+        (&stream["ok"], &stream["code"]),
+        (&json!(false), &json!("UNIMPLEMENTED")),
+        "{stream}"
+    );
+    plugin.shutdown().await;
+}

@@ -13,6 +13,7 @@ fn protos_match_the_wire_tables_exactly() {
         "dra.v1.tsv",
         "dra.v1beta1.tsv",
         "dra-health.v1alpha1.tsv",
+        "dra-health.v1.tsv",
     ] {
         expected.extend(testkit::wire::table_rows(
             &std::fs::read_to_string(dir.join(table)).unwrap(),

@@ -6,6 +6,7 @@
 //!   [`attributes`] within the API's limits, and a [`filter`] (a default rule or CEL).
 //! - [`watch`]: keeps that list current on netlink notifications and periodic resyncs, and
 //!   keeps allocated devices published while they sit in a pod.
+//! - [`health`]: whether an interface's link works, on the host or in a pod (DRA device health).
 //!
 //! What a pod gets:
 //! - [`config`]: an interface's configuration inside a pod and the pure rules that validate it.
@@ -16,8 +17,8 @@
 //!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
 //!   where a recorded interface is now (in the pod, on the host, or gone).
 //!
-//! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`]) take
-//! plain data and a sysfs root, so they are tested without root.
+//! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`],
+//! [`health::judge`]) take plain data and a sysfs root, so they are tested without root.
 
 pub mod attach;
 pub mod attributes;
@@ -27,6 +28,7 @@ pub mod device;
 pub mod filter;
 #[doc(hidden)]
 pub mod floor;
+pub mod health;
 pub mod holders;
 pub mod inventory;
 pub mod link;
@@ -44,6 +46,7 @@ pub use config::{ConfigError, InterfaceConfig, Mac, RouteConfig, ValidConfig};
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use device::{Exclusion, Kind, NetDevice};
 pub use filter::{DeviceFilter, FilterError};
+pub use health::{Health, HealthError, LinkState, OperState, Place, Verdict, host_link_states, judge, pod_link_state};
 pub use holders::find_netns;
 pub use inventory::{Inventory, InventoryConfig, Scan};
 pub use locate::{LocateError, Location, locate};

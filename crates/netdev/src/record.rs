@@ -21,6 +21,7 @@ use netlink_packet_route::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
+use crate::health::OperState;
 use crate::netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use crate::rtnl::{Rtnl, RtnlError};
 
@@ -135,6 +136,10 @@ pub(crate) struct LinkView {
     pub(crate) permanent_mac: Option<Mac>,
     pub(crate) alias: Option<String>,
     pub(crate) up: bool,
+    /// `IFF_LOWER_UP`.
+    pub(crate) carrier: bool,
+    /// `IFLA_OPERSTATE`.
+    pub(crate) oper: OperState,
 }
 
 impl LinkView {
@@ -147,6 +152,9 @@ impl LinkView {
             permanent_mac: None,
             alias: None,
             up: link.header.flags.contains(LinkFlags::Up),
+            carrier: link.header.flags.contains(LinkFlags::LowerUp),
+            // Absent from the message: the kernel did not say.
+            oper: OperState::Unknown,
         };
         for attribute in &link.attributes {
             match attribute {
@@ -158,6 +166,7 @@ impl LinkView {
                     view.permanent_mac = Mac::from_bytes(bytes).filter(|m| m.0 != [0; 6]);
                 }
                 LinkAttribute::IfAlias(alias) if !alias.is_empty() => view.alias = Some(alias.clone()),
+                LinkAttribute::OperState(state) => view.oper = OperState::from(*state),
                 _ => {}
             }
         }
@@ -390,6 +399,8 @@ mod tests {
             permanent_mac: permanent.map(Mac),
             alias: None,
             up: false,
+            carrier: false,
+            oper: OperState::Unknown,
         }
     }
 

@@ -210,4 +210,12 @@ impl netdra::Kernel for Stalling {
     async fn locate(&self, record: netdev::RestoreRecord) -> Result<netdra::Location, netdra::KernelError> {
         netdra::Netdev.locate(record).await
     }
+
+    async fn host_links(&self) -> Result<Vec<netdev::LinkState>, netdra::KernelError> {
+        netdra::Netdev.host_links().await
+    }
+
+    async fn pod_link(&self, record: netdev::RestoreRecord) -> Result<Option<netdev::LinkState>, netdra::KernelError> {
+        netdra::Netdev.pod_link(record).await
+    }
 }

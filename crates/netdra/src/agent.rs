@@ -48,6 +48,10 @@ pub struct AgentOptions {
     pub state_file: PathBuf,
     /// Where the agent counts; unregistered (nobody scrapes them) by default.
     pub metrics: Metrics,
+    /// How often each device's link is read for the kubelet's device health; `None` serves no
+    /// health (the services are not announced). Every 500 ms by default: a change reaches the
+    /// kubelet within a second.
+    pub device_health: Option<Duration>,
 }
 
 impl AgentOptions {
@@ -66,9 +70,13 @@ impl AgentOptions {
             inventory,
             watch: WatchOptions::default(),
             metrics: Metrics::default(),
+            device_health: Some(DEFAULT_HEALTH_EVERY),
         }
     }
 }
+
+/// How often device health is read by default.
+pub const DEFAULT_HEALTH_EVERY: Duration = Duration::from_millis(500);
 
 /// What readiness depends on, each part on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,11 +130,14 @@ pub struct Agent<D: NetworkDriver, K: Kernel = Netdev> {
     _watcher: InventoryWatcher,
     readiness: ReadinessProbe,
     tasks: Vec<JoinHandle<()>>,
+    /// The device health monitor, which holds the reporter: stopped first at shutdown, so the
+    /// kubelet's health streams end at once instead of holding the plugin's server open.
+    health: Option<JoinHandle<()>>,
 }
 
 impl<D: NetworkDriver, K: Kernel> Drop for Agent<D, K> {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.health) {
             task.abort();
         }
     }
@@ -213,6 +224,7 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
             api: api.clone(),
             nri_connected: nri_connected.clone(),
             metrics: metrics.clone(),
+            metadata: options.plugin.metadata_writer(),
         },
         status,
     )?);
@@ -270,14 +282,28 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
         }
     }));
 
+    let mut plugin_options = options.plugin;
+    let health = options.device_health.map(|every| {
+        let (reporter, feed) = kubeletplugin::health_channel(kubeletplugin::HealthOptions::default());
+        plugin_options.health = Some(feed);
+        (reporter, every)
+    });
     let plugin = kubeletplugin::start_with_store(
-        options.plugin,
+        plugin_options,
         KubeletSide(node.clone()),
         JournalStore(node.clone()),
         client.clone(),
     )
     .await?;
     api.set_cache(plugin.claim_cache_reader());
+    let health = health.map(|(reporter, every)| {
+        tokio::spawn(crate::health::monitor(
+            node.clone(),
+            options.node_name.clone(),
+            reporter,
+            every,
+        ))
+    });
     let pool = PoolSpec {
         driver: driver_name.clone(),
         node_name: options.node_name.clone(),
@@ -307,6 +333,7 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
         _watcher: watcher,
         readiness,
         tasks,
+        health,
     })
 }
 
@@ -384,6 +411,11 @@ impl<D: NetworkDriver, K: Kernel> Agent<D, K> {
     /// kernel work in flight to finish and be journaled. Interfaces stay where they are: the
     /// journal says where, for the next start.
     pub async fn shutdown(mut self) {
+        if let Some(health) = self.health.take() {
+            health.abort();
+            // Cancelled, as asked: the reporter it held is dropped.
+            let _ = health.await;
+        }
         if let Some(plugin) = self.plugin.take() {
             plugin.shutdown().await;
         }

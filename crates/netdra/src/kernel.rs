@@ -1,6 +1,6 @@
 //! The seam between the framework and the kernel: the few operations the framework asks of
 //! `netdev` (open a pod's namespace, read what an attach would change, attach, detach, find an
-//! interface), as a trait with the real implementation ([`Netdev`]) and, for tests, a
+//! interface, read a link's state for device health), as a trait with the real implementation ([`Netdev`]) and, for tests, a
 //! recording fake that can fail, stall or panic at any step.
 //!
 //! Every call is a future: the real one runs netdev's blocking work on a blocking thread, so
@@ -10,7 +10,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use netdev::{AttachRequest, Detached, Netns, RestoreRecord, ValidConfig};
+use netdev::{AttachRequest, Detached, LinkState, Netns, RestoreRecord, ValidConfig};
 
 use crate::lifecycle::NetnsRef;
 
@@ -54,6 +54,9 @@ pub enum KernelError {
     /// Looking for the interface failed.
     #[error(transparent)]
     Locate(#[from] netdev::LocateError),
+    /// Reading a link's state for device health failed.
+    #[error(transparent)]
+    Health(#[from] netdev::HealthError),
     /// The operation panicked or its thread was lost: what it changed is unknown.
     #[error("{operation} failed unexpectedly: {message}")]
     Lost {
@@ -109,6 +112,13 @@ pub trait Kernel: Send + Sync + 'static {
 
     /// Where a recorded interface is now; changes nothing.
     fn locate(&self, record: RestoreRecord) -> impl Future<Output = Result<Location, KernelError>> + Send;
+
+    /// The state of every link on the host, for device health; changes nothing.
+    fn host_links(&self) -> impl Future<Output = Result<Vec<LinkState>, KernelError>> + Send;
+
+    /// The state of a recorded interface in its pod's namespace (`None`: not there), for
+    /// device health; changes nothing.
+    fn pod_link(&self, record: RestoreRecord) -> impl Future<Output = Result<Option<LinkState>, KernelError>> + Send;
 }
 
 /// The real kernel, through `netdev`.
@@ -183,6 +193,14 @@ impl Kernel for Netdev {
 
     async fn locate(&self, record: RestoreRecord) -> Result<Location, KernelError> {
         blocking("locate", move || Ok(netdev::locate(&record)?)).await
+    }
+
+    async fn host_links(&self) -> Result<Vec<LinkState>, KernelError> {
+        blocking("read the host's links", || Ok(netdev::host_link_states()?)).await
+    }
+
+    async fn pod_link(&self, record: RestoreRecord) -> Result<Option<LinkState>, KernelError> {
+        blocking("read a link in a pod", move || Ok(netdev::pod_link_state(&record)?)).await
     }
 }
 

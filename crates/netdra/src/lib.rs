@@ -26,6 +26,8 @@
 //!   inode, on the host by identity, or gone) and its claim converged, before any hook runs.
 //! - Every claim's status (`status`) is derived from its phase and converged to the API server
 //!   by a loop that retries until it holds: `networkData` and a `Ready` condition per device.
+//! - Every published device's health (`health`: its link on the host or in its pod) goes to
+//!   the kubelet's health stream, which shows it in the pods' status.
 
 // Errors carry the claim (namespace, name, UID) so that every message names it; they are built
 // once per refused claim, off the hot path, so their size does not matter.
@@ -34,11 +36,13 @@
 mod agent;
 mod api;
 mod driver;
+mod health;
 mod journal;
 mod kernel;
 mod kubelet;
 mod lifecycle;
 mod locks;
+mod metadata;
 pub mod metrics;
 mod node;
 pub mod opaque;
@@ -47,7 +51,10 @@ mod reconcile;
 mod runtime;
 mod status;
 
-pub use agent::{Agent, AgentError, AgentOptions, Readiness, ReadinessProbe, SHUTDOWN_WAIT, start, start_with_kernel};
+pub use agent::{
+    Agent, AgentError, AgentOptions, DEFAULT_HEALTH_EVERY, Readiness, ReadinessProbe, SHUTDOWN_WAIT, start,
+    start_with_kernel,
+};
 pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver};
 pub use journal::JournalError;
 pub use kernel::{AttachSpec, Kernel, KernelError, Location, Netdev};

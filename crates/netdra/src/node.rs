@@ -40,7 +40,7 @@ use std::{
 };
 
 use k8s_openapi::api::resource::v1::Device;
-use kubeletplugin::{ClaimRef, PreparedClaim};
+use kubeletplugin::{ClaimRef, MetadataWriter, PreparedClaim};
 use netdev::DeviceHolds;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -178,6 +178,9 @@ pub(crate) struct Node<D, K: Kernel> {
     pub nri_connected: watch::Receiver<bool>,
     hook_wait: Mutex<Duration>,
     pub metrics: Metrics,
+    /// The device metadata files (KEP-5304), when the kubelet plugin writes them: each
+    /// request's file gets the network data after the attach.
+    pub(crate) metadata: Option<MetadataWriter>,
 }
 
 /// Everything a node is made of.
@@ -192,6 +195,7 @@ pub(crate) struct Parts<D, K> {
     pub api: Arc<dyn ClaimApi>,
     pub nri_connected: watch::Receiver<bool>,
     pub metrics: Metrics,
+    pub metadata: Option<MetadataWriter>,
 }
 
 /// The journal's entries decoded: the node's claims and the kubelet plugin's records, by UID.
@@ -343,6 +347,7 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
             nri_connected: parts.nri_connected,
             hook_wait: Mutex::new(Duration::from_secs_f64(2.0 * HOOK_SHARE)),
             metrics: parts.metrics,
+            metadata: parts.metadata,
         })
     }
 
@@ -453,7 +458,12 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
         self.claims.lock().get(uid).cloned()
     }
 
-    /// Every claim, for tests and status.
+    /// The kernel seam, for reads that change nothing (device health).
+    pub(crate) fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    /// Every claim, for tests, status and device health.
     pub(crate) fn claims(&self) -> BTreeMap<String, Claim> {
         self.claims.lock().clone()
     }

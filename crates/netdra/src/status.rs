@@ -65,36 +65,20 @@ pub enum DeviceState<'a> {
 pub fn device_status(driver: &str, plan: &DevicePlan, state: &DeviceState<'_>) -> AllocatedDeviceStatus {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let (condition, network_data) = match state {
-        DeviceState::Attached(record) => {
-            let ips: Vec<String> = if plan.interface.carry_host_addresses {
-                record.host.addresses.iter().map(|a| a.address.to_string()).collect()
-            } else {
-                plan.interface
-                    .config
-                    .addresses
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
-            };
-            (
-                Condition {
-                    type_: READY.into(),
-                    status: "True".into(),
-                    reason: "InterfaceAttached".into(),
-                    message: format!(
-                        "{} is {} in the pod's network namespace",
-                        plan.host_interface, record.name_in_pod
-                    ),
-                    last_transition_time: now,
-                    observed_generation: None,
-                },
-                Some(NetworkDeviceData {
-                    interface_name: Some(record.name_in_pod.clone()),
-                    ips: (!ips.is_empty()).then_some(ips),
-                    hardware_address: record.mac_in_pod.map(|m| m.to_string()),
-                }),
-            )
-        }
+        DeviceState::Attached(record) => (
+            Condition {
+                type_: READY.into(),
+                status: "True".into(),
+                reason: "InterfaceAttached".into(),
+                message: format!(
+                    "{} is {} in the pod's network namespace",
+                    plan.host_interface, record.name_in_pod
+                ),
+                last_transition_time: now,
+                observed_generation: None,
+            },
+            Some(network_data(plan, record)),
+        ),
         DeviceState::NotReady { reason, message } => (
             Condition {
                 type_: READY.into(),
@@ -115,6 +99,26 @@ pub fn device_status(driver: &str, plan: &DevicePlan, state: &DeviceState<'_>) -
         conditions: Some(vec![condition]),
         network_data,
         data: None,
+    }
+}
+
+/// What the pod has of an attached device: its name in the pod, its addresses (those the config
+/// gives, or the host's carried over), its MAC.
+pub(crate) fn network_data(plan: &DevicePlan, record: &RestoreRecord) -> NetworkDeviceData {
+    let ips: Vec<String> = if plan.interface.carry_host_addresses {
+        record.host.addresses.iter().map(|a| a.address.to_string()).collect()
+    } else {
+        plan.interface
+            .config
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    NetworkDeviceData {
+        interface_name: Some(record.name_in_pod.clone()),
+        ips: (!ips.is_empty()).then_some(ips),
+        hardware_address: record.mac_in_pod.map(|m| m.to_string()),
     }
 }
 

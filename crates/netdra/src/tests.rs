@@ -15,7 +15,10 @@ use std::{
 };
 
 use k8s_openapi::api::resource::v1::{Device, ResourceClaim};
-use kubeletplugin::{ClaimRef, DraDriver, DriverError, PreparedChange, PreparedClaim, PreparedStore, ResolvedClaim};
+use kubeletplugin::{
+    ClaimMeta, ClaimRef, DraDriver, DriverError, MetadataDevice, MetadataWriter, PreparedChange, PreparedClaim,
+    PreparedStore, RequestDevices, ResolvedClaim,
+};
 use netdev::RestoreRecord;
 use nri::{
     Plugin,
@@ -175,6 +178,8 @@ struct World {
     _published: watch::Sender<Vec<Device>>,
     _nri: watch::Sender<bool>,
     forget: tokio::task::JoinHandle<()>,
+    /// The device metadata files, when the test has them written (see [`World::with_metadata`]).
+    metadata: Option<MetadataWriter>,
 }
 
 impl World {
@@ -192,7 +197,8 @@ impl World {
         api.watch_cache.store(true, Ordering::SeqCst);
         let faults = Faults::default();
         let probe = Arc::new(Probe::default());
-        let (node, published, nri, forget) = Self::start(dir.path(), "boot-1", &kernel, &api, &faults, &probe).await;
+        let (node, published, nri, forget) =
+            Self::start(dir.path(), "boot-1", &kernel, &api, &faults, &probe, None).await;
         Self {
             dir,
             kernel,
@@ -203,7 +209,18 @@ impl World {
             _published: published,
             _nri: nri,
             forget,
+            metadata: None,
         }
+    }
+
+    /// A node whose kubelet plugin writes device metadata files under the world's directory;
+    /// [`World::prepare`] writes each request's first generation as the plugin does.
+    async fn with_metadata() -> Self {
+        let mut w = Self::new().await;
+        let writer = MetadataWriter::new(DRIVER, w.dir.path().join("plugin"), w.dir.path().join("cdi"));
+        w.metadata = Some(writer);
+        w.restart().await;
+        w
     }
 
     async fn start(
@@ -213,6 +230,7 @@ impl World {
         api: &Arc<FakeApi>,
         faults: &Faults,
         probe: &Arc<Probe>,
+        metadata: Option<MetadataWriter>,
     ) -> (
         Arc<TestNode>,
         watch::Sender<Vec<Device>>,
@@ -245,6 +263,7 @@ impl World {
                     api: api.clone(),
                     nri_connected: nri,
                     metrics: Metrics::default(),
+                    metadata,
                 },
                 status,
             )
@@ -268,6 +287,7 @@ impl World {
             &self.api,
             &self.faults,
             &self.probe,
+            self.metadata.clone(),
         )
         .await;
         self.node = node;
@@ -293,6 +313,18 @@ impl World {
         self.api.put(&resolved.claim, &consumers);
         let side = KubeletSide(self.node.clone());
         let preparation = side.prepare(&resolved).await.map_err(|e| e.to_string())?;
+        if let Some(writer) = &self.metadata {
+            // What the plugin writes at Prepare: each request's devices, by name only.
+            let requests: Vec<RequestDevices> = devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| RequestDevices {
+                    request: format!("r{i}"),
+                    devices: vec![MetadataDevice::new("node", *d)],
+                })
+                .collect();
+            writer.write_prepared(&ClaimMeta::of(&resolved), &requests).unwrap();
+        }
         let prepared = PreparedClaim {
             claim: resolved.claim.clone(),
             preparation,
@@ -464,6 +496,39 @@ async fn the_happy_path_attaches_reports_and_returns() {
     );
     assert_eq!(w.probe.attached.load(Ordering::SeqCst), 1);
     assert_eq!(w.probe.detached.load(Ordering::SeqCst), 1);
+}
+
+/// Device metadata (KEP-5304): the file the plugin wrote at Prepare names the device only;
+/// once the attach succeeds, and before the sandbox hook answers, it carries the interface's
+/// name and addresses in the pod.
+#[tokio::test(start_paused = true)]
+async fn the_metadata_file_gets_the_network_data_before_the_sandbox_hook_answers() {
+    let w = World::with_metadata().await;
+    w.add_pod("a");
+    w.prepare("c", "a", &["d0"]).await;
+    let file = w.dir.path().join("plugin/dra-device-metadata/ns_c/r0/metadata.json");
+    let first = |bytes: Vec<u8>| -> Value {
+        serde_json::Deserializer::from_slice(&bytes)
+            .into_iter::<Value>()
+            .next()
+            .unwrap()
+            .unwrap()
+    };
+    let prepared = first(std::fs::read(&file).unwrap());
+    assert_eq!(prepared["metadata"]["generation"], 1, "{prepared}");
+    assert_eq!(prepared["requests"][0]["devices"][0]["name"], "d0");
+    assert!(prepared["requests"][0]["devices"][0].get("networkData").is_none());
+
+    w.run_pod("a").await.unwrap();
+    let attached = first(std::fs::read(&file).unwrap());
+    assert_eq!(attached["metadata"]["generation"], 2, "{attached}");
+    let device = &attached["requests"][0]["devices"][0];
+    assert_eq!(device["networkData"]["interfaceName"], "net1", "{attached}");
+    assert_eq!(device["networkData"]["ips"], json!(["10.0.0.2/24"]));
+    assert_eq!(device["attributes"]["ifName"], json!({"string": "eth0"}));
+
+    w.stop_pod("a").await;
+    w.unprepare("c").await.unwrap();
 }
 
 /// Finding 1: an attach still running when its pod stops; the stop answers within its
@@ -1311,4 +1376,56 @@ async fn an_unreadable_claim_fails_the_sandbox_naming_it() {
     let error = w.run_pod("b").await.unwrap_err();
     assert!(error.contains("cannot tell whether it uses claim ns/c"), "{error}");
     w.run_pod("b").await.unwrap();
+}
+
+/// Device health follows each device where it is: on the host while free, in the pod's
+/// namespace while attached (a lost carrier there is Unhealthy, naming the pod), on the host
+/// again once returned; the monitor's end ends the kubelet's streams.
+#[tokio::test(start_paused = true)]
+async fn device_health_follows_the_device_into_the_pod_and_back() {
+    use kubeletplugin::{HealthOptions, HealthStatus, health_channel};
+
+    let w = World::new().await;
+    w.add_pod("a");
+    let (reporter, feed) = health_channel(HealthOptions::default());
+    let monitor = tokio::spawn(crate::health::monitor(
+        w.node.clone(),
+        "node".into(),
+        reporter,
+        Duration::from_millis(500),
+    ));
+    let state = |device: &str| {
+        let feed = feed.clone();
+        let device = device.to_owned();
+        async move {
+            // After the monitor's next publication.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let report = feed.current().unwrap();
+            report
+                .into_iter()
+                .find(|d| d.device == device)
+                .map(|d| (d.status, d.message))
+        }
+    };
+    assert_eq!(state("d0").await.unwrap().0, HealthStatus::Healthy, "free, on the host");
+    w.prepare("c", "a", &["d0"]).await;
+    w.run_pod("a").await.unwrap();
+    w.settle().await;
+    let (status, message) = state("d0").await.unwrap();
+    assert_eq!(status, HealthStatus::Healthy, "{message}");
+    assert!(message.contains("in pod ns/a"), "{message}");
+    w.kernel.set_carrier("eth0", false);
+    let (status, message) = state("d0").await.unwrap();
+    assert_eq!(status, HealthStatus::Unhealthy, "{message}");
+    assert!(message.contains("net1") && message.contains("ns/a"), "{message}");
+    w.kernel.set_carrier("eth0", true);
+    assert_eq!(state("d0").await.unwrap().0, HealthStatus::Healthy);
+    w.stop_pod("a").await;
+    w.settle().await;
+    let (status, message) = state("d0").await.unwrap();
+    assert_eq!(status, HealthStatus::Healthy);
+    assert!(!message.contains("pod"), "back on the host: {message}");
+    monitor.abort();
+    let _ = monitor.await;
+    w.unprepare("c").await.unwrap();
 }

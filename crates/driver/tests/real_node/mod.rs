@@ -25,6 +25,12 @@ use serde_json::{Value, json};
 pub const DRIVER: &str = "netdra.dev";
 /// The test's NIC: a veth on the host, the only device the tests let the agent publish.
 pub const NIC: &str = "ndk8s0";
+/// The NIC's peer, which stays on the host: set down, the NIC in the pod loses its carrier.
+pub const NIC_PEER: &str = "ndk8s0p";
+/// Where the workload container finds the metadata of its claim `nic`'s request `nic` (KEP-5304;
+/// a claim from a template is found under the pod's own name for it).
+pub const METADATA_IN_CONTAINER: &str =
+    "/var/run/kubernetes.io/dra-device-attributes/resourceclaimtemplates/nic/nic/netdra.dev-metadata.json";
 
 /// The repository's root.
 pub fn workspace() -> PathBuf {
@@ -328,10 +334,86 @@ pub fn pod() -> Value {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
             "resourceClaims": [{"name": "nic", "resourceClaimTemplateName": "secondary-nic"}],
-            "containers": [{"name": "app", "image": "localhost/pause:netdra", "imagePullPolicy": "Never",
+            // A shell: the container prints what it was given (the device metadata file) and
+            // what it sees (`ip`), between markers, then sleeps.
+            "containers": [{"name": "app", "image": "localhost/busybox:netdra", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sh", "-c", format!(
+                    "echo '--- metadata'; cat {METADATA_IN_CONTAINER}; echo '--- ip'; ip -o addr show dev net1; ip -o link show dev net1; echo '--- end'; exec sleep 100000"
+                )],
                 "resources": {"claims": [{"name": "nic"}]}}],
         },
     })
+}
+
+/// The pod as the API server has it, every field kept (the typed `Pod` drops those newer than
+/// the k8s-openapi version the tests build with).
+pub async fn pod_json(client: &Client, name: &str) -> Option<Value> {
+    let resource = kube::core::ApiResource::erase::<Pod>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    Some(api.get(name).await.ok()?.data)
+}
+
+/// What the kubelet shows for the resource `resource_id` in the pod's
+/// `allocatedResourcesStatus`: its health and message. The kubelet names a device by its first
+/// CDI device ID when Prepare gave it one (with device metadata on, the request's first device
+/// has the metadata's), else `<driver>/<pool>/<device>`.
+pub fn device_health(pod: &Value, resource_id: &str) -> Option<(String, String)> {
+    pod["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["allocatedResourcesStatus"].as_array().into_iter().flatten())
+        .flat_map(|r| r["resources"].as_array().into_iter().flatten())
+        .find(|r| r["resourceID"] == resource_id)
+        .map(|r| {
+            (
+                r["health"].as_str().unwrap_or_default().to_owned(),
+                r["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// Waits until the kubelet shows `resource_id` (see [`device_health`]) of pod `name` as
+/// `health`; how long it took and the message. On a timeout, the failure shows the pod's
+/// container statuses as last read.
+pub async fn wait_health(
+    client: &Client,
+    name: &str,
+    resource_id: &str,
+    health: &str,
+    timeout: Duration,
+) -> (Duration, String) {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    loop {
+        if let Some(pod) = pod_json(client, name).await {
+            if let Some((now, message)) = device_health(&pod, resource_id)
+                && now == health
+            {
+                return (start.elapsed(), message);
+            }
+            last = pod["status"]["containerStatuses"].clone();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {resource_id} {health} in pod {name}'s status; its container statuses: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The container's log of pod `name` (what the shell printed), from the API server.
+pub async fn container_log(client: &Client, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.logs(name, &Default::default()).await.unwrap_or_default()
+}
+
+/// The lines between `--- {section}` and the next `---` marker of a container's log.
+pub fn log_section<'a>(log: &'a str, section: &str) -> Vec<&'a str> {
+    log.lines()
+        .skip_while(|l| *l != format!("--- {section}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("--- "))
+        .collect()
 }
 
 /// The pod once it is Running.

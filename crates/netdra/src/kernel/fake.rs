@@ -12,7 +12,8 @@ use std::{
 };
 
 use netdev::{
-    AttachError, DetachError, DetachOutcome, Detached, Location, NetnsError, RestoreRecord, Rollback, RtnlError,
+    AttachError, DetachError, DetachOutcome, Detached, LinkState, Location, NetnsError, OperState, RestoreRecord,
+    Rollback, RtnlError,
     record::{HostAddress, HostInterface},
 };
 use parking_lot::Mutex;
@@ -92,6 +93,8 @@ pub(crate) struct Link {
     pub netns: Option<u64>,
     /// A physical NIC survives its namespace (back on the host as `devN`); a veth does not.
     pub physical: bool,
+    /// Whether it has a carrier (a veth's peer up, a cable in).
+    pub carrier: bool,
 }
 
 #[derive(Default)]
@@ -143,8 +146,16 @@ impl FakeKernel {
                 addresses: vec![format!("192.0.2.{}/24", name.len())],
                 netns: None,
                 physical,
+                carrier: true,
             },
         );
+    }
+
+    /// The link loses (or regains) its carrier, wherever it is.
+    pub(crate) fn set_carrier(&self, id: &str, carrier: bool) {
+        if let Some(link) = self.world.lock().links.get_mut(id) {
+            link.carrier = carrier;
+        }
     }
 
     /// Creates a namespace at `path`; its inode.
@@ -413,6 +424,39 @@ impl Kernel for FakeKernel {
     async fn locate(&self, record: RestoreRecord) -> Result<Location, KernelError> {
         self.before(Op::Locate, record.host.name.clone()).await?;
         Ok(self.where_is(&record))
+    }
+
+    // Health reads are not recorded as calls: a monitor polls, and the tests of the lifecycle
+    // assert the sequence of the calls that change something.
+    async fn host_links(&self) -> Result<Vec<LinkState>, KernelError> {
+        let world = self.world.lock();
+        Ok(world
+            .links
+            .values()
+            .filter(|l| l.netns.is_none())
+            .map(state_of)
+            .collect())
+    }
+
+    async fn pod_link(&self, record: RestoreRecord) -> Result<Option<LinkState>, KernelError> {
+        let in_pod = matches!(self.where_is(&record), Location::InPod { .. });
+        Ok(in_pod
+            .then(|| self.world.lock().links.get(&record.host.name).map(state_of))
+            .flatten())
+    }
+}
+
+/// What netlink would say of a fake link: up, with its carrier.
+fn state_of(link: &Link) -> LinkState {
+    LinkState {
+        name: link.name.clone(),
+        admin_up: true,
+        carrier: link.carrier,
+        oper: if link.carrier {
+            OperState::Up
+        } else {
+            OperState::LowerLayerDown
+        },
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures::FutureExt;
-use kubeletplugin::ClaimRef;
+use kubeletplugin::{ClaimRef, RequestDevices};
 use netdev::{DetachOutcome, RestoreRecord};
 use tokio::sync::watch;
 
@@ -26,12 +26,17 @@ use crate::{
     journal::JournalError,
     kernel::{AttachSpec, Kernel, KernelError, Location},
     lifecycle::{AttachFailure, Claim, Effect, Event, Found, Outcome, Phase, Refusal, Step, step},
+    metadata::attached_requests,
     plan::PodRef,
 };
 
 /// How long Unprepare waits for a claim's interfaces to come home (the kubelet's own call
 /// timeout is 45 s).
 const UNPREPARE_WAIT: Duration = Duration::from_secs(40);
+
+/// How long the sandbox hook waits for the device metadata update after an attach (a write
+/// and an fsync per request): a slow disk must not take the hook's budget.
+const METADATA_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the reads of claims may take on a hook's path (`get-only` claim cache), together.
 const HOOK_GET: Duration = Duration::from_millis(500);
@@ -508,6 +513,11 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
             message: e.to_string(),
             rolled_back: !matches!(e, OpError::Attach { source, .. } if source.may_have_changed()),
         });
+        if error.is_none() {
+            // Before the hook answers: the runtime reads the files when it creates the
+            // containers, after the sandbox hook.
+            self.update_metadata(&pod, &work.uids).await;
+        }
         guard.answer(error.clone().map_or(Ok(()), Err));
         match &failure {
             None => {
@@ -536,6 +546,56 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
             self.run_detach(&pod, &detach).await;
         }
         self.finish(guard, &pod, error.map_or(Ok(()), Err)).await;
+    }
+
+    /// Rewrites the device metadata of attached claims `uids` of `pod` with what the pod now
+    /// has. A failure is logged: the pod keeps its interfaces, and its containers read the
+    /// metadata written at Prepare (names, no network data).
+    async fn update_metadata(&self, pod: &PodRef, uids: &[String]) {
+        let Some(writer) = self.metadata.clone() else { return };
+        let updates: Vec<(ClaimRef, Vec<RequestDevices>)> = {
+            let claims = self.claims.lock();
+            uids.iter()
+                .filter_map(|uid| claims.get(uid))
+                .filter_map(|c| match &c.phase {
+                    Phase::Attaching { records, .. } => {
+                        Some((c.plan.claim.clone(), attached_requests(&c.plan, records)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        if updates.is_empty() {
+            return;
+        }
+        let written = tokio::time::timeout(
+            METADATA_WAIT,
+            tokio::task::spawn_blocking(move || {
+                let mut failures = Vec::new();
+                for (claim, requests) in updates {
+                    for r in requests {
+                        if let Err(e) = writer.update_request(&claim, &r.request, &r.devices) {
+                            failures.push(e);
+                        }
+                    }
+                }
+                failures
+            }),
+        )
+        .await;
+        match written {
+            Err(_) => {
+                tracing::warn!(pod = %pod, "the device metadata update after the attach takes longer than {METADATA_WAIT:?}; the hook answers without waiting for it")
+            }
+            Ok(Ok(failures)) => {
+                for error in failures {
+                    tracing::warn!(pod = %pod, %error, "the device metadata keeps what Prepare wrote: the update after the attach failed");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(pod = %pod, error = %e, "the device metadata update after the attach was lost")
+            }
+        }
     }
 
     /// Ends an operation: first returns whatever the stops queued on it cover (so a stop during

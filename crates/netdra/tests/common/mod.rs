@@ -109,6 +109,8 @@ pub struct Containerd {
     pub flavor: &'static str,
     pub cri: PathBuf,
     pub nri: PathBuf,
+    /// The CDI spec directory this containerd reads.
+    pub cdi: PathBuf,
 }
 
 impl Containerd {
@@ -124,6 +126,7 @@ impl Containerd {
             flavor,
             cri: var("CRI_SOCKET"),
             nri: var("NRI_SOCKET"),
+            cdi: var("CDI_DIR"),
         }
     }
 
@@ -378,6 +381,9 @@ impl Env {
             .arg(&self.ctrd.nri)
             .args(["--device-filter", &filter])
             .args(&self.extra_args)
+            // The driver binary's device metadata: CDI specs where this containerd reads them,
+            // never the host's (an environment variable: other agents ignore it).
+            .env("CDI_DIR", &self.ctrd.cdi)
             .envs(self.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
