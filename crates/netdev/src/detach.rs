@@ -141,9 +141,7 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
 /// picks), since stranded is worse than misnamed.
 fn move_out(pod: &mut Rtnl, host_ns: &Netns, link: &LinkView, record: &RestoreRecord) -> Result<(), DetachError> {
     let full = set_link(&restoring(link.index, Some(host_ns.raw_fd()), &record.host));
-    let start = std::time::Instant::now();
-    let first = single(pod.execute(vec![(full, 0)]));
-    crate::floor::record_move(start.elapsed());
+    let first = crate::attach::timed_move(|| single(pod.execute(vec![(full, 0)])));
     let Err(error) = first else { return Ok(()) };
     // A rename refused after the move leaves it on the host: done, misnamed.
     if error.errno() == Some(Errno::EEXIST) && get_link(pod, LinkSelector::Index(link.index)).ok().flatten().is_none() {

@@ -1,4 +1,5 @@
-//! The attach benchmark's floor, not an API: the netlink messages of an attach or a detach
+//! The attach benchmark's floor, not an API (behind the `bench-floor` feature, which only the
+//! benchmarks' dev-dependencies turn on): the netlink messages of an attach or a detach
 //! sent back to back, with no validation, namespace check, recording, lookup or rollback. The
 //! interface indexes are given, as a bare implementation that knew them would use them. What
 //! the real calls cost above this is netdra's own overhead.

@@ -26,6 +26,7 @@ pub mod config;
 pub mod detach;
 pub mod device;
 pub mod filter;
+#[cfg(feature = "bench-floor")]
 #[doc(hidden)]
 pub mod floor;
 pub mod health;
