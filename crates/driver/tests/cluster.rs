@@ -338,38 +338,19 @@ async fn netdra_on_a_real_kubernetes_node() {
     // Device health (KEP-4680): the kubelet shows it in the pod's status, naming the device by
     // its first CDI device ID: the metadata's.
     let resource = format!("{DRIVER}/metadata={claim_uid}_nic");
-    let (took, message) = wait_health(
-        &client,
-        "with-secondary-nic",
-        &resource,
-        "Healthy",
-        Duration::from_secs(30),
-    )
-    .await;
+    let workload_health =
+        |health: &'static str, within: Duration| wait_health(&client, "with-secondary-nic", &resource, health, within);
+    let (took, message) = workload_health("Healthy", Duration::from_secs(30)).await;
     println!("device health: Healthy after {:.1}s ({message})", took.as_secs_f64());
     ip(&["link", "set", NIC_PEER, "down"]);
-    let (took, message) = wait_health(
-        &client,
-        "with-secondary-nic",
-        &resource,
-        "Unhealthy",
-        Duration::from_secs(5),
-    )
-    .await;
+    let (took, message) = workload_health("Unhealthy", Duration::from_secs(5)).await;
     println!(
         "host end of the pair down: Unhealthy in the pod's status after {:.1}s ({message})",
         took.as_secs_f64()
     );
     assert!(message.contains("net1"), "the message names the interface: {message}");
     ip(&["link", "set", NIC_PEER, "up"]);
-    let (took, _) = wait_health(
-        &client,
-        "with-secondary-nic",
-        &resource,
-        "Healthy",
-        Duration::from_secs(5),
-    )
-    .await;
+    let (took, _) = workload_health("Healthy", Duration::from_secs(5)).await;
     println!("host end up again: Healthy after {:.1}s", took.as_secs_f64());
 
     // The driver restarted while the pod runs: re-registered, slice kept, state intact.
@@ -400,14 +381,7 @@ async fn netdra_on_a_real_kubernetes_node() {
         seen.join(", then ")
     );
     let driver = Driver::start(&cluster, &kubeconfig, dir.path());
-    let (took, _) = wait_health(
-        &client,
-        "with-secondary-nic",
-        &resource,
-        "Healthy",
-        Duration::from_secs(30),
-    )
-    .await;
+    let (took, _) = workload_health("Healthy", Duration::from_secs(30)).await;
     println!("driver back: Healthy after {:.1}s", took.as_secs_f64());
     eventually("the kubelet registering netdra again", Duration::from_secs(30), || {
         let n = registrations(&cluster.kubelet_log());
