@@ -21,6 +21,7 @@
 //!   `host` (`host` takes no gateway); no two routes share destination and metric.
 //! - `up: false` with routes is refused: the kernel drops a link's routes when it goes down.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -97,6 +98,100 @@ pub struct ValidConfig {
     pub routes: Vec<Route>,
     /// Whether the link is brought up.
     pub up: bool,
+    /// Policy routing rules to add in the pod, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+    /// Permanent neighbour (ARP/NDP) entries to add on the interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<Neighbour>,
+    /// Per-interface sysctls to set, from the allow-list, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<Sysctl>,
+    /// Ethtool features to turn on (`true`) or off (`false`), by the kernel's feature name
+    /// (`tx-checksum-ip-generic`, `rx-gro-list`), as `ethtool -k` lists them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, bool>,
+    /// Link settings beyond the MTU: segmentation offload sizes and the transmit queue length.
+    #[serde(default, skip_serializing_if = "LinkTuning::is_empty")]
+    pub tuning: LinkTuning,
+}
+
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum IpFamily {
+    /// IPv4 (`AF_INET`).
+    #[serde(rename = "IPv4")]
+    V4,
+    /// IPv6 (`AF_INET6`).
+    #[serde(rename = "IPv6")]
+    V6,
+}
+
+/// A validated policy routing rule: traffic matching `from` and `to` looks up `table`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The rule's priority; the kernel picks one when absent.
+    pub priority: Option<u32>,
+    /// The family the rule applies to: that of `from` and `to`, or the one given.
+    pub family: IpFamily,
+    /// The source prefix to match; all sources when absent.
+    pub from: Option<IpNet>,
+    /// The destination prefix to match; all destinations when absent.
+    pub to: Option<IpNet>,
+    /// The routing table to look up.
+    pub table: u32,
+}
+
+/// A validated permanent neighbour entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Neighbour {
+    /// The neighbour's IP address.
+    pub address: IpAddr,
+    /// Its MAC address.
+    pub hardware_address: Mac,
+}
+
+/// A validated per-interface sysctl: `/proc/sys/net/{ipv4,ipv6}/conf/<interface>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sysctl {
+    /// `ipv4` or `ipv6`: the directory under `/proc/sys/net`.
+    pub family: IpFamily,
+    /// The setting's name, one of the allow-list.
+    pub name: String,
+    /// The value to write.
+    pub value: i64,
+}
+
+/// Validated link settings beyond the MTU; each is left as it is when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkTuning {
+    /// `IFLA_GSO_MAX_SIZE`: the largest IPv6 (and, without the IPv4 one, IPv4) segmentation
+    /// offload packet; above 65536 is BIG TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gso_max_size: Option<u32>,
+    /// `IFLA_GRO_MAX_SIZE`: the largest IPv6 receive offload packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gro_max_size: Option<u32>,
+    /// `IFLA_GSO_IPV4_MAX_SIZE`: the largest IPv4 segmentation offload packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gso_ipv4_max_size: Option<u32>,
+    /// `IFLA_GRO_IPV4_MAX_SIZE`: the largest IPv4 receive offload packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gro_ipv4_max_size: Option<u32>,
+    /// `IFLA_TXQLEN`: the transmit queue length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txqueuelen: Option<u32>,
+}
+
+impl LinkTuning {
+    /// Whether no setting is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A validated route.
@@ -113,6 +208,9 @@ pub struct Route {
     pub scope: RouteScope,
     /// The metric.
     pub metric: Option<u32>,
+    /// The routing table; the main table when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
 }
 
 impl fmt::Display for Route {
@@ -318,6 +416,11 @@ impl InterfaceConfig {
             addresses,
             routes,
             up,
+            rules: Vec::new(),
+            neighbours: Vec::new(),
+            sysctls: Vec::new(),
+            features: BTreeMap::new(),
+            tuning: LinkTuning::default(),
         })
     }
 
@@ -454,6 +557,7 @@ fn validate_route(i: usize, route: &RouteConfig, addresses: &[IpNet]) -> Result<
         source,
         scope,
         metric: route.metric,
+        table: None,
     })
 }
 

@@ -43,7 +43,9 @@ pub mod sysfs;
 pub mod watch;
 
 pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
-pub use config::{ConfigError, InterfaceConfig, Mac, RouteConfig, ValidConfig};
+pub use config::{
+    ConfigError, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl, ValidConfig,
+};
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use device::{Exclusion, Kind, NetDevice};
 pub use filter::{DeviceFilter, FilterError};
