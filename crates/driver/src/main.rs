@@ -21,7 +21,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use kubeletplugin::{ClaimCacheMode, PluginOptions, slices::PoolSpec};
-use netdev::{DeviceFilter, Inventory, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 use nri::StubOptions;
 
 #[derive(Parser, Debug)]

@@ -1,11 +1,11 @@
-//! Linux network devices for DRA network drivers.
+//! Linux network devices for DRA network drivers: the kernel half, with no Kubernetes types
+//! (`netdev-k8s` renders what is read here as `resource.k8s.io/v1` devices).
 //!
 //! What a node has:
-//! - [`inventory`]: a scan of the node's interfaces (a netlink dump plus sysfs) into the
-//!   `resource.k8s.io/v1` devices to publish, with [`names`] that are stable DNS labels,
-//!   [`attributes`] within the API's limits, and a [`filter`] (a default rule or CEL).
-//! - [`watch`]: keeps that list current on netlink notifications and periodic resyncs, and
-//!   keeps allocated devices published while they sit in a pod.
+//! - [`netlink`]: a dump of the namespace's links, addresses and default routes into plain
+//!   [`link`] facts, and [`sysfs`]: the device behind each interface (PCI function, SR-IOV,
+//!   RDMA, NUMA node, driver).
+//! - [`changes`]: notifications that links, addresses or routes changed, to rescan on.
 //! - [`health`]: whether an interface's link works, on the host or in a pod (DRA device health).
 //!
 //! What a pod gets:
@@ -17,44 +17,42 @@
 //!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
 //!   where a recorded interface is now (in the pod, on the host, or gone).
 //!
-//! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`],
-//! [`health::judge`]) take plain data and a sysfs root, so they are tested without root.
+//! One netlink stack: a blocking `netlink-sys` socket with `netlink-packet-route` messages, not
+//! `rtnetlink`, because it batches several requests in one datagram with the extended-ack text
+//! (which the rule, neighbour and link settings need), parses lazily, sees `NLM_F_DUMP_INTR`,
+//! and needs no connection task per namespace; `rtnetlink` adds none of that. Only [`changes`]
+//! reads its socket through the tokio reactor instead of blocking.
+//!
+//! The pure parts ([`config`], [`health::judge`], the [`netlink`] decoders, [`sysfs`] on a
+//! fixture root) take plain data, so they are tested without root.
 
 pub mod attach;
-pub mod attributes;
+pub mod changes;
 pub mod config;
 pub mod detach;
-pub mod device;
-pub mod filter;
 #[cfg(feature = "bench-floor")]
 #[doc(hidden)]
 pub mod floor;
 pub mod health;
 pub mod holders;
-pub mod inventory;
 pub mod link;
 pub mod locate;
-pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
 pub mod sysfs;
-pub mod watch;
 
 pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
+pub use changes::Changes;
 pub use config::{
     ConfigError, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl, ValidConfig,
 };
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
-pub use device::{Exclusion, Kind, NetDevice};
-pub use filter::{DeviceFilter, FilterError};
 pub use health::{Health, HealthError, LinkState, OperState, Place, Verdict, host_link_states, judge, pod_link_state};
 pub use holders::find_netns;
-pub use inventory::{Inventory, InventoryConfig, Scan};
 pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
 pub use sysfs::Sysfs;
-pub use watch::{DeviceHolds, InventoryWatcher, WatchOptions};

@@ -30,7 +30,8 @@ use std::{
 };
 
 use kubeletplugin::{PluginOptions, proto::dra::v1 as dra};
-use netdev::{DeviceFilter, InterfaceConfig, InventoryConfig, RouteConfig, Sysfs};
+use netdev::{InterfaceConfig, RouteConfig, Sysfs};
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use nri::{
     StubOptions,
     proto::api::{LinuxNamespace, LinuxPodSandbox, PodSandbox},

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kubeletplugin::PluginOptions;
-use netdev::{DeviceFilter, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use nri::StubOptions;
 
 #[derive(Parser, Debug)]

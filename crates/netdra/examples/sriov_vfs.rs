@@ -12,7 +12,8 @@ use anyhow::Context;
 use clap::Parser;
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
 use kubeletplugin::{DriverError, PluginOptions};
-use netdev::{DeviceFilter, InterfaceConfig, InventoryConfig, Sysfs};
+use netdev::{InterfaceConfig, Sysfs};
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use netdra::{InterfacePlan, InterfaceRequest, NetworkDriver};
 
 /// Only VFs, at a fixed MTU, named by the claim (`vf0` when it does not say).

@@ -10,7 +10,7 @@ use kubeletplugin::{
     publisher::{PublishStatus, SlicePublisher},
     slices::PoolSpec,
 };
-use netdev::{Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
+use netdev_k8s::{Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use nri::{ConnectionState, Stub, StubOptions};
 use serde_json::Value;
 use tokio::{

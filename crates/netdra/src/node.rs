@@ -41,7 +41,7 @@ use std::{
 
 use k8s_openapi::api::resource::v1::Device;
 use kubeletplugin::{ClaimRef, MetadataWriter, PreparedClaim};
-use netdev::DeviceHolds;
+use netdev_k8s::DeviceHolds;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::Value;

@@ -258,7 +258,7 @@ impl World {
                     kernel: kernel.clone(),
                     journal,
                     entries,
-                    holds: netdev::DeviceHolds::default(),
+                    holds: netdev_k8s::DeviceHolds::default(),
                     published,
                     api: api.clone(),
                     nri_connected: nri,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{dra_client, ip_ok as ip, wait_published};
 use kubeletplugin::{PluginOptions, proto::dra::v1 as dra};
-use netdev::{DeviceFilter, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use nri::{
     StubOptions,
     proto::api::{

@@ -28,7 +28,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use kubeletplugin::{ClaimCacheMode, PluginOptions, proto::dra::v1 as dra};
-use netdev::{DeviceFilter, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use nri::StubOptions;
 use serde_json::{Value, json};
 use testkit::{FakeApiServer, PODS, RESOURCE_CLAIMS, RESOURCE_SLICES};

@@ -20,7 +20,8 @@ use std::{
 };
 
 use kubeletplugin::{ClaimCacheMode, PluginOptions, proto::dra::v1 as dra};
-use netdev::{DeviceFilter, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, InventoryConfig};
 use nri::{
     StubOptions,
     proto::api::{Container, CreateContainerRequest, CreateContainerResponse, PodSandbox},

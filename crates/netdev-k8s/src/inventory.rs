@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::resource::v1::Device;
+use netdev::{
+    link::NetlinkSnapshot,
+    netlink::{self, NetlinkError},
+    sysfs::Sysfs,
+};
 
 use crate::{
     attributes,
     device::{self, NetDevice},
     filter::DeviceFilter,
-    link::NetlinkSnapshot,
-    netlink::{self, NetlinkError},
-    sysfs::Sysfs,
 };
 
 /// What a scan needs: whose devices, where sysfs is, which devices to publish.

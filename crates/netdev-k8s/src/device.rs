@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{
+use netdev::{
     link::{LinkFacts, NetlinkSnapshot},
-    names::{NameSource, device_names},
     sysfs::{PciFacts, Sysfs, SysfsFacts},
 };
+
+use crate::names::{NameSource, device_names};
 
 /// What kind of interface it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,10 +11,10 @@ use std::{
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use kubeletplugin::slices::{PoolSpec, SliceOp, plan};
 use netdev::{
-    DeviceFilter, InventoryConfig, Sysfs,
-    inventory::select,
+    Sysfs,
     link::{AddressFacts, LinkFacts, NetlinkSnapshot},
 };
+use netdev_k8s::{DeviceFilter, InventoryConfig, inventory::select};
 
 const DRIVER: &str = "netdra.example.com";
 
@@ -324,7 +324,7 @@ fn veth_and_a_name_that_is_no_dns_label() {
         .find(|d| s(d, "ifName") == "Storage_VLAN")
         .expect("VLAN published");
     assert!(vlan.name.starts_with("storage-vlan-"), "{}", vlan.name);
-    assert!(netdev::names::is_dns_label(&vlan.name));
+    assert!(netdev_k8s::names::is_dns_label(&vlan.name));
     assert_eq!(s(vlan, "kind"), "virtual");
     assert_eq!(s(vlan, "linkType"), "vlan");
     assert!(b(vlan, "virtual"));
@@ -417,12 +417,12 @@ fn a_value_over_the_limit_is_cut_and_reported() {
     snapshot.links[5].alias = Some(long.into());
     let scan = select(&snapshot, &config(&tree, None));
     let nic = scan.published("pci-0000-af-00-0").expect("RDMA NIC published");
-    assert_eq!(s(nic, "alias"), &long[..netdev::attributes::MAX_VALUE]);
+    assert_eq!(s(nic, "alias"), &long[..netdev_k8s::attributes::MAX_VALUE]);
     assert_eq!(
         scan.limited,
         [(
             "pci-0000-af-00-0".to_owned(),
-            netdev::attributes::LimitAction::Cut {
+            netdev_k8s::attributes::LimitAction::Cut {
                 name: "alias".into(),
                 length: long.len()
             }

@@ -7,7 +7,7 @@
 //! resident memory. Needs root; under `CI=true` its absence is a failure.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../netdev/tests/common/mod.rs"]
 mod common;
 
 use std::{
@@ -17,7 +17,8 @@ use std::{
 
 use common::*;
 use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
-use netdev::{DeviceFilter, Inventory, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 use peak_alloc::PeakAlloc;
 use testkit::{FakeApiServer, RESOURCE_SLICES, percentile};
 

@@ -1,6 +1,6 @@
 //! Keeping the published devices current: a rescan on netlink link, address and route
-//! notifications (coalesced and rate-limited), a periodic full resync, and holds that keep an
-//! allocated device published while it sits in a pod's namespace.
+//! notifications ([`netdev::changes`], coalesced and rate-limited), a periodic full resync,
+//! and holds that keep an allocated device published while it sits in a pod's namespace.
 //!
 //! Why a full rescan per burst instead of applying each notification: a scan of 1,000
 //! interfaces costs about 20 milliseconds, a burst of notifications (a pod start moves a
@@ -17,19 +17,15 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::resource::v1::Device;
+use netdev::{changes::Changes, netlink::NetlinkError};
 use parking_lot::Mutex;
-use rtnetlink::MulticastGroup;
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
 };
 
-use crate::{
-    inventory::{Inventory, Scan},
-    netlink::NetlinkError,
-};
+use crate::inventory::{Inventory, Scan};
 
 /// How the watcher paces its scans.
 #[derive(Debug, Clone, Copy)]
@@ -158,29 +154,20 @@ impl Drop for Subscription {
     }
 }
 
-/// Subscribes to link, address and route notifications.
+/// Subscribes to link, address and route notifications (see [`netdev::changes`]).
 fn subscribe() -> Result<Subscription, NetlinkError> {
-    let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
-        MulticastGroup::Link,
-        MulticastGroup::Ipv4Ifaddr,
-        MulticastGroup::Ipv6Ifaddr,
-        MulticastGroup::Ipv4Route,
-        MulticastGroup::Ipv6Route,
-    ])
-    .map_err(NetlinkError::Socket)?;
+    let mut changes = Changes::subscribe()?;
     let changed = Arc::new(Notify::new());
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (notify, end) = (changed.clone(), ended.clone());
     let task = tokio::spawn(async move {
-        let forward = async {
-            while messages.next().await.is_some() {
-                notify.notify_one();
+        let error = loop {
+            match changes.next().await {
+                Ok(()) => notify.notify_one(),
+                Err(e) => break e,
             }
         };
-        tokio::select! {
-            () = connection => {}
-            () = forward => {}
-        }
+        tracing::debug!(%error, "netlink notification socket failed");
         end.store(true, Ordering::Relaxed);
         notify.notify_one();
     });

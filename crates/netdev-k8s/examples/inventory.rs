@@ -10,7 +10,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use kubeletplugin::slices::{PoolSpec, SliceOp, plan};
-use netdev::{DeviceFilter, Inventory, InventoryConfig, Sysfs};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 
 /// Print this node's network devices as ResourceSlice YAML.
 #[derive(Debug, Parser)]

@@ -3,13 +3,15 @@
 //! deleted one is gone within 1 s, and one moved into a namespace while held stays published.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "../../netdev/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
-use netdev::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, Sysfs, WatchOptions};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use testkit::{FakeApiServer, RESOURCE_SLICES};
 
 const DRIVER: &str = "netdra.test";

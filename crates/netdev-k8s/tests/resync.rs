@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use netdev::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, Sysfs, WatchOptions};
+use netdev::Sysfs;
+use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resyncs_happen_without_notifications() {
