@@ -16,6 +16,9 @@
 //!   none, with a [`record`] of what to restore, read first so the caller can journal it before
 //!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
 //!   where a recorded interface is now (in the pod, on the host, or gone).
+//! - Settings inside the pod, in the calling thread's namespace: ethtool features
+//!   ([`Ethtool`]), offload sizes and queue length ([`tune_link`], [`link_tuning`]) and
+//!   per-interface sysctls ([`read_sysctl`], [`write_sysctl`]).
 //!
 //! The pure parts ([`device::build`], [`names`], [`attributes`], [`filter`], [`config`],
 //! [`health::judge`]) take plain data and a sysfs root, so they are tested without root.
@@ -25,6 +28,7 @@ pub mod attributes;
 pub mod config;
 pub mod detach;
 pub mod device;
+mod ethtool;
 pub mod filter;
 #[cfg(feature = "bench-floor")]
 #[doc(hidden)]
@@ -39,7 +43,9 @@ pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
+mod sysctl;
 pub mod sysfs;
+mod tuning;
 pub mod watch;
 
 pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
@@ -48,6 +54,7 @@ pub use config::{
 };
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use device::{Exclusion, Kind, NetDevice};
+pub use ethtool::{Ethtool, EthtoolError, FeatureState};
 pub use filter::{DeviceFilter, FilterError};
 pub use health::{Health, HealthError, LinkState, OperState, Place, Verdict, host_link_states, judge, pod_link_state};
 pub use holders::find_netns;
@@ -56,5 +63,7 @@ pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
+pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use sysfs::Sysfs;
+pub use tuning::{TuningError, link_tuning, tune_link};
 pub use watch::{DeviceHolds, InventoryWatcher, WatchOptions};
