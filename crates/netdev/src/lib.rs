@@ -16,6 +16,9 @@
 //!   none, with a [`record`] of what to restore, read first so the caller can journal it before
 //!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
 //!   where a recorded interface is now (in the pod, on the host, or gone).
+//! - Settings inside the pod, in the calling thread's namespace: ethtool features
+//!   ([`Ethtool`]), offload sizes and queue length ([`tune_link`], [`link_tuning`]) and
+//!   per-interface sysctls ([`read_sysctl`], [`write_sysctl`]).
 //!
 //! One netlink stack: a blocking `netlink-sys` socket with `netlink-packet-route` messages, not
 //! `rtnetlink`, because it batches several requests in one datagram with the extended-ack text
@@ -30,6 +33,7 @@ pub mod attach;
 pub mod changes;
 pub mod config;
 pub mod detach;
+mod ethtool;
 #[cfg(feature = "bench-floor")]
 #[doc(hidden)]
 pub mod floor;
@@ -41,7 +45,9 @@ pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
+mod sysctl;
 pub mod sysfs;
+mod tuning;
 
 pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
 pub use changes::Changes;
@@ -49,10 +55,13 @@ pub use config::{
     ConfigError, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl, ValidConfig,
 };
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
+pub use ethtool::{Ethtool, EthtoolError, FeatureState};
 pub use health::{Health, HealthError, LinkState, OperState, Place, Verdict, host_link_states, judge, pod_link_state};
 pub use holders::find_netns;
 pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
+pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use sysfs::Sysfs;
+pub use tuning::{TuningError, link_tuning, tune_link};

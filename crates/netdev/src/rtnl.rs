@@ -217,11 +217,12 @@ impl Rtnl {
     }
 }
 
-/// One acknowledgement.
+/// One acknowledgement. Protocol-independent (`struct nlmsgerr` is the same for every netlink
+/// family), so the generic netlink requests ([`crate::ethtool`]) read theirs with it too.
 #[derive(Debug, PartialEq, Eq)]
-struct Ack {
-    sequence: u32,
-    result: Result<(), KernelError>,
+pub(crate) struct Ack {
+    pub(crate) sequence: u32,
+    pub(crate) result: Result<(), KernelError>,
 }
 
 /// The acknowledgements in one datagram; other messages are skipped.
@@ -240,7 +241,7 @@ fn read_acks(datagram: &[u8]) -> Result<Vec<Ack>, String> {
 }
 
 /// Reads `struct nlmsgerr` and, when flagged, the extended-ack attributes after it.
-fn parse_ack(message: &NetlinkBuffer<&[u8]>) -> Result<Ack, String> {
+pub(crate) fn parse_ack(message: &NetlinkBuffer<&[u8]>) -> Result<Ack, String> {
     let payload = message.payload();
     let code = payload
         .get(..4)
