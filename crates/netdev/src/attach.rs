@@ -142,7 +142,7 @@ pub enum AttachError {
         step: String,
         /// Why it failed.
         #[source]
-        source: RtnlError,
+        source: StepError,
     },
     /// A change failed; every interface of the call was then returned to the host.
     #[error("attach {device}: {step}: {source}; {rollback}")]
@@ -153,10 +153,40 @@ pub enum AttachError {
         step: String,
         /// The kernel's answer (or the socket's failure).
         #[source]
-        source: RtnlError,
+        source: StepError,
         /// How returning the interfaces went.
         rollback: Rollback,
     },
+}
+
+/// Why one kernel step of an attach failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Routing netlink failed: the socket, the kernel's answer, or its decoding.
+    #[error(transparent)]
+    Rtnl(#[from] RtnlError),
+    /// The offload sizes or queue length could not be read or set.
+    #[error(transparent)]
+    Tuning(#[from] crate::tuning::TuningError),
+    /// An ethtool feature could not be read or set.
+    #[error(transparent)]
+    Ethtool(#[from] crate::ethtool::EthtoolError),
+    /// A sysctl could not be read or written.
+    #[error(transparent)]
+    Sysctl(#[from] crate::sysctl::SysctlError),
+    /// The pod's namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+impl StepError {
+    /// The errno, when the kernel refused a routing netlink request.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Self::Rtnl(e) => e.errno(),
+            _ => None,
+        }
+    }
 }
 
 /// How the rollback after a failed attach went.
@@ -235,7 +265,7 @@ pub fn attach_recorded(
         let link = get_link(&mut host, LinkSelector::Index(record.host.index)).map_err(|source| AttachError::Read {
             device: record.host.name.clone(),
             step: "read the link".into(),
-            source,
+            source: source.into(),
         })?;
         if link.is_none_or(|link| link.name != record.host.name) {
             return Err(AttachError::NoSuchDevice {
@@ -292,7 +322,7 @@ fn host_socket(requests: &[AttachRequest<'_>]) -> Result<Rtnl, AttachError> {
     Rtnl::new().map_err(|source| AttachError::Read {
         device: requests.first().map(|r| r.device.to_owned()).unwrap_or_default(),
         step: "open a routing netlink socket".into(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -310,7 +340,7 @@ fn record_with(
             .map_err(|source| AttachError::Read {
                 device: request.device.into(),
                 step: "read the link".into(),
-                source,
+                source: source.into(),
             })?
             .ok_or_else(|| AttachError::NoSuchDevice {
                 device: request.device.into(),
@@ -321,7 +351,7 @@ fn record_with(
     let hosts = record_hosts(host, links).map_err(|source| AttachError::Read {
         device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
         step: "read addresses and routes".into(),
-        source,
+        source: source.into(),
     })?;
     Ok(requests
         .iter()
@@ -350,7 +380,7 @@ fn attach_with(
         let look = |what: &str| {
             let step = format!("look for {what} in {}", netns.path().display());
             let device = record.host.name.clone();
-            move |source| AttachError::Read { device, step, source }
+            move |source: RtnlError| AttachError::Read { device, step, source: source.into() }
         };
         if get_link(&mut pod, LinkSelector::Name(&record.name_in_pod))
             .map_err(look(&record.name_in_pod))?
@@ -380,7 +410,7 @@ fn attach_with(
                 return Err(AttachError::Failed {
                     device: record.host.name.clone(),
                     step,
-                    source,
+                    source: source.into(),
                     rollback,
                 });
             }
@@ -404,7 +434,7 @@ fn attach_with(
             return Err(AttachError::Failed {
                 device: records[at].host.name.clone(),
                 step,
-                source,
+                source: source.into(),
                 rollback,
             });
         }
@@ -887,6 +917,7 @@ mod tests {
                 up: true,
                 addresses: Vec::new(),
                 routes: Vec::new(),
+                settings: Default::default(),
             },
             netns: netns.path().to_owned(),
             netns_inode: None,

@@ -45,11 +45,12 @@ pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
+mod settings;
 mod sysctl;
 pub mod sysfs;
 mod tuning;
 
-pub use attach::{AttachError, AttachRequest, Rollback, attach, attach_all, attach_recorded, record_all, record_at};
+pub use attach::{AttachError, AttachRequest, Rollback, StepError, attach, attach_all, attach_recorded, record_all, record_at};
 pub use changes::Changes;
 pub use config::{
     ConfigError, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl, ValidConfig,
@@ -63,5 +64,6 @@ pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
 pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
+pub use settings::HostSettings;
 pub use sysfs::Sysfs;
 pub use tuning::{TuningError, link_tuning, tune_link};

@@ -185,6 +185,27 @@ impl Netns {
         }
     }
 
+    /// Runs `work` on a short-lived thread that has entered this namespace, and returns what it
+    /// returned: for what only a thread inside can do, such as writing the namespace's
+    /// `/proc/sys/net` files, which show the namespace of the task that opens them.
+    pub(crate) fn run_inside<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        let fd = self.fd.as_fd();
+        let entered = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("netdev-netns".into())
+                .spawn_scoped(scope, move || -> std::io::Result<T> {
+                    nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)?;
+                    Ok(work())
+                })?
+                .join()
+                .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+        });
+        entered.map_err(|source| NetnsError::Socket {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// The descriptor, for `IFLA_NET_NS_FD`.
     pub(crate) fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()

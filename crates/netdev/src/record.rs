@@ -24,6 +24,7 @@ use crate::config::Mac;
 use crate::health::OperState;
 use crate::netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use crate::rtnl::{Rtnl, RtnlError};
+use crate::settings::HostSettings;
 
 /// `RT_TABLE_MAIN`.
 pub(crate) const MAIN_TABLE: u32 = 254;
@@ -73,6 +74,9 @@ pub struct HostInterface {
     pub addresses: Vec<HostAddress>,
     /// The routes through it that the kernel does not make by itself.
     pub routes: Vec<HostRoute>,
+    /// The host's values of the other settings the attach changes (see [`crate::settings`]).
+    #[serde(default, skip_serializing_if = "HostSettings::is_empty")]
+    pub settings: HostSettings,
 }
 
 /// One recorded address.
@@ -258,6 +262,7 @@ pub(crate) fn record_hosts(
             up: link.up,
             addresses,
             routes,
+            settings: HostSettings::default(),
         });
     }
     Ok(recorded)
@@ -382,6 +387,7 @@ mod tests {
                     scope: 0,
                     protocol: 4,
                 }],
+                settings: HostSettings::default(),
             },
             netns: "/var/run/netns/cni-1234".into(),
             netns_inode: Some(4_026_532_177),

@@ -287,6 +287,7 @@ fn host_record(link: &Link, id: &str, netns: &NetnsRef, spec: &AttachSpec) -> Re
             })
             .collect(),
         routes: vec![],
+        settings: Default::default(),
     };
     RestoreRecord {
         host,
