@@ -13,7 +13,7 @@
 //!    `--device-filter` says. [`Driver::publish`] then sees each device: drop it (return
 //!    `None`) or add attributes for DeviceClass selectors.
 //! 3. **What a pod gets.** [`Driver::plan_interface`] turns the claim's configuration (the
-//!    DeviceClass's, then the claim's, already parsed as `netdra.dev/v1alpha1`
+//!    DeviceClass's, then the claim's, already parsed as `netdra.dev/v1alpha2`
 //!    `InterfaceConfig`) into the interface's configuration in the pod. It runs at Prepare,
 //!    where slow work belongs; its error becomes the claim's Prepare error.
 //! 4. **Around attach and detach.** [`Driver::attached`] and [`Driver::detached`] run after the

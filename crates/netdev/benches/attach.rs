@@ -116,7 +116,7 @@ fn config(k: usize) -> InterfaceConfig {
             gateway: Some(format!("10.10.{k}.1")),
             ..RouteConfig::default()
         }],
-        up: None,
+        ..InterfaceConfig::default()
     }
 }
 

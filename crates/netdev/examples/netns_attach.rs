@@ -118,6 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 addresses,
                 routes: routes.iter().map(|r| parse_route(r)).collect::<anyhow::Result<_>>()?,
                 up: Some(!down),
+                ..InterfaceConfig::default()
             };
             let config = config.validate().context("invalid configuration")?;
             let netns = Netns::open(&netns)?;

@@ -18,8 +18,58 @@
 //!   given, is of the destination's family and inside the subnet of a configured address of
 //!   that family (an IPv6 link-local gateway, `fe80::/10`, needs no subnet: it is on-link by
 //!   definition); `source` is one of the configured addresses; `scope` is `global`, `link` or
-//!   `host` (`host` takes no gateway); no two routes share destination and metric.
-//! - `up: false` with routes is refused: the kernel drops a link's routes when it goes down.
+//!   `host` (`host` takes no gateway).
+//! - `routes[].table`: the routing table the route goes to; the main table (254) when absent.
+//!   0 (`RT_TABLE_UNSPEC`), 253 (`default`) and 255 (`local`) are refused: the kernel fills
+//!   `local` itself, 0 means "unspecified", and `default` is the last resort of the kernel's own
+//!   rules. No two routes share destination, metric and table.
+//! - `up: false` with routes or neighbours is refused: the kernel drops a link's routes and
+//!   neighbour entries when it goes down.
+//!
+//! Since `netdra.dev/v1alpha2` (every field below is optional):
+//! - `rules`: policy routing rules, `{priority, from, to, table, ipFamily}`. `from` and `to` are
+//!   prefixes in CIDR form with the host bits zero, or a bare IP (a /32 or /128), both of one
+//!   family; `ipFamily` (`IPv4` or `IPv6`) is needed only when neither is given and must agree
+//!   with them when both are; `table` is required, with the reserved tables of routes refused
+//!   (254, the main table, is fine); `priority` 0 is refused (the kernel's own rule that looks up
+//!   the local table; a rule before it hides local delivery); no rule is given twice (same
+//!   priority, from, to, table and family). Rules are not tied to the interface: they apply to the
+//!   whole pod namespace.
+//! - `neighbours`: permanent ARP/NDP entries `{address, hardwareAddress}` on the interface. The
+//!   address is unicast (not unspecified, loopback, multicast or `255.255.255.255`), not one of
+//!   the interface's own addresses, and given once; the MAC follows the rules of
+//!   `hardwareAddress`. An address of a family the interface has no address of is accepted: the
+//!   kernel keeps the entry, it is only used if a route sends traffic that way.
+//! - `sysctls`: `{"ipv4.arp_ignore": 1, "ipv6.accept_ra": 0}`, per-interface settings under
+//!   `/proc/sys/net/{ipv4,ipv6}/conf/<interface>/`, each from the allow-list
+//!   [`SYSCTL_ALLOW_LIST`] and inside its range (the ranges of `Documentation/networking/ip-sysctl.rst`,
+//!   which the kernel itself mostly does not enforce). Everything else is refused: keys of
+//!   `conf/all`, `conf/default` and outside `conf/` act on the whole namespace, not this
+//!   interface; some per-interface keys are security-relevant (`route_localnet` exposes
+//!   services bound to 127.0.0.0/8 to the link, `accept_source_route` obeys source routing,
+//!   `disable_policy`/`disable_xfrm` bypass IPsec policy, `stable_secret` is a secret and no
+//!   integer); others would undo what netdra configures (`ipv6.mtu` beside `mtu`,
+//!   `keep_addr_on_down`). `ipv6.disable_ipv6: 1` is refused when the configuration gives IPv6
+//!   addresses, routes or neighbours (the kernel deletes them and refuses new ones).
+//! - `ethtool.features`: `{"tx-checksum-ip-generic": false, "rx-gro-list": true}`, by the
+//!   kernel's feature names (`netdev_features_strings`, what the ethtool netlink API and the
+//!   indented lines of `ethtool -k` show). Only the syntax is checked: 1–31 bytes
+//!   (`ETH_GSTRING_LEN` less the NUL) of lowercase letters, digits, `-` and `_`; whether the device
+//!   can change a feature is the kernel's answer at attach. The legacy names of the `ethtool`
+//!   command (`generic-receive-offload`, `tx-checksumming`) are refused with the kernel's name(s)
+//!   they stand for. Private flags (`ethtool --show-priv-flags`) are not supported.
+//! - `gsoMaxSize`, `groMaxSize`, `gsoIPv4MaxSize`, `groIPv4MaxSize`: 1 to 524280 bytes, the
+//!   kernel's `GSO_MAX_SIZE` and `GRO_MAX_SIZE` (`8 * GSO_MAX_SEGS`, `8 * 65535`, in
+//!   `include/linux/netdevice.h`; TCP's smallest MSS is 8 and the segment count is 16 bits). The
+//!   device's own limit (`tso_max_size`) is the kernel's to check.
+//! - `txQueueLen`: 1 to 2³²−1 (`IFLA_TXQLEN` is a u32; `ip link set txqueuelen` refuses only
+//!   what is no u32). The kernel takes 0 on the link, but the default queueing discipline
+//!   refuses a zero-length queue (`pfifo_fast_init` answers `EINVAL`) and `pfifo`, sized by it,
+//!   holds no packet: 0 is refused rather than leave the link without a working queue.
+
+mod link;
+mod policy;
+mod sysctl;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +77,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+pub use link::{ETH_GSTRING_LEN, MAX_GRO_SIZE, MAX_GSO_SIZE};
+pub use sysctl::{AllowedSysctl, SYSCTL_ALLOW_LIST};
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ` less the terminating NUL).
 pub const MAX_INTERFACE_NAME: usize = 15;
@@ -60,6 +113,77 @@ pub struct InterfaceConfig {
     /// Whether to bring the link up (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up: Option<bool>,
+    /// Policy routing rules to add in the pod (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+    /// Permanent neighbour (ARP/NDP) entries on the interface (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<NeighbourConfig>,
+    /// Per-interface sysctls, `"ipv4.arp_ignore": 1`, from the allow-list
+    /// ([`SYSCTL_ALLOW_LIST`]) (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, i64>,
+    /// Ethtool settings (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethtool: Option<EthtoolConfig>,
+    /// The largest segmentation offload packet (`IFLA_GSO_MAX_SIZE`) (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gso_max_size: Option<u32>,
+    /// The largest receive offload packet (`IFLA_GRO_MAX_SIZE`) (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gro_max_size: Option<u32>,
+    /// The largest IPv4 segmentation offload packet (`IFLA_GSO_IPV4_MAX_SIZE`)
+    /// (`netdra.dev/v1alpha2`).
+    #[serde(default, rename = "gsoIPv4MaxSize", skip_serializing_if = "Option::is_none")]
+    pub gso_ipv4_max_size: Option<u32>,
+    /// The largest IPv4 receive offload packet (`IFLA_GRO_IPV4_MAX_SIZE`)
+    /// (`netdra.dev/v1alpha2`).
+    #[serde(default, rename = "groIPv4MaxSize", skip_serializing_if = "Option::is_none")]
+    pub gro_ipv4_max_size: Option<u32>,
+    /// The transmit queue length (`IFLA_TXQLEN`) (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_queue_len: Option<u32>,
+}
+
+/// One policy routing rule, as written by a user: traffic from `from` to `to` looks up `table`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule's priority (`ip rule ... pref`); the kernel picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// The source prefix, CIDR or a bare IP; any source when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The destination prefix, CIDR or a bare IP; any destination when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The routing table to look up; required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    /// `IPv4` or `IPv6`: needed only when neither `from` nor `to` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family: Option<String>,
+}
+
+/// One permanent neighbour entry, as written by a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NeighbourConfig {
+    /// The neighbour's IP address.
+    pub address: String,
+    /// Its MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub hardware_address: String,
+}
+
+/// Ethtool settings, as written by a user. Private flags are not supported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EthtoolConfig {
+    /// Features to turn on (`true`) or off (`false`), by the kernel's name
+    /// (`tx-checksum-ip-generic`, `rx-gro-list`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, bool>,
 }
 
 /// One route, as written by a user.
@@ -80,6 +204,9 @@ pub struct RouteConfig {
     /// The route's metric (priority); the kernel's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<u32>,
+    /// The routing table; the main table when absent (`netdra.dev/v1alpha2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
 }
 
 /// A configuration that passed every rule, in typed form. Plain data: a caller may persist it.
@@ -125,6 +252,34 @@ pub enum IpFamily {
     /// IPv6 (`AF_INET6`).
     #[serde(rename = "IPv6")]
     V6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// The family's directory under `/proc/sys/net`: `ipv4` or `ipv6`.
+    pub fn sysctl_dir(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4",
+            Self::V6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for IpFamily {
+    /// `IPv4` or `IPv6`, as a configuration spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        })
+    }
 }
 
 /// A validated policy routing rule: traffic matching `from` and `to` looks up `table`.
@@ -214,7 +369,8 @@ pub struct Route {
 }
 
 impl fmt::Display for Route {
-    /// The way `ip route` prints it: `10.20.0.0/16 via 10.10.0.1`, `default via fd00::1`.
+    /// The way `ip route` prints it: `10.20.0.0/16 via 10.10.0.1`, `default via fd00::1`,
+    /// `10.30.0.0/16 via 10.10.0.1 table 100`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.destination.prefix_len() == 0 {
             f.write_str("default")?;
@@ -229,6 +385,9 @@ impl fmt::Display for Route {
         }
         if let Some(metric) = self.metric {
             write!(f, " metric {metric}")?;
+        }
+        if let Some(table) = self.table {
+            write!(f, " table {table}")?;
         }
         Ok(())
     }
@@ -347,24 +506,11 @@ impl InterfaceConfig {
         if let Some(name) = &self.name {
             check_interface_name(name).map_err(|m| ConfigError::new("name", m))?;
         }
-        let hardware_address = match &self.hardware_address {
-            None => None,
-            Some(text) => {
-                let mac: Mac = text
-                    .parse()
-                    .map_err(|e: MacParseError| ConfigError::new("hardwareAddress", e.to_string()))?;
-                if mac.0[0] & 1 == 1 {
-                    return Err(ConfigError::new(
-                        "hardwareAddress",
-                        format!("{mac} is a multicast address; an interface needs a unicast one"),
-                    ));
-                }
-                if mac.0 == [0; 6] {
-                    return Err(ConfigError::new("hardwareAddress", "00:00:00:00:00:00 is not usable"));
-                }
-                Some(mac)
-            }
-        };
+        let hardware_address = self
+            .hardware_address
+            .as_deref()
+            .map(|text| parse_unicast_mac("hardwareAddress", text, "an interface"))
+            .transpose()?;
         let addresses = self.validate_addresses()?;
         if let Some(mtu) = self.mtu {
             if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
@@ -389,6 +535,12 @@ impl InterfaceConfig {
                 "a link configured to stay down cannot carry routes (the kernel drops them)",
             ));
         }
+        if !up && !self.neighbours.is_empty() {
+            return Err(ConfigError::new(
+                "neighbours",
+                "a link configured to stay down cannot carry neighbour entries (the kernel drops them)",
+            ));
+        }
         let routes = self
             .routes
             .iter()
@@ -398,17 +550,26 @@ impl InterfaceConfig {
         for (i, route) in routes.iter().enumerate() {
             if let Some(first) = routes[..i]
                 .iter()
-                .position(|r| r.destination == route.destination && r.metric == route.metric)
+                .position(|r| r.destination == route.destination && r.metric == route.metric && r.table == route.table)
             {
                 return Err(ConfigError::new(
                     format!("routes[{i}].destination"),
                     format!(
-                        "a route to {} with this metric is already given (routes[{first}])",
+                        "a route to {} with this metric and table is already given (routes[{first}])",
                         route.destination
                     ),
                 ));
             }
         }
+        let rules = policy::validate_rules(&self.rules)?;
+        let neighbours = policy::validate_neighbours(&self.neighbours, &addresses)?;
+        let sysctls = sysctl::validate_sysctls(&self.sysctls)?;
+        let ipv6_in_use = addresses.iter().any(|a| matches!(a, IpNet::V6(_)))
+            || routes.iter().any(|r| matches!(r.destination, IpNet::V6(_)))
+            || neighbours.iter().any(|n| n.address.is_ipv6());
+        sysctl::check_ipv6_kept(&sysctls, ipv6_in_use)?;
+        let features = link::validate_features(self.ethtool.as_ref())?;
+        let tuning = link::validate_tuning(self)?;
         Ok(ValidConfig {
             name: self.name.clone(),
             mtu: self.mtu,
@@ -416,11 +577,11 @@ impl InterfaceConfig {
             addresses,
             routes,
             up,
-            rules: Vec::new(),
-            neighbours: Vec::new(),
-            sysctls: Vec::new(),
-            features: BTreeMap::new(),
-            tuning: LinkTuning::default(),
+            rules,
+            neighbours,
+            sysctls,
+            features,
+            tuning,
         })
     }
 
@@ -551,14 +712,34 @@ fn validate_route(i: usize, route: &RouteConfig, addresses: &[IpNet]) -> Result<
             ));
         }
     };
+    if let Some(table) = route.table {
+        policy::check_table(&field("table"), table)?;
+    }
     Ok(Route {
         destination,
         gateway,
         source,
         scope,
         metric: route.metric,
-        table: None,
+        table: route.table,
     })
+}
+
+/// A MAC address that `who` (an interface, a neighbour) can have: unicast and not all zero.
+fn parse_unicast_mac(field: &str, text: &str, who: &str) -> Result<Mac, ConfigError> {
+    let mac: Mac = text
+        .parse()
+        .map_err(|e: MacParseError| ConfigError::new(field, e.to_string()))?;
+    if mac.0[0] & 1 == 1 {
+        return Err(ConfigError::new(
+            field,
+            format!("{mac} is a multicast address; {who} needs a unicast one"),
+        ));
+    }
+    if mac.0 == [0; 6] {
+        return Err(ConfigError::new(field, "00:00:00:00:00:00 is not usable"));
+    }
+    Ok(mac)
 }
 
 #[cfg(test)]
@@ -583,7 +764,7 @@ mod tests {
                 route("10.20.0.0/16", Some("10.10.0.1")),
                 route("default", Some("fd00::1")),
             ],
-            up: None,
+            ..InterfaceConfig::default()
         }
     }
 
@@ -803,6 +984,620 @@ mod tests {
         assert_eq!(serde_json::from_str::<ValidConfig>(&json).expect("parses"), valid);
     }
 
+    fn map<V: Copy>(pairs: &[(&str, V)]) -> BTreeMap<String, V> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// `good()` with every field of `netdra.dev/v1alpha2`.
+    fn good_v2() -> InterfaceConfig {
+        let mut config = good();
+        config.routes[0].table = Some(100);
+        config.rules = vec![
+            RuleConfig {
+                priority: Some(100),
+                from: Some("10.10.0.0/24".into()),
+                table: Some(100),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                to: Some("fd00:1::/64".into()),
+                table: Some(254),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                priority: Some(300),
+                table: Some(200),
+                ip_family: Some("IPv6".into()),
+                ..RuleConfig::default()
+            },
+        ];
+        config.neighbours = vec![
+            NeighbourConfig {
+                address: "10.10.0.1".into(),
+                hardware_address: "02:00:00:00:00:01".into(),
+            },
+            NeighbourConfig {
+                address: "fd00::1".into(),
+                hardware_address: "02:00:00:00:00:02".into(),
+            },
+        ];
+        config.sysctls = map(&[("ipv4.arp_ignore", 8), ("ipv6.accept_ra", 0), ("ipv6.use_tempaddr", -1)]);
+        config.ethtool = Some(EthtoolConfig {
+            features: map(&[
+                ("tx-checksum-ip-generic", false),
+                ("rx-gro-list", true),
+                ("tx-udp_tnl-segmentation", true),
+            ]),
+        });
+        config.gso_max_size = Some(MAX_GSO_SIZE);
+        config.gro_max_size = Some(65536);
+        config.gso_ipv4_max_size = Some(65536);
+        config.gro_ipv4_max_size = Some(1);
+        config.tx_queue_len = Some(1000);
+        config
+    }
+
+    #[test]
+    fn a_full_v1alpha2_configuration_is_typed() {
+        let valid = good_v2().validate().expect("valid");
+        assert_eq!(valid.routes[0].table, Some(100));
+        assert_eq!(valid.routes[0].to_string(), "10.20.0.0/16 via 10.10.0.1 table 100");
+        assert_eq!(valid.routes[1].table, None);
+        assert_eq!(
+            valid.rules,
+            [
+                Rule {
+                    priority: Some(100),
+                    family: IpFamily::V4,
+                    from: Some("10.10.0.0/24".parse().unwrap()),
+                    to: None,
+                    table: 100,
+                },
+                Rule {
+                    priority: None,
+                    family: IpFamily::V6,
+                    from: None,
+                    to: Some("fd00:1::/64".parse().unwrap()),
+                    table: 254,
+                },
+                Rule {
+                    priority: Some(300),
+                    family: IpFamily::V6,
+                    from: None,
+                    to: None,
+                    table: 200,
+                },
+            ]
+        );
+        assert_eq!(valid.neighbours[1].address.to_string(), "fd00::1");
+        assert_eq!(valid.neighbours[1].hardware_address.to_string(), "02:00:00:00:00:02");
+        let sysctls: Vec<_> = valid
+            .sysctls
+            .iter()
+            .map(|s| (s.family.sysctl_dir(), s.name.as_str(), s.value))
+            .collect();
+        assert_eq!(
+            sysctls,
+            [
+                ("ipv4", "arp_ignore", 8),
+                ("ipv6", "accept_ra", 0),
+                ("ipv6", "use_tempaddr", -1)
+            ]
+        );
+        assert_eq!(valid.features.get("tx-checksum-ip-generic"), Some(&false));
+        assert_eq!(valid.features.len(), 3);
+        assert_eq!(
+            valid.tuning,
+            LinkTuning {
+                gso_max_size: Some(524_280),
+                gro_max_size: Some(65536),
+                gso_ipv4_max_size: Some(65536),
+                gro_ipv4_max_size: Some(1),
+                txqueuelen: Some(1000),
+            }
+        );
+    }
+
+    /// One row per rule of `netdra.dev/v1alpha2`: the change, the field named, a piece of the
+    /// message.
+    #[test]
+    fn every_v1alpha2_rule_names_its_field() {
+        type Change = fn(&mut InterfaceConfig);
+        let table: &[(&str, Change, &str, &str)] = &[
+            (
+                "table 0",
+                |c| c.routes[0].table = Some(0),
+                "routes[0].table",
+                "RT_TABLE_UNSPEC",
+            ),
+            (
+                "table 253",
+                |c| c.routes[0].table = Some(253),
+                "routes[0].table",
+                "`default`",
+            ),
+            (
+                "table 255",
+                |c| c.routes[1].table = Some(255),
+                "routes[1].table",
+                "`local`",
+            ),
+            (
+                "duplicate route in a table",
+                |c| {
+                    let mut again = route("10.20.0.0/16", Some("10.10.0.3"));
+                    again.table = Some(100);
+                    c.routes.push(again);
+                },
+                "routes[2].destination",
+                "already given (routes[0])",
+            ),
+            (
+                "rule host bits",
+                |c| c.rules[0].from = Some("10.10.0.1/24".into()),
+                "rules[0].from",
+                "host bits",
+            ),
+            (
+                "rule from text",
+                |c| c.rules[0].from = Some("anywhere".into()),
+                "rules[0].from",
+                "neither a prefix",
+            ),
+            (
+                "rule to text",
+                |c| c.rules[1].to = Some("fd00:1::/129".into()),
+                "rules[1].to",
+                "neither a prefix",
+            ),
+            (
+                "rule families differ",
+                |c| c.rules[0].to = Some("fd00::/64".into()),
+                "rules[0].to",
+                "fd00::/64 is an IPv6 prefix but `from` (10.10.0.0/24) is IPv4",
+            ),
+            (
+                "rule family spelling",
+                |c| c.rules[2].ip_family = Some("ipv6".into()),
+                "rules[2].ipFamily",
+                "not one of \"IPv4\", \"IPv6\"",
+            ),
+            (
+                "rule family disagrees",
+                |c| c.rules[0].ip_family = Some("IPv6".into()),
+                "rules[0].ipFamily",
+                "IPv6 does not match `from`/`to`, which are IPv4",
+            ),
+            (
+                "rule family needed",
+                |c| c.rules[2].ip_family = None,
+                "rules[2].ipFamily",
+                "needed when neither",
+            ),
+            (
+                "rule table missing",
+                |c| c.rules[0].table = None,
+                "rules[0].table",
+                "missing",
+            ),
+            (
+                "rule table local",
+                |c| c.rules[1].table = Some(255),
+                "rules[1].table",
+                "`local`",
+            ),
+            (
+                "rule priority 0",
+                |c| c.rules[0].priority = Some(0),
+                "rules[0].priority",
+                "local table",
+            ),
+            (
+                "duplicate rule",
+                |c| c.rules.push(c.rules[1].clone()),
+                "rules[3]",
+                "already given (rules[1])",
+            ),
+            (
+                "neighbour not an ip",
+                |c| c.neighbours[0].address = "10.10.0".into(),
+                "neighbours[0].address",
+                "not an IP address",
+            ),
+            (
+                "neighbour cidr",
+                |c| c.neighbours[0].address = "10.10.0.1/24".into(),
+                "neighbours[0].address",
+                "not an IP address",
+            ),
+            (
+                "neighbour multicast",
+                |c| c.neighbours[1].address = "ff02::1".into(),
+                "neighbours[1].address",
+                "multicast",
+            ),
+            (
+                "neighbour broadcast",
+                |c| c.neighbours[0].address = "255.255.255.255".into(),
+                "neighbours[0].address",
+                "broadcast",
+            ),
+            (
+                "neighbour unspecified",
+                |c| c.neighbours[1].address = "::".into(),
+                "neighbours[1].address",
+                "unspecified",
+            ),
+            (
+                "neighbour loopback",
+                |c| c.neighbours[0].address = "127.0.0.1".into(),
+                "neighbours[0].address",
+                "loopback",
+            ),
+            (
+                "neighbour is us",
+                |c| c.neighbours[1].address = "fd00::2".into(),
+                "neighbours[1].address",
+                "own address (addresses[1])",
+            ),
+            (
+                "duplicate neighbour",
+                |c| c.neighbours.push(c.neighbours[0].clone()),
+                "neighbours[2].address",
+                "already given (neighbours[0])",
+            ),
+            (
+                "neighbour mac text",
+                |c| c.neighbours[0].hardware_address = "02:00:00:00:00".into(),
+                "neighbours[0].hardwareAddress",
+                "not a MAC",
+            ),
+            (
+                "neighbour mac multicast",
+                |c| c.neighbours[1].hardware_address = "33:33:00:00:00:01".into(),
+                "neighbours[1].hardwareAddress",
+                "a neighbour needs a unicast one",
+            ),
+            (
+                "neighbour mac zero",
+                |c| c.neighbours[1].hardware_address = "00:00:00:00:00:00".into(),
+                "neighbours[1].hardwareAddress",
+                "not usable",
+            ),
+            (
+                "down with neighbours",
+                |c| {
+                    c.routes.clear();
+                    c.up = Some(false);
+                },
+                "neighbours",
+                "stay down",
+            ),
+            (
+                "sysctl reserved value",
+                |c| {
+                    c.sysctls.insert("ipv4.arp_ignore".into(), 5);
+                },
+                "sysctls[\"ipv4.arp_ignore\"]",
+                "5 is not one of 0..=3, 8",
+            ),
+            (
+                "sysctl negative",
+                |c| {
+                    c.sysctls.insert("ipv6.accept_dad".into(), -1);
+                },
+                "sysctls[\"ipv6.accept_dad\"]",
+                "not one of 0..=2",
+            ),
+            (
+                "sysctl too large",
+                |c| {
+                    c.sysctls.insert("ipv6.use_tempaddr".into(), 3);
+                },
+                "sysctls[\"ipv6.use_tempaddr\"]",
+                "not one of -1..=2",
+            ),
+            (
+                "sysctl security",
+                |c| {
+                    c.sysctls.insert("ipv4.route_localnet".into(), 1);
+                },
+                "sysctls[\"ipv4.route_localnet\"]",
+                "not a per-interface ipv4 setting netdra may set (allowed: arp_ignore,",
+            ),
+            (
+                "sysctl ipv6 mtu",
+                |c| {
+                    c.sysctls.insert("ipv6.mtu".into(), 1500);
+                },
+                "sysctls[\"ipv6.mtu\"]",
+                "not a per-interface ipv6 setting",
+            ),
+            (
+                "sysctl node-wide",
+                |c| {
+                    c.sysctls.insert("ipv4.conf.all.arp_ignore".into(), 1);
+                },
+                "sysctls[\"ipv4.conf.all.arp_ignore\"]",
+                "not a per-interface",
+            ),
+            (
+                "sysctl full path",
+                |c| {
+                    c.sysctls.insert("net.ipv4.conf.eth0.arp_ignore".into(), 1);
+                },
+                "sysctls[\"net.ipv4.conf.eth0.arp_ignore\"]",
+                "is not \"ipv4.<name>\" or \"ipv6.<name>\"",
+            ),
+            (
+                "sysctl no family",
+                |c| {
+                    c.sysctls.insert("arp_ignore".into(), 1);
+                },
+                "sysctls[\"arp_ignore\"]",
+                "is not \"ipv4.<name>\"",
+            ),
+            (
+                "ipv6 disabled with ipv6 given",
+                |c| {
+                    c.sysctls.insert("ipv6.disable_ipv6".into(), 1);
+                },
+                "sysctls[\"ipv6.disable_ipv6\"]",
+                "cannot be disabled",
+            ),
+            (
+                "feature empty",
+                |c| {
+                    c.ethtool.as_mut().unwrap().features.insert(String::new(), true);
+                },
+                "ethtool.features[\"\"]",
+                "1 to 31 bytes",
+            ),
+            (
+                "feature too long",
+                |c| {
+                    c.ethtool.as_mut().unwrap().features.insert("x".repeat(32), true);
+                },
+                "ethtool.features[\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"]",
+                "this one is 32",
+            ),
+            (
+                "feature upper case",
+                |c| {
+                    c.ethtool.as_mut().unwrap().features.insert("TX-foo".into(), true);
+                },
+                "ethtool.features[\"TX-foo\"]",
+                "'T'",
+            ),
+            (
+                "feature space",
+                |c| {
+                    c.ethtool.as_mut().unwrap().features.insert("tx foo".into(), true);
+                },
+                "ethtool.features[\"tx foo\"]",
+                "' '",
+            ),
+            (
+                "feature ethtool alias",
+                |c| {
+                    c.ethtool
+                        .as_mut()
+                        .unwrap()
+                        .features
+                        .insert("generic-receive-offload".into(), false);
+                },
+                "ethtool.features[\"generic-receive-offload\"]",
+                "the kernel's: rx-gro",
+            ),
+            (
+                "gso 0",
+                |c| c.gso_max_size = Some(0),
+                "gsoMaxSize",
+                "outside 1..=524280",
+            ),
+            (
+                "gso big",
+                |c| c.gso_max_size = Some(524_281),
+                "gsoMaxSize",
+                "outside 1..=524280",
+            ),
+            ("gro 0", |c| c.gro_max_size = Some(0), "groMaxSize", "outside"),
+            ("gro big", |c| c.gro_max_size = Some(u32::MAX), "groMaxSize", "outside"),
+            (
+                "gso v4 big",
+                |c| c.gso_ipv4_max_size = Some(600_000),
+                "gsoIPv4MaxSize",
+                "outside",
+            ),
+            (
+                "gro v4 0",
+                |c| c.gro_ipv4_max_size = Some(0),
+                "groIPv4MaxSize",
+                "outside",
+            ),
+            (
+                "txqueuelen 0",
+                |c| c.tx_queue_len = Some(0),
+                "txQueueLen",
+                "without a working queue",
+            ),
+        ];
+        for (case, change, field, message) in table {
+            let mut config = good_v2();
+            change(&mut config);
+            let err = config.validate().expect_err(case);
+            assert_eq!(&err.field, field, "{case}: {err}");
+            assert!(err.message.contains(message), "{case}: {err}");
+            assert!(err.to_string().starts_with(&format!("{field}: ")), "{case}: {err}");
+        }
+    }
+
+    #[test]
+    fn rules_take_bare_ips_and_routes_may_repeat_in_other_tables() {
+        let mut config = good();
+        config.rules = vec![RuleConfig {
+            from: Some("10.10.0.2".into()),
+            to: Some("192.0.2.0/24".into()),
+            ip_family: Some("IPv4".into()),
+            table: Some(1000),
+            ..RuleConfig::default()
+        }];
+        let mut other_table = route("10.20.0.0/16", Some("10.10.0.1"));
+        other_table.table = Some(1000);
+        config.routes.push(other_table);
+        let valid = config.validate().expect("valid");
+        assert_eq!(valid.rules[0].from, Some("10.10.0.2/32".parse().unwrap()));
+        assert_eq!(valid.rules[0].family, IpFamily::V4);
+        assert_eq!(valid.routes[2].table, Some(1000));
+    }
+
+    #[test]
+    fn a_neighbour_of_a_family_without_addresses_and_ipv6_disabled_without_ipv6_are_fine() {
+        let config = InterfaceConfig {
+            addresses: vec!["10.10.0.2/24".into()],
+            neighbours: vec![NeighbourConfig {
+                address: "fe80::1".into(),
+                hardware_address: "02:00:00:00:00:09".into(),
+            }],
+            ..InterfaceConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let config = InterfaceConfig {
+            addresses: vec!["10.10.0.2/24".into()],
+            sysctls: map(&[("ipv6.disable_ipv6", 1)]),
+            ..InterfaceConfig::default()
+        };
+        assert_eq!(config.validate().expect("valid").sysctls[0].name, "disable_ipv6");
+    }
+
+    #[test]
+    fn every_allowed_sysctl_takes_its_bounds_and_no_key_is_listed_twice() {
+        for (i, allowed) in SYSCTL_ALLOW_LIST.iter().enumerate() {
+            assert!(
+                !SYSCTL_ALLOW_LIST[..i]
+                    .iter()
+                    .any(|a| a.family == allowed.family && a.name == allowed.name),
+                "{} listed twice",
+                allowed.name
+            );
+            let key = format!("{}.{}", allowed.family.sysctl_dir(), allowed.name);
+            for range in allowed.values {
+                assert!(!range.is_empty(), "{key}");
+                for value in [*range.start(), *range.end()] {
+                    let config = InterfaceConfig {
+                        sysctls: map(&[(key.as_str(), value)]),
+                        ..InterfaceConfig::default()
+                    };
+                    assert!(config.validate().is_ok(), "{key} = {value}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn new_fields_are_camel_case_and_reject_unknown_keys() {
+        let config: InterfaceConfig = serde_json::from_str(
+            r#"{"gsoMaxSize":1,"groMaxSize":2,"gsoIPv4MaxSize":3,"groIPv4MaxSize":4,"txQueueLen":5,
+                "rules":[{"priority":1,"from":"10.0.0.0/8","to":"10.1.0.0/16","table":7,"ipFamily":"IPv4"}],
+                "neighbours":[{"address":"10.0.0.1","hardwareAddress":"02:00:00:00:00:01"}],
+                "sysctls":{"ipv4.arp_ignore":1},"ethtool":{"features":{"rx-gro":false}},
+                "routes":[{"destination":"10.2.0.0/16","table":7}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            (
+                config.gso_max_size,
+                config.gro_max_size,
+                config.gso_ipv4_max_size,
+                config.gro_ipv4_max_size,
+                config.tx_queue_len
+            ),
+            (Some(1), Some(2), Some(3), Some(4), Some(5))
+        );
+        assert_eq!(config.rules[0].ip_family.as_deref(), Some("IPv4"));
+        assert_eq!(config.routes[0].table, Some(7));
+        let json = serde_json::to_value(&config).expect("serialises");
+        assert_eq!(serde_json::from_value::<InterfaceConfig>(json).expect("parses"), config);
+        for bad in [
+            r#"{"rules":[{"table":1,"src":"10.0.0.0/8"}]}"#,
+            r#"{"neighbours":[{"address":"10.0.0.1","mac":"02:00:00:00:00:01"}]}"#,
+            r#"{"ethtool":{"privateFlags":{"x":true}}}"#,
+        ] {
+            let err = serde_json::from_str::<InterfaceConfig>(bad).expect_err(bad);
+            assert!(err.to_string().contains("unknown field"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_v1alpha2_valid_config_round_trips_through_serde() {
+        let valid = good_v2().validate().expect("valid");
+        let json = serde_json::to_string(&valid).expect("serialises");
+        assert_eq!(serde_json::from_str::<ValidConfig>(&json).expect("parses"), valid);
+    }
+
+    /// The journal persists `ValidConfig`: what the previous version wrote (no rules,
+    /// neighbours, sysctls, features, tuning or route tables) still decodes, as empty.
+    #[test]
+    fn a_valid_config_written_by_the_previous_version_still_decodes() {
+        let old = r#"{"name":"net1","mtu":1400,"hardwareAddress":"02:aa:bb:cc:dd:01",
+            "addresses":["10.10.0.2/24","fd00::2/64"],
+            "routes":[{"destination":"10.20.0.0/16","gateway":"10.10.0.1","source":null,"scope":"global","metric":null},
+                      {"destination":"::/0","gateway":"fd00::1","source":null,"scope":"global","metric":null}],
+            "up":true}"#;
+        let decoded: ValidConfig = serde_json::from_str(old).expect("decodes");
+        assert_eq!(decoded, good().validate().expect("valid"));
+        assert!(decoded.rules.is_empty() && decoded.tuning.is_empty() && decoded.routes[0].table.is_none());
+        // And a configuration without the new fields is written as the previous version wrote it.
+        let written = serde_json::to_value(&decoded).expect("serialises");
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(old).expect("json"));
+    }
+
+    proptest::proptest! {
+        /// Validation answers for any strings and integers in the fields of v1alpha2; never panics.
+        #[test]
+        fn v1alpha2_validation_never_panics(
+            rules in proptest::collection::vec(
+                (proptest::option::of(proptest::num::u32::ANY),
+                 proptest::option::of("[0-9a-f.:/]{0,20}|.{0,8}"),
+                 proptest::option::of("[0-9a-f.:/]{0,20}|.{0,8}"),
+                 proptest::option::of(proptest::num::u32::ANY),
+                 proptest::option::of("IPv4|IPv6|.{0,5}")),
+                0..4),
+            neighbours in proptest::collection::vec(("[0-9a-f.:]{0,20}|.{0,8}", "[0-9a-fA-F:]{0,20}|.{0,8}"), 0..4),
+            sysctls in proptest::collection::btree_map("(ipv4|ipv6)\\.[a-z_]{0,16}|.{0,12}", proptest::num::i64::ANY, 0..4),
+            features in proptest::collection::btree_map(".{0,40}", proptest::bool::ANY, 0..4),
+            sizes in proptest::collection::vec(proptest::option::of(proptest::num::u32::ANY), 5),
+            tables in proptest::collection::vec(proptest::option::of(proptest::num::u32::ANY), 2),
+        ) {
+            let mut config = good();
+            for (route, table) in config.routes.iter_mut().zip(tables) {
+                route.table = table;
+            }
+            config.rules = rules
+                .into_iter()
+                .map(|(priority, from, to, table, ip_family)| RuleConfig { priority, from, to, table, ip_family })
+                .collect();
+            config.neighbours = neighbours
+                .into_iter()
+                .map(|(address, hardware_address)| NeighbourConfig { address, hardware_address })
+                .collect();
+            config.sysctls = sysctls;
+            config.ethtool = Some(EthtoolConfig { features });
+            config.gso_max_size = sizes[0];
+            config.gro_max_size = sizes[1];
+            config.gso_ipv4_max_size = sizes[2];
+            config.gro_ipv4_max_size = sizes[3];
+            config.tx_queue_len = sizes[4];
+            match config.validate() {
+                Ok(valid) => {
+                    let json = serde_json::to_string(&valid).expect("serialises");
+                    proptest::prop_assert_eq!(serde_json::from_str::<ValidConfig>(&json).expect("parses"), valid);
+                }
+                Err(err) => proptest::prop_assert!(!err.field.is_empty() && !err.message.is_empty()),
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Validation answers (valid or an error naming a field) for any strings, never panics.
         #[test]
@@ -825,9 +1620,10 @@ mod tests {
                 addresses,
                 routes: routes
                     .into_iter()
-                    .map(|(destination, gateway, source, scope, metric)| RouteConfig { destination, gateway, source, scope, metric })
+                    .map(|(destination, gateway, source, scope, metric)| RouteConfig { destination, gateway, source, scope, metric, table: None })
                     .collect(),
                 up,
+                ..InterfaceConfig::default()
             };
             if let Err(err) = config.validate() {
                 proptest::prop_assert!(!err.field.is_empty() && !err.message.is_empty());

@@ -33,7 +33,7 @@ fn full_config() -> ValidConfig {
                 ..RouteConfig::default()
             },
         ],
-        up: None,
+        ..InterfaceConfig::default()
     }
     .validate()
     .unwrap()

@@ -70,7 +70,8 @@ pub trait NetworkDriver: Send + Sync + 'static {
 
 /// The reference driver: whole host interfaces moved into pods ("host-device").
 ///
-/// Configuration is `netdra.dev/v1alpha1` `InterfaceConfig`, validated by `netdev`'s rules.
+/// Configuration is `netdra.dev/v1alpha2` (or `v1alpha1`) `InterfaceConfig`, validated by
+/// `netdev`'s rules.
 /// Without addresses and routes in it, the interface keeps its own host addresses and the
 /// routes through it inside the pod, and gets them back at detach.
 #[derive(Debug, Clone, Copy, Default)]
