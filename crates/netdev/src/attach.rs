@@ -353,6 +353,15 @@ fn record_with(
         step: "read addresses and routes".into(),
         source: source.into(),
     })?;
+    let mut hosts = hosts;
+    for (request, host_state) in requests.iter().zip(&mut hosts) {
+        host_state.settings = crate::settings::record(host, host_state.index, &host_state.name, request.config)
+            .map_err(|(step, source)| AttachError::Read {
+                device: request.device.into(),
+                step,
+                source,
+            })?;
+    }
     Ok(requests
         .iter()
         .zip(hosts)
@@ -402,6 +411,7 @@ fn attach_with(
     // rtnl lock for milliseconds and leaves work behind that requests in between would wait for.
     let mut batch = Vec::new();
     let mut steps = Vec::new();
+    let mut indexes = Vec::with_capacity(records.len());
     for (at, ((request, record), keep)) in requests.iter().zip(records).zip(keep_index).enumerate() {
         let index = match move_in(host, &mut pod, netns, request.config, record, keep) {
             Ok(index) => index,
@@ -416,6 +426,7 @@ fn attach_with(
             }
         };
         configure(&mut batch, &mut steps, at, index, netns, request, record);
+        indexes.push(index);
     }
     if !batch.is_empty() {
         let failed = match pod.execute(batch) {
@@ -435,6 +446,18 @@ fn attach_with(
                 device: records[at].host.name.clone(),
                 step,
                 source: source.into(),
+                rollback,
+            });
+        }
+    }
+    // The settings that are not routing netlink messages: features and sysctls, from inside.
+    for ((request, record), index) in requests.iter().zip(records).zip(indexes) {
+        if let Err((step, source)) = crate::settings::apply_in_pod(netns, index, &record.name_in_pod, request.config) {
+            let rollback = roll_back(host, &mut pod, &host_ns, records);
+            return Err(AttachError::Failed {
+                device: record.host.name.clone(),
+                step,
+                source,
                 rollback,
             });
         }
@@ -506,6 +529,11 @@ fn configure(
     let ns = netns.path().display();
     let name = &record.name_in_pod;
     let config = request.config;
+    // The device's own settings first: they do not depend on addresses or routes.
+    if let Some(message) = crate::settings::tuning_in_pod(index, config) {
+        batch.push((message, 0));
+        steps.push((at, format!("set the offload sizes and queue length of {name} in {ns}")));
+    }
     if request.carry_host_addresses && config.addresses.is_empty() && config.routes.is_empty() {
         for address in &record.host.addresses {
             let message = add_address(index, address.address, address.broadcast, address.scope);
@@ -616,7 +644,7 @@ pub(crate) fn restoring(index: u32, netns_fd: Option<RawFd>, original: &HostInte
 /// Re-adds recorded addresses, then routes, on the host (the link is found by its recorded
 /// name); ones that already exist are fine. What failed, as messages.
 pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInterface) -> Vec<String> {
-    if original.addresses.is_empty() && original.routes.is_empty() {
+    if original.addresses.is_empty() && original.routes.is_empty() && original.settings.is_empty() {
         return Vec::new();
     }
     let index = match get_link(host, LinkSelector::Name(&original.name)) {
@@ -624,6 +652,7 @@ pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInter
         Ok(None) => return vec![format!("{} is not on the host to restore its addresses", original.name)],
         Err(e) => return vec![format!("find {} on the host: {e}", original.name)],
     };
+    let mut problems = crate::settings::restore_on_host(host, index, &original.name, &original.settings);
     let mut requests = Vec::new();
     let mut steps = Vec::new();
     for address in &original.addresses {
@@ -637,17 +666,17 @@ pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInter
         requests.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
         steps.push(format!("restore route to {} on {}", route.destination, original.name));
     }
-    match host.execute(requests) {
-        Err(e) => vec![format!("restore addresses and routes of {}: {e}", original.name)],
-        Ok(answers) => answers
-            .into_iter()
-            .zip(steps)
-            .filter_map(|(answer, step)| match answer {
-                Err(e) if e.errno != Errno::EEXIST => Some(format!("{step}: {e}")),
-                _ => None,
-            })
-            .collect(),
+    if requests.is_empty() {
+        return problems;
     }
+    match host.execute(requests) {
+        Err(e) => problems.push(format!("restore addresses and routes of {}: {e}", original.name)),
+        Ok(answers) => problems.extend(answers.into_iter().zip(steps).filter_map(|(answer, step)| match answer {
+            Err(e) if e.errno != Errno::EEXIST => Some(format!("{step}: {e}")),
+            _ => None,
+        })),
+    }
+    problems
 }
 
 /// The one answer of a one-message request.
