@@ -50,10 +50,14 @@ use netlink_packet_route::{
 };
 use nix::errno::Errno;
 
-use crate::config::{Mac, Route, RouteScope, ValidConfig};
+use crate::carry::read_carried;
+use crate::config::{Mac, ValidConfig};
+use crate::neighbours::add_neighbour;
 use crate::netns::{Netns, NetnsError};
-use crate::record::{HostInterface, HostRoute, LinkSelector, MAIN_TABLE, RestoreRecord, get_link, record_hosts};
+use crate::record::{HostInterface, HostRoute, LinkSelector, RestoreRecord, get_link, record_hosts};
 use crate::rtnl::{KernelError, Rtnl, RtnlError};
+use crate::rules::{add_rule, route_in_table};
+use crate::settings::HostSettings;
 use crate::sysfs::Sysfs;
 
 /// One interface to attach, and how to configure it.
@@ -354,8 +358,33 @@ fn record_with(
         source: source.into(),
     })?;
     let mut hosts = hosts;
+    // The permanent neighbours always (the move flushes them from the host; a detach adds them
+    // back), the rules of the interface's tables only when it carries them into the pod.
+    let carried = read_carried(host, &hosts).map_err(|e| {
+        let (step, source) = e.into_step();
+        AttachError::Read {
+            device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
+            step,
+            source: source.into(),
+        }
+    })?;
+    for ((request, host_state), carried) in requests.iter().zip(&mut hosts).zip(carried) {
+        for left in &carried.left {
+            tracing::info!(device = %request.device, "not carried into the pod: {left}");
+        }
+        host_state.settings.neighbours = carried.neighbours;
+        if carries(request) {
+            host_state.settings.rules = carried.rules;
+        }
+    }
     for (request, host_state) in requests.iter().zip(&mut hosts) {
+        let carried = std::mem::take(&mut host_state.settings);
         host_state.settings = crate::settings::record(host, host_state.index, &host_state.name, request.config)
+            .map(|settings| HostSettings {
+                rules: carried.rules,
+                neighbours: carried.neighbours,
+                ..settings
+            })
             .map_err(|(step, source)| AttachError::Read {
                 device: request.device.into(),
                 step,
@@ -389,7 +418,11 @@ fn attach_with(
         let look = |what: &str| {
             let step = format!("look for {what} in {}", netns.path().display());
             let device = record.host.name.clone();
-            move |source: RtnlError| AttachError::Read { device, step, source: source.into() }
+            move |source: RtnlError| AttachError::Read {
+                device,
+                step,
+                source: source.into(),
+            }
         };
         if get_link(&mut pod, LinkSelector::Name(&record.name_in_pod))
             .map_err(look(&record.name_in_pod))?
@@ -534,44 +567,53 @@ fn configure(
         batch.push((message, 0));
         steps.push((at, format!("set the offload sizes and queue length of {name} in {ns}")));
     }
-    if request.carry_host_addresses && config.addresses.is_empty() && config.routes.is_empty() {
+    if carries(request) {
         for address in &record.host.addresses {
             let message = add_address(index, address.address, address.broadcast, address.scope);
             batch.push((message, NLM_F_CREATE | NLM_F_EXCL));
             steps.push((at, format!("add host address {} to {name} in {ns}", address.address)));
         }
-        // Only main-table routes: other tables belong to host policy routing, not to the pod.
-        for route in record.host.routes.iter().filter(|r| r.table == MAIN_TABLE) {
+        // Routes of every table but the local one, with the rules that look those tables up.
+        for route in &record.host.routes {
             batch.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
-            steps.push((at, format!("add host route {} in {ns}", route.destination)));
+            steps.push((
+                at,
+                format!("add host route {} table {} in {ns}", route.destination, route.table),
+            ));
         }
-        return;
+        for rule in &record.host.settings.rules {
+            batch.push((add_rule(rule), NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add host rule {rule} in {ns}")));
+        }
+        for neighbour in &record.host.settings.neighbours {
+            batch.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add host neighbour {neighbour} on {name} in {ns}")));
+        }
+    } else {
+        for address in &config.addresses {
+            batch.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add address {address} to {name} in {ns}")));
+        }
+        for route in &config.routes {
+            batch.push((add_route(index, &route_in_table(route)), NLM_F_CREATE | NLM_F_EXCL));
+            steps.push((at, format!("add route {route} in {ns}")));
+        }
     }
-    for address in &config.addresses {
-        batch.push((add_address(index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push((at, format!("add address {address} to {name} in {ns}")));
+    // The configuration's own rules and neighbours, carrying or not.
+    for rule in &config.rules {
+        batch.push((add_rule(rule), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push((at, format!("add rule {rule} in {ns}")));
     }
-    for route in &config.routes {
-        batch.push((add_route(index, &pod_route(route)), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push((at, format!("add route {route} in {ns}")));
+    for neighbour in &config.neighbours {
+        batch.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push((at, format!("add neighbour {neighbour} on {name} in {ns}")));
     }
 }
 
-/// A configured route in the form the kernel takes.
-pub(crate) fn pod_route(route: &Route) -> HostRoute {
-    HostRoute {
-        destination: route.destination,
-        gateway: route.gateway,
-        source: route.source,
-        metric: route.metric,
-        table: MAIN_TABLE,
-        scope: match route.scope {
-            RouteScope::Global => u8::from(KernelScope::Universe),
-            RouteScope::Link => u8::from(KernelScope::Link),
-            RouteScope::Host => u8::from(KernelScope::Host),
-        },
-        protocol: u8::from(RouteProtocol::Static),
-    }
+/// Whether the request carries the interface's host addresses, routes, rules and neighbours
+/// into the pod: asked for, and the configuration gives no addresses or routes of its own.
+fn carries(request: &AttachRequest<'_>) -> bool {
+    request.carry_host_addresses && request.config.addresses.is_empty() && request.config.routes.is_empty()
 }
 
 /// Returns each recorded interface to the host, wherever it got to; what could not be undone.
@@ -666,15 +708,24 @@ pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInter
         requests.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
         steps.push(format!("restore route to {} on {}", route.destination, original.name));
     }
+    for neighbour in &original.settings.neighbours {
+        requests.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
+        steps.push(format!("restore neighbour {neighbour} on {}", original.name));
+    }
     if requests.is_empty() {
         return problems;
     }
     match host.execute(requests) {
         Err(e) => problems.push(format!("restore addresses and routes of {}: {e}", original.name)),
-        Ok(answers) => problems.extend(answers.into_iter().zip(steps).filter_map(|(answer, step)| match answer {
-            Err(e) if e.errno != Errno::EEXIST => Some(format!("{step}: {e}")),
-            _ => None,
-        })),
+        Ok(answers) => problems.extend(
+            answers
+                .into_iter()
+                .zip(steps)
+                .filter_map(|(answer, step)| match answer {
+                    Err(e) if e.errno != Errno::EEXIST => Some(format!("{step}: {e}")),
+                    _ => None,
+                }),
+        ),
     }
     problems
 }
@@ -874,7 +925,7 @@ mod tests {
         }
         .validate()
         .expect("valid");
-        let RouteNetlinkMessage::NewRoute(route) = add_route(4, &pod_route(&config.routes[0])) else {
+        let RouteNetlinkMessage::NewRoute(route) = add_route(4, &route_in_table(&config.routes[0])) else {
             panic!("a route message");
         };
         assert_eq!(route.header.address_family, AddressFamily::Inet6);

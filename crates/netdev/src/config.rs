@@ -298,6 +298,23 @@ pub struct Rule {
     pub table: u32,
 }
 
+impl fmt::Display for Rule {
+    /// Close to the way `ip rule` prints it: `1000: from 10.1.0.0/24 lookup 100`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(priority) = self.priority {
+            write!(f, "{priority}: ")?;
+        }
+        match self.from {
+            Some(from) => write!(f, "from {from}")?,
+            None => f.write_str("from all")?,
+        }
+        if let Some(to) = self.to {
+            write!(f, " to {to}")?;
+        }
+        write!(f, " lookup {}", self.table)
+    }
+}
+
 /// A validated permanent neighbour entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -306,6 +323,13 @@ pub struct Neighbour {
     pub address: IpAddr,
     /// Its MAC address.
     pub hardware_address: Mac,
+}
+
+impl fmt::Display for Neighbour {
+    /// As `ip neigh` prints it: `10.1.0.9 lladdr 02:00:00:00:00:09`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} lladdr {}", self.address, self.hardware_address)
+    }
 }
 
 /// A validated per-interface sysctl: `/proc/sys/net/{ipv4,ipv6}/conf/<interface>/<name>`.

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 
-use crate::attach::{LinkChange, add_address, add_route, pod_route, restoring, set_link, single};
+use crate::attach::{LinkChange, add_address, add_route, restoring, set_link, single};
 use crate::config::ValidConfig;
 use crate::record::HostInterface;
 use crate::rtnl::{Rtnl, RtnlError};
+use crate::rules::route_in_table;
 
 thread_local! {
     static MOVE_TIME: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
@@ -81,7 +82,7 @@ pub fn attach(netns: &Path, requests: &[FloorRequest<'_>]) -> std::io::Result<Du
             batch.push((add_address(*index, *address, None, 0), NLM_F_CREATE | NLM_F_EXCL));
         }
         for route in &config.routes {
-            batch.push((add_route(*index, &pod_route(route)), NLM_F_CREATE | NLM_F_EXCL));
+            batch.push((add_route(*index, &route_in_table(route)), NLM_F_CREATE | NLM_F_EXCL));
         }
     }
     for answer in pod.execute(batch).map_err(fail)? {

@@ -30,6 +30,7 @@
 //! fixture root) take plain data, so they are tested without root.
 
 pub mod attach;
+mod carry;
 pub mod changes;
 pub mod config;
 pub mod detach;
@@ -41,16 +42,22 @@ pub mod health;
 pub mod holders;
 pub mod link;
 pub mod locate;
+mod neighbours;
 pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
+mod rules;
+#[cfg(test)]
+mod rules_kernel_tests;
 mod settings;
 mod sysctl;
 pub mod sysfs;
 mod tuning;
 
-pub use attach::{AttachError, AttachRequest, Rollback, StepError, attach, attach_all, attach_recorded, record_all, record_at};
+pub use attach::{
+    AttachError, AttachRequest, Rollback, StepError, attach, attach_all, attach_recorded, record_all, record_at,
+};
 pub use changes::Changes;
 pub use config::{
     ConfigError, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl, ValidConfig,
@@ -63,7 +70,7 @@ pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
-pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use settings::HostSettings;
+pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use sysfs::Sysfs;
 pub use tuning::{TuningError, link_tuning, tune_link};

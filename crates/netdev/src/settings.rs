@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{LinkTuning, Neighbour, Rule, Sysctl, ValidConfig};
 use crate::attach::StepError;
+use crate::config::{LinkTuning, Neighbour, Rule, Sysctl, ValidConfig};
 use crate::ethtool::{Ethtool, EthtoolError};
 use crate::netns::Netns;
 use crate::rtnl::Rtnl;
@@ -148,8 +148,12 @@ pub(crate) fn apply_in_pod(
                 .map_err(|e| (step(), e.into()))?;
         }
         for sysctl in &config.sysctls {
-            write_sysctl(name, sysctl)
-                .map_err(|e| (format!("set sysctl {} of {name} in {ns}", sysctl_label(sysctl)), e.into()))?;
+            write_sysctl(name, sysctl).map_err(|e| {
+                (
+                    format!("set sysctl {} of {name} in {ns}", sysctl_label(sysctl)),
+                    e.into(),
+                )
+            })?;
         }
         Ok(())
     });
