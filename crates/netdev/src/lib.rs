@@ -39,6 +39,7 @@ pub mod netlink;
 pub mod netns;
 pub mod record;
 mod rtnl;
+mod subinterface;
 pub mod sysfs;
 pub mod watch;
 
@@ -56,5 +57,10 @@ pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
+pub use subinterface::{
+    CreatedSubinterface, DeleteOutcome, Leftover, MacvlanMode, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
+    create as create_subinterface, delete as delete_subinterface, delete_on_host as delete_subinterface_on_host,
+    leftovers as subinterface_leftovers,
+};
 pub use sysfs::Sysfs;
 pub use watch::{DeviceHolds, InventoryWatcher, WatchOptions};
