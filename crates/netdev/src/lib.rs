@@ -51,6 +51,7 @@ mod rules;
 #[cfg(test)]
 mod rules_kernel_tests;
 mod settings;
+mod subinterface;
 mod sysctl;
 pub mod sysfs;
 mod tuning;
@@ -71,6 +72,11 @@ pub use netns::{Netns, NetnsError};
 pub use record::RestoreRecord;
 pub use rtnl::{KernelError, RtnlError};
 pub use settings::HostSettings;
+pub use subinterface::{
+    CreatedSubinterface, DeleteOutcome, Leftover, MacvlanMode, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
+    create as create_subinterface, delete as delete_subinterface, delete_on_host as delete_subinterface_on_host,
+    leftovers as subinterface_leftovers,
+};
 pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use sysfs::Sysfs;
 pub use tuning::{TuningError, link_tuning, tune_link};

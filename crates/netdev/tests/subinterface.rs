@@ -1,0 +1,383 @@
+//! Privileged: macvlan subinterfaces of a host veth (the "parent NIC"), created directly in pod
+//! namespaces. Two pods on one parent talk to each other; the parent is untouched; deletion
+//! takes only the tagged link and is idempotent; a namespace takes its subinterface with it;
+//! refusals name their cause and create nothing.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use netdev::{
+    DeleteOutcome, Mac, MacvlanMode, Netns, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
+    create_subinterface as create, delete_subinterface as delete, delete_subinterface_on_host as delete_on_host,
+    subinterface_leftovers as leftovers,
+};
+
+/// This process's tag prefix: tests running at once (or other processes) never see each
+/// other's links.
+fn tag_prefix() -> String {
+    format!("netdra-test-{}:", std::process::id())
+}
+
+fn spec(parent: &str, name: &str, tag: &str) -> SubinterfaceSpec {
+    SubinterfaceSpec {
+        parent: parent.into(),
+        name_in_pod: name.into(),
+        mode: MacvlanMode::Bridge,
+        mac: None,
+        mtu: None,
+        up: true,
+        tag: format!("{}{tag}", tag_prefix()),
+    }
+}
+
+/// The host's links but this process's tests' own parents, which tests running at once add and
+/// remove.
+fn host_links_but_tests() -> BTreeSet<String> {
+    let own = format!("{:04}", std::process::id() % 10_000);
+    host_links()
+        .into_iter()
+        .filter(|l| !(l.starts_with('s') && l.get(2..6) == Some(own.as_str())))
+        .collect()
+}
+
+/// A veth `parent` (with its peer) on the host, both up: a parent NIC with carrier.
+fn parent(created: &mut Created, parent: &str, peer: &str) {
+    created.veth(parent, peer, None);
+    ip(&["link", "set", peer, "up"]);
+    ip(&["link", "set", parent, "up"]);
+}
+
+/// Opens a pod namespace and records what `create` is about to do, as a caller would.
+fn open(ns: &str, spec: &SubinterfaceSpec) -> (Netns, SubinterfaceRecord) {
+    let netns = Netns::open(netns_path(ns)).unwrap();
+    let record = SubinterfaceRecord::new(spec, Path::new(&netns_path(ns)), netns.inode().unwrap());
+    (netns, record)
+}
+
+/// The names of namespace `ns`'s links.
+fn pod_links(ns: &str) -> BTreeSet<String> {
+    ip_json(&["-n", ns, "link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A UDP socket bound to `address` inside namespace `ns`: made on a thread that enters it (a
+/// socket stays in the namespace it was made in).
+fn udp_in(ns: &str, address: SocketAddrV4) -> UdpSocket {
+    let path = netns_path(ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = UdpSocket::bind(address).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        socket
+    })
+    .join()
+    .unwrap()
+}
+
+/// A bounded UDP round trip from `a` to `b`: a datagram and its echo, retried while ARP
+/// resolves; what `b` saw the datagram come from.
+fn round_trip(a: &UdpSocket, b: &UdpSocket) -> SocketAddr {
+    let to = b.local_addr().unwrap();
+    let mut buffer = [0; 16];
+    for _ in 0..3 {
+        a.send_to(b"ping", to).unwrap();
+        let Ok((n, from)) = b.recv_from(&mut buffer) else {
+            continue;
+        };
+        assert_eq!(&buffer[..n], b"ping");
+        b.send_to(b"pong", from).unwrap();
+        let (n, _) = a.recv_from(&mut buffer).expect("the echo comes back");
+        assert_eq!(&buffer[..n], b"pong");
+        return from;
+    }
+    panic!("no datagram from {} reached {to}", a.local_addr().unwrap());
+}
+
+#[test]
+fn two_pods_share_one_parent_and_talk_through_it() {
+    if !privileged("the subinterface test") {
+        return;
+    }
+    let p = prefix("sv");
+    let (par, peer, ns_a, ns_b) = (format!("{p}par"), format!("{p}pp"), format!("{p}a"), format!("{p}b"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns_a);
+    created.netns(&ns_b);
+    let parent_before = host_view(&par);
+    let host_before = host_links_but_tests();
+
+    let spec_a = SubinterfaceSpec {
+        mac: Some("02:aa:bb:cc:dd:01".parse().unwrap()),
+        mtu: Some(1400),
+        ..spec(&par, "net1", "claim-a:req")
+    };
+    let spec_b = spec(&par, "net1", "claim-b:req");
+    let (netns_a, record_a) = open(&ns_a, &spec_a);
+    let (netns_b, record_b) = open(&ns_b, &spec_b);
+    let a = create(&netns_a, &spec_a, &tag_prefix()).unwrap();
+    let b = create(&netns_b, &spec_b, &tag_prefix()).unwrap();
+
+    // Each is what its spec says, with its own MAC, in its own namespace.
+    for (ns, made, spec) in [(&ns_a, a, &spec_a), (&ns_b, b, &spec_b)] {
+        let link = &ip_json(&["-d", "-n", ns, "link", "show", "dev", "net1"])[0];
+        assert_eq!(link["ifindex"], made.index, "{link}");
+        assert_eq!(link["ifalias"], spec.tag.as_str(), "{link}");
+        assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
+        assert_eq!(link["linkinfo"]["info_data"]["mode"], "bridge", "{link}");
+        assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+        assert_eq!(link["address"], made.mac.unwrap().to_string().as_str(), "{link}");
+        assert_eq!(link["mtu"], spec.mtu.unwrap_or(1500), "{link}");
+    }
+    assert_eq!(a.mac, spec_a.mac);
+    assert_ne!(a.mac, b.mac);
+    assert_ne!(b.mac.map(|m| m.to_string()), Some(parent_before.mac.clone()));
+
+    // Siblings in bridge mode reach each other through the parent.
+    let third = (std::process::id() % 250) as u8;
+    let (addr_a, addr_b) = (Ipv4Addr::new(10, 231, third, 1), Ipv4Addr::new(10, 231, third, 2));
+    ip(&["-n", &ns_a, "addr", "add", &format!("{addr_a}/24"), "dev", "net1"]);
+    ip(&["-n", &ns_b, "addr", "add", &format!("{addr_b}/24"), "dev", "net1"]);
+    let socket_a = udp_in(&ns_a, SocketAddrV4::new(addr_a, 0));
+    let socket_b = udp_in(&ns_b, SocketAddrV4::new(addr_b, 5555));
+    let from = round_trip(&socket_a, &socket_b);
+    assert_eq!(from.ip(), std::net::IpAddr::V4(addr_a));
+
+    // The parent never moved or changed, and nothing appeared on the host.
+    assert_eq!(host_view(&par), parent_before);
+    assert_eq!(host_links_but_tests(), host_before);
+    assert!(leftovers(&tag_prefix()).unwrap().is_empty());
+
+    // Deleted, gone, and deleting again finds nothing.
+    assert_eq!(delete(&record_a).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(delete(&record_b).unwrap(), DeleteOutcome::Deleted);
+    for ns in [&ns_a, &ns_b] {
+        assert_eq!(pod_links(ns), BTreeSet::from(["lo".to_owned()]));
+    }
+    assert_eq!(delete(&record_a).unwrap(), DeleteOutcome::AlreadyGone);
+    assert_eq!(delete(&record_b).unwrap(), DeleteOutcome::AlreadyGone);
+    assert_eq!(host_view(&par), parent_before);
+}
+
+#[test]
+fn only_the_tagged_link_is_deleted_even_renamed() {
+    if !privileged("the subinterface tag test") {
+        return;
+    }
+    let p = prefix("st");
+    let (par, peer, ns) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns);
+    let spec = spec(&par, "net1", "claim:req");
+    let (netns, record) = open(&ns, &spec);
+    create(&netns, &spec, &tag_prefix()).unwrap();
+
+    // The name is another link's (ours renamed away): that one stays, ours goes by its tag.
+    ip(&["-n", &ns, "link", "set", "net1", "down"]);
+    ip(&["-n", &ns, "link", "set", "net1", "name", "other1"]);
+    ip(&[
+        "-n", &ns, "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
+    ]);
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        pod_links(&ns),
+        BTreeSet::from(["lo".to_owned(), "net1".to_owned(), "net1p".to_owned()])
+    );
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
+    assert!(link_exists_in(&ns, "net1"));
+}
+
+fn link_exists_in(ns: &str, name: &str) -> bool {
+    pod_links(ns).contains(name)
+}
+
+#[test]
+fn a_namespace_takes_its_subinterface_with_it_wherever_it_is_held() {
+    if !privileged("the subinterface namespace test") {
+        return;
+    }
+    let p = prefix("sn");
+    let (par, peer, gone, held) = (format!("{p}par"), format!("{p}pp"), format!("{p}g"), format!("{p}h"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&gone);
+    created.netns(&held);
+    let parent_before = host_view(&par);
+    let host_before = host_links_but_tests();
+
+    let spec_gone = spec(&par, "net1", "gone:req");
+    let (netns, record_gone) = open(&gone, &spec_gone);
+    create(&netns, &spec_gone, &tag_prefix()).unwrap();
+    drop(netns);
+    ip(&["netns", "del", &gone]);
+    // The kernel dismantles the namespace asynchronously; the macvlan never lands on the host.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(delete(&record_gone).unwrap(), DeleteOutcome::AlreadyGone);
+    assert_eq!(host_links_but_tests(), host_before);
+    assert!(leftovers(&tag_prefix()).unwrap().is_empty());
+
+    // A namespace whose path is gone but which a bind mount holds is found by its inode.
+    let spec_held = spec(&par, "net1", "held:req");
+    let (netns, record_held) = open(&held, &spec_held);
+    create(&netns, &spec_held, &tag_prefix()).unwrap();
+    drop(netns);
+    let hold = created.hold(&held);
+    ip(&["netns", "del", &held]);
+    assert_eq!(delete(&record_held).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(delete(&record_held).unwrap(), DeleteOutcome::AlreadyGone);
+    created.release(&hold);
+    assert_eq!(host_view(&par), parent_before);
+}
+
+#[test]
+fn a_tagged_link_moved_to_the_host_is_a_leftover_swept_by_its_tag() {
+    if !privileged("the subinterface leftover test") {
+        return;
+    }
+    let p = prefix("sl");
+    let (par, peer, ns, moved) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"), format!("{p}m"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns);
+    let spec = spec(&par, &moved, "leftover:req");
+    let (netns, record) = open(&ns, &spec);
+    create(&netns, &spec, &tag_prefix()).unwrap();
+    assert!(!link_exists(&moved), "created in the pod, never on the host");
+
+    // Someone moves it to the host (our own namespace, by this process's ID).
+    created.record_link(&moved, None);
+    ip(&[
+        "-n",
+        &ns,
+        "link",
+        "set",
+        &moved,
+        "netns",
+        &std::process::id().to_string(),
+    ]);
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
+    let found = leftovers(&tag_prefix()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].name.as_str(), found[0].tag.as_str()),
+        (moved.as_str(), spec.tag.as_str())
+    );
+
+    // Another tag at that index is not ours; the right one is.
+    let other = format!("{}other", tag_prefix());
+    assert_eq!(
+        delete_on_host(found[0].index, &other).unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(link_exists(&moved));
+    assert_eq!(
+        delete_on_host(found[0].index, &spec.tag).unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(!link_exists(&moved));
+    assert_eq!(
+        delete_on_host(found[0].index, &spec.tag).unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(link_exists(&par));
+}
+
+#[test]
+fn refusals_name_their_cause_and_create_nothing() {
+    if !privileged("the subinterface refusal test") {
+        return;
+    }
+    let p = prefix("sr");
+    let (par, peer, ns, stacked) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"), format!("{p}mv"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns);
+    created.record_link(&stacked, None);
+    ip(&["link", "add", "link", &par, "name", &stacked, "type", "macvlan"]);
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let host_before = host_links_but_tests();
+    let only_lo = BTreeSet::from(["lo".to_owned()]);
+
+    let missing = format!("{p}none");
+    let err = create(&netns, &spec(&missing, "net1", "x"), &tag_prefix()).unwrap_err();
+    assert!(matches!(err, SubinterfaceError::ParentMissing { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("subinterface net1: the parent {missing} does not exist on the host")
+    );
+
+    let err = create(&netns, &spec(&stacked, "net1", "x"), &tag_prefix()).unwrap_err();
+    assert!(matches!(err, SubinterfaceError::ParentUnusable { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("subinterface net1: the parent {stacked} cannot carry one: it is itself a macvlan")
+    );
+
+    let err = create(&netns, &spec("lo", "net1", "x"), &tag_prefix()).unwrap_err();
+    assert!(matches!(err, SubinterfaceError::ParentUnusable { .. }), "{err}");
+
+    let err = create(&netns, &spec(&par, "net1", "x"), "another-prefix:").unwrap_err();
+    assert!(
+        matches!(err, SubinterfaceError::InvalidSpec { field: "tag", .. }),
+        "{err}"
+    );
+
+    // Larger than the parent's MTU: the kernel's own refusal, named.
+    let too_big = SubinterfaceSpec {
+        mtu: Some(9000),
+        ..spec(&par, "net1", "x")
+    };
+    let err = create(&netns, &too_big, &tag_prefix()).unwrap_err();
+    let SubinterfaceError::Kernel { step, source, .. } = &err else {
+        panic!("a kernel refusal: {err}");
+    };
+    assert_eq!(step, &format!("create it on {par} in {}", netns_path(&ns)));
+    let netdev::RtnlError::Kernel(kernel) = source else {
+        panic!("a kernel refusal: {err}");
+    };
+    assert_eq!(kernel.errno, nix::errno::Errno::EINVAL, "{err}");
+    eprintln!("MTU refusal: {err}");
+    assert_eq!(pod_links(&ns), only_lo);
+
+    // The name is taken in the pod (by a veth there): nothing new, the other link intact.
+    ip(&[
+        "-n", &ns, "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
+    ]);
+    let err = create(&netns, &spec(&par, "net1", "x"), &tag_prefix()).unwrap_err();
+    assert!(matches!(err, SubinterfaceError::NameTaken { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "subinterface net1 on {par}: the name is already taken in {}",
+            netns_path(&ns)
+        )
+    );
+    assert_eq!(
+        pod_links(&ns),
+        BTreeSet::from(["lo".to_owned(), "net1".to_owned(), "net1p".to_owned()])
+    );
+
+    // A name taken on the host only is free in the pod.
+    let on_host = SubinterfaceSpec {
+        mac: Some(Mac([0x02, 0, 0, 0, 0, 0x42])),
+        ..spec(&par, &peer, "y")
+    };
+    let made = create(&netns, &on_host, &tag_prefix()).unwrap();
+    assert_eq!(made.mac, on_host.mac);
+    assert!(link_exists_in(&ns, &peer));
+
+    assert_eq!(host_links_but_tests(), host_before);
+    assert!(leftovers(&tag_prefix()).unwrap().is_empty());
+}
