@@ -129,12 +129,37 @@ struct Flags {
     /// The container runtime's CDI spec directory, where the metadata's CDI specs are written.
     #[arg(long, env = "CDI_DIR", default_value = kubeletplugin::MetadataWriter::DEFAULT_CDI_DIR, global = true)]
     cdi_dir: PathBuf,
+    /// What a pod gets: `host-device` moves a whole host interface into one pod;
+    /// `shared-nic` publishes each interface once with `--shared-slots` slots and gives each
+    /// claim a macvlan subinterface of it.
+    #[arg(long, env = "DRIVER_MODE", value_enum, default_value_t = ModeFlag::HostDevice, global = true)]
+    mode: ModeFlag,
+    /// In `shared-nic` mode, how many claims one interface serves at a time.
+    #[arg(long, env = "SHARED_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
+    shared_slots: u32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log level, or a tracing filter such as `info,netdra=debug`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     log_level: String,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeFlag {
+    HostDevice,
+    SharedNic,
+}
+
+/// The reference driver in the mode the flags ask for.
+fn driver(flags: &Flags) -> template::Driver {
+    template::Driver {
+        mode: match flags.mode {
+            ModeFlag::HostDevice => template::Mode::HostDevice,
+            ModeFlag::SharedNic => template::Mode::SharedNic(netdra::SharedNic::new(flags.shared_slots)),
+        },
+    }
 }
 
 fn init_logging(flags: &Flags) -> anyhow::Result<()> {
@@ -199,7 +224,7 @@ async fn inventory(flags: &Flags) -> anyhow::Result<()> {
     for (interface, why) in &scan.left_out {
         eprintln!("left out {interface}: {why}");
     }
-    let driver = template::Driver;
+    let driver = driver(flags);
     let devices: Vec<_> = scan.published.into_iter().filter_map(|d| driver.publish(d)).collect();
     let pool = PoolSpec {
         driver: flags.driver_name.clone(),
@@ -243,7 +268,7 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     options.metrics = netdra::Metrics::register(&mut registry);
 
-    let agent = netdra::start(options, template::Driver, client)
+    let agent = netdra::start(options, driver(flags), client)
         .await
         .context("starting the agent")?;
     // The probe reads readiness on its own: a scraper's keep-alive connection never keeps the

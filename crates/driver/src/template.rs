@@ -26,9 +26,23 @@ use netdra::{InterfacePlan, InterfaceRequest, NetworkDriver, PodRef};
 /// Step 1: the DRA driver name.
 pub const DEFAULT_DRIVER_NAME: &str = "netdra.dev";
 
-/// The reference driver: whole host interfaces moved into pods.
+/// What the reference driver gives a pod (`--mode`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Driver;
+pub enum Mode {
+    /// Whole host interfaces moved into pods, one pod each (netdra's `HostDevice`).
+    #[default]
+    HostDevice,
+    /// Each host interface shared: a macvlan subinterface per claim, up to `slots` claims per
+    /// interface (netdra's `SharedNic`).
+    SharedNic(netdra::SharedNic),
+}
+
+/// The reference driver, in either mode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Driver {
+    /// What a pod gets.
+    pub mode: Mode,
+}
 
 impl NetworkDriver for Driver {
     /// Step 2: publish every device the inventory selected, as it is. A driver for SR-IOV VFs
@@ -38,15 +52,23 @@ impl NetworkDriver for Driver {
         &self,
         device: k8s_openapi::api::resource::v1::Device,
     ) -> Option<k8s_openapi::api::resource::v1::Device> {
-        Some(device)
+        match self.mode {
+            Mode::HostDevice => Some(device),
+            // Published once, shareable, with its subinterface slots as consumable capacity.
+            Mode::SharedNic(shared) => shared.publish(device),
+        }
     }
 
     /// Step 3: the configuration as given, validated by netdev's rules (every error names its
     /// field). Without addresses and routes the interface keeps its own host addresses and the
     /// routes through it, as a secondary NIC keeps what its cloud assigned.
     fn plan_interface(&self, request: &InterfaceRequest<'_>) -> Result<InterfacePlan, DriverError> {
-        // The reference rules live in netdra's `HostDevice`; replace this call with your own.
-        netdra::HostDevice.plan_interface(request)
+        // The reference rules live in netdra's `HostDevice` and `SharedNic`; replace these
+        // calls with your own.
+        match self.mode {
+            Mode::HostDevice => netdra::HostDevice.plan_interface(request),
+            Mode::SharedNic(shared) => shared.plan_interface(request),
+        }
     }
 
     /// Step 4: say what happened; nothing else to do for whole interfaces.

@@ -5,9 +5,10 @@
 //! specific to it: which devices it publishes and how, and how a claim's configuration turns
 //! into one interface's configuration inside the pod.
 
-use k8s_openapi::api::resource::v1::Device;
+use k8s_openapi::api::resource::v1::{CapacityRequestPolicy, CapacityRequestPolicyRange, Device, DeviceCapacity};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubeletplugin::{ClaimRef, DriverError};
-use netdev::{InterfaceConfig, RestoreRecord, ValidConfig};
+use netdev::{InterfaceConfig, MacvlanMode, Placement, RestoreRecord, SUBINTERFACE_TAG_PREFIX, ValidConfig};
 
 use crate::plan::PodRef;
 
@@ -36,6 +37,10 @@ pub struct InterfacePlan {
     /// Carry the interface's host addresses and routes into the pod (see
     /// [`netdev::AttachRequest::carry_host_addresses`]).
     pub carry_host_addresses: bool,
+    /// Where the pod's interface comes from: the host interface itself (the default, and what
+    /// plans written before this field mean), or a subinterface of it made for the pod.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// A Kubernetes DRA network driver's own decisions; the framework does the rest.
@@ -84,6 +89,71 @@ impl NetworkDriver for HostDevice {
         Ok(InterfacePlan {
             config: config.validate()?,
             carry_host_addresses,
+            placement: Placement::Move,
+        })
+    }
+}
+
+/// The capacity a shared NIC publishes: how many subinterfaces it takes.
+pub const SLOTS: &str = "slots";
+
+/// The second reference driver: one NIC shared by many pods ("shared-nic").
+///
+/// Each host interface is published once, with `allowMultipleAllocations` and a consumable
+/// capacity of [`SLOTS`] (every allocation takes exactly one, so the scheduler allocates a
+/// parent to at most `slots` claims at a time). Each allocated claim gets a `macvlan`
+/// subinterface (bridge mode: siblings reach each other) created on the parent directly in the
+/// pod's namespace and configured from the same `InterfaceConfig`; it is deleted at detach.
+/// The parent never moves and is never changed; it must be up for its subinterfaces to have
+/// carrier. There is no carry-over: the parent's addresses stay the parent's.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedNic {
+    slots: u32,
+}
+
+impl SharedNic {
+    /// A shared-NIC driver publishing `slots` subinterfaces per parent (at least 1).
+    pub fn new(slots: u32) -> Self {
+        Self { slots: slots.max(1) }
+    }
+
+    /// How many subinterfaces each parent takes.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+}
+
+impl NetworkDriver for SharedNic {
+    fn publish(&self, mut device: Device) -> Option<Device> {
+        let one = || Quantity("1".into());
+        device.allow_multiple_allocations = Some(true);
+        device.capacity.get_or_insert_with(Default::default).insert(
+            SLOTS.into(),
+            DeviceCapacity {
+                value: Quantity(self.slots.to_string()),
+                request_policy: Some(CapacityRequestPolicy {
+                    default: Some(one()),
+                    valid_range: Some(CapacityRequestPolicyRange {
+                        min: Some(one()),
+                        max: Some(one()),
+                        step: None,
+                    }),
+                    valid_values: None,
+                }),
+            },
+        );
+        Some(device)
+    }
+
+    fn plan_interface(&self, request: &InterfaceRequest<'_>) -> Result<InterfacePlan, DriverError> {
+        let config = request.config.cloned().unwrap_or_default();
+        Ok(InterfacePlan {
+            config: config.validate()?,
+            carry_host_addresses: false,
+            placement: Placement::Macvlan {
+                mode: MacvlanMode::Bridge,
+                tag: format!("{SUBINTERFACE_TAG_PREFIX}{}:{}", request.claim.uid, request.request),
+            },
         })
     }
 }

@@ -10,7 +10,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use netdev::{AttachRequest, Detached, LinkState, Netns, RestoreRecord, ValidConfig};
+use netdev::{AttachRequest, Detached, LinkState, Netns, Placement, RestoreRecord, ValidConfig};
 
 use crate::lifecycle::NetnsRef;
 
@@ -24,6 +24,8 @@ pub struct AttachSpec {
     /// Carry its host addresses and routes into the pod (see
     /// [`netdev::AttachRequest::carry_host_addresses`]).
     pub carry_host_addresses: bool,
+    /// The host interface itself, or a subinterface of it made for the pod.
+    pub placement: Placement,
 }
 
 impl AttachSpec {
@@ -32,6 +34,7 @@ impl AttachSpec {
             device: &self.device,
             config: &self.config,
             carry_host_addresses: self.carry_host_addresses,
+            placement: &self.placement,
         }
     }
 }
@@ -57,6 +60,9 @@ pub enum KernelError {
     /// Reading a link's state for device health failed.
     #[error(transparent)]
     Health(#[from] netdev::HealthError),
+    /// Looking for, or deleting, subinterfaces left on the host failed.
+    #[error(transparent)]
+    Subinterface(#[from] netdev::SubinterfaceError),
     /// The operation panicked or its thread was lost: what it changed is unknown.
     #[error("{operation} failed unexpectedly: {message}")]
     Lost {
@@ -119,6 +125,14 @@ pub trait Kernel: Send + Sync + 'static {
     /// The state of a recorded interface in its pod's namespace (`None`: not there), for
     /// device health; changes nothing.
     fn pod_link(&self, record: RestoreRecord) -> impl Future<Output = Result<Option<LinkState>, KernelError>> + Send;
+
+    /// Deletes every subinterface netdra made that is on the host (none belongs there: they
+    /// are made in pods, and one on the host was moved there or left by a crash); the names
+    /// deleted. Called at start-up, after the journal has converged. The default deletes
+    /// nothing, for kernels that make no subinterfaces.
+    fn sweep_subinterfaces(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// The real kernel, through `netdev`.
@@ -201,6 +215,19 @@ impl Kernel for Netdev {
 
     async fn pod_link(&self, record: RestoreRecord) -> Result<Option<LinkState>, KernelError> {
         blocking("read a link in a pod", move || Ok(netdev::pod_link_state(&record)?)).await
+    }
+
+    async fn sweep_subinterfaces(&self) -> Result<Vec<String>, KernelError> {
+        blocking("sweep subinterfaces", || {
+            let mut deleted = Vec::new();
+            for leftover in netdev::subinterface_leftovers(netdev::SUBINTERFACE_TAG_PREFIX)? {
+                if netdev::delete_subinterface_on_host(leftover.index, &leftover.tag)? == netdev::DeleteOutcome::Deleted {
+                    deleted.push(leftover.name);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
     }
 }
 

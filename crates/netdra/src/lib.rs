@@ -55,7 +55,7 @@ pub use agent::{
     Agent, AgentError, AgentOptions, DEFAULT_HEALTH_EVERY, Readiness, ReadinessProbe, SHUTDOWN_WAIT, start,
     start_with_kernel,
 };
-pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver};
+pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver, SLOTS, SharedNic};
 pub use journal::JournalError;
 pub use kernel::{AttachSpec, Kernel, KernelError, Location, Netdev};
 pub use kubelet::{PrepareError, StoreError};

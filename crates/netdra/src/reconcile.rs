@@ -33,12 +33,24 @@ pub(crate) async fn against_kernel<D: NetworkDriver, K: Kernel>(node: &Arc<Node<
         .filter(|(_, c)| c.phase.is_out() || matches!(c.phase, Phase::Attaching { .. }))
         .map(|(uid, _)| uid)
         .collect();
-    if out.is_empty() {
-        return;
+    if !out.is_empty() {
+        node.converge(&out).await;
+        return_interrupted(node, &out).await;
     }
-    node.converge(&out).await;
+    // Only now: a journaled subinterface found on the host has been converged to detached.
+    match node.kernel().sweep_subinterfaces().await {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(?deleted, "deleted subinterfaces left on the host");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not sweep subinterfaces left on the host: {e}"),
+    }
+}
+
+/// Waits for the returns that converging `out` started, within a bound.
+async fn return_interrupted<D: NetworkDriver, K: Kernel>(node: &Arc<Node<D, K>>, out: &[String]) {
     let mut waits = Vec::new();
-    for uid in &out {
+    for uid in out {
         let Some(claim) = node.claim(uid) else { continue };
         if !matches!(claim.phase, Phase::Detaching { .. }) {
             continue;

@@ -284,7 +284,7 @@ impl Demo {
         };
         let mut options = netdra::AgentOptions::new(plugin, nri, NODE, inventory);
         options.state_file = self.dir.path().join("netdra-state");
-        let agent = netdra::start(options, crate::template::Driver, self.api.client())
+        let agent = netdra::start(options, crate::template::Driver::default(), self.api.client())
             .await
             .context("starting the agent")?;
         self.agent = Some(agent);

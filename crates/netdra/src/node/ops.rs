@@ -390,6 +390,7 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
                 device: d.host_interface.clone(),
                 config: d.interface.config.clone(),
                 carry_host_addresses: d.interface.carry_host_addresses,
+                placement: d.interface.placement.clone(),
             }));
         }
         let what = self.describe(&to_attach);
