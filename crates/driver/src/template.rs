@@ -4,7 +4,8 @@
 //! Prepare, Unprepare, checkpoint), the runtime's NRI hooks (attach at RunPodSandbox, detach at
 //! StopPodSandbox, late attach when a hook was missed), ResourceSlice publishing, claim status,
 //! metrics. What is left is this file: the reference driver, which moves whole host interfaces
-//! into pods ("host-device"). To write your own, change it in this order:
+//! into pods ("host-device") or, with `--mode shared-nic`, shares each among pods through a
+//! macvlan subinterface per claim ("shared-nic"). To write your own, change it in this order:
 //!
 //! 1. **The name.** [`DEFAULT_DRIVER_NAME`] is the DRA driver name DeviceClasses select
 //!    (`--driver-name` overrides it); use a domain you own.

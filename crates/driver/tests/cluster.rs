@@ -74,6 +74,21 @@ impl Driver {
 
     /// The driver publishing the interfaces `device_filter` selects.
     fn publishing(cluster: &Cluster, kubeconfig: &Path, dir: &Path, device_filter: &str) -> Self {
+        Self::with_args(cluster, kubeconfig, dir, device_filter, &[])
+    }
+
+    /// The driver in shared-NIC mode, `slots` claims per interface, publishing the NIC.
+    fn shared(cluster: &Cluster, kubeconfig: &Path, dir: &Path, slots: u32) -> Self {
+        Self::with_args(
+            cluster,
+            kubeconfig,
+            dir,
+            &format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\""),
+            &["--mode", "shared-nic", "--shared-slots", &slots.to_string()],
+        )
+    }
+
+    fn with_args(cluster: &Cluster, kubeconfig: &Path, dir: &Path, device_filter: &str, extra: &[&str]) -> Self {
         let log = dir.join("netdra.log");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -94,6 +109,7 @@ impl Driver {
             .args(["--cdi-dir", cluster.var("CDI_DIR")])
             .args(["--metrics-address", "127.0.0.1:0"])
             .args(["--device-filter", device_filter])
+            .args(extra)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(file)
@@ -544,6 +560,8 @@ async fn netdra_on_a_real_kubernetes_node() {
     );
     driver.stop();
     drop(burst_nics);
+
+    shared_nic(&client, &cluster, &kubeconfig, dir.path(), &slices, &node).await;
     println!("the whole run took {:.1}s", started.elapsed().as_secs_f64());
 
     // Stopped: nothing of the cluster, the driver or the pod is left on the host.
@@ -729,4 +747,186 @@ async fn burst(client: &Client, cluster: &Cluster, slices: &Api<ResourceSlice>, 
     .await;
     let templates: Api<kube::api::DynamicObject> = dynamic_api(client, &template).await;
     templates.delete("burst-nic", &DeleteParams::default()).await.unwrap();
+}
+
+/// How many claims the shared NIC serves at once in the test.
+const SHARED_SLOTS: u32 = 2;
+
+/// A standalone claim `shared-N` on the NIC, configured as `net1` with `10.233.0.(10+N)/24`.
+fn shared_nic_claim(n: usize) -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": format!("shared-{n}"), "namespace": "default"},
+        "spec": {"devices": {
+            "requests": [{"name": "nic", "exactly": {
+                "deviceClassName": DRIVER,
+                "selectors": [{"cel": {"expression": format!("device.attributes[\"{DRIVER}\"].ifName == \"{NIC}\"")}}],
+            }}],
+            "config": [{"requests": ["nic"], "opaque": {"driver": DRIVER, "parameters": {
+                "apiVersion": "netdra.dev/v1alpha2", "kind": "InterfaceConfig",
+                "name": "net1", "addresses": [format!("10.233.0.{}/24", 10 + n)],
+            }}}],
+        }},
+    })
+}
+
+/// The pod `shared-N` on claim `shared-N`: busybox pinging `peer` (a bounded number of
+/// tries) and printing the outcome, then sleeping.
+fn shared_nic_pod(n: usize, peer: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": format!("shared-{n}"), "namespace": "default"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "resourceClaims": [{"name": "nic", "resourceClaimName": format!("shared-{n}")}],
+            "containers": [{"name": "app", "image": "localhost/busybox:netdra", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sh", "-c", format!(
+                    "for i in $(seq 30); do if ping -c 1 -W 1 {peer} >/dev/null; then echo PING-OK; break; fi; sleep 1; done; echo PING-DONE; exec sleep 100000"
+                )],
+                "resources": {"claims": [{"name": "nic"}]}}],
+        },
+    })
+}
+
+/// The NIC as the host shows it, for comparing before and after: `ip -d link` less the
+/// counters, and its addresses.
+fn parent_state() -> String {
+    let link = ip(&["-d", "-o", "link", "show", "dev", NIC]);
+    let addresses = ip(&["-o", "addr", "show", "dev", NIC]);
+    format!("{link}\n{addresses}")
+}
+
+/// Shared-NIC mode on the real node: the scheduler allocates one parent to two claims
+/// (consumable capacity), each pod gets its own macvlan and reaches the other through it, a
+/// third claim waits for a slot, and nothing is left when the pods are gone.
+async fn shared_nic(
+    client: &Client,
+    cluster: &Cluster,
+    kubeconfig: &Path,
+    dir: &Path,
+    slices: &Api<ResourceSlice>,
+    node: &str,
+) {
+    // A macvlan has carrier only while its parent is up.
+    ip(&["link", "set", NIC, "up"]);
+    let parent_before = parent_state();
+    let driver = Driver::shared(cluster, kubeconfig, dir, SHARED_SLOTS);
+    let device = eventually("the NIC published as shareable", Duration::from_secs(30), || async move {
+        let list = slices.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .filter(|s| s.spec.driver == DRIVER && s.spec.node_name.as_deref() == Some(node))
+            .flat_map(|s| s.spec.devices.iter().flatten())
+            .find(|d| if_name(d) == Some(NIC) && d.allow_multiple_allocations == Some(true))
+            .cloned()
+    })
+    .await;
+    let slots = &device.capacity.as_ref().expect("capacity published")[netdra::SLOTS];
+    assert_eq!(slots.value.0, SHARED_SLOTS.to_string(), "{device:?}");
+    println!("shared NIC: {NIC} published once as {} with {} slots", device.name, slots.value.0);
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let claims: Api<ResourceClaim> = Api::namespaced(client.clone(), "default");
+    for n in 0..3 {
+        create(client, &shared_nic_claim(n), false).await;
+    }
+    // Each pings the other's address.
+    create(client, &shared_nic_pod(0, "10.233.0.11"), false).await;
+    create(client, &shared_nic_pod(1, "10.233.0.10"), false).await;
+    let mut macs = Vec::new();
+    let mut share_ids = Vec::new();
+    for n in 0..2 {
+        let name = format!("shared-{n}");
+        let pod = running_pod(&pods, &name, Duration::from_secs(90)).await;
+        let netns = pod_netns(cluster.var("CRI_SOCKET"), pod.metadata.uid.as_deref().unwrap()).await;
+        let link = ip(&["-n", &netns, "-d", "-o", "link", "show", "dev", "net1"]);
+        assert!(link.contains("macvlan mode bridge"), "{name}: net1 is a macvlan: {link}");
+        // A link whose parent is in another namespace shows as `net1@ifN`.
+        assert!(link.contains("net1@if"), "{name}: on a parent outside the pod: {link}");
+        let addresses = ip(&["-n", &netns, "-o", "addr", "show", "dev", "net1"]);
+        assert!(addresses.contains(&format!("10.233.0.{}/24", 10 + n)), "{addresses}");
+        let mac = link
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("a MAC in {link}"))
+            .to_owned();
+        macs.push(mac);
+        let claim = claims.get(&name).await.unwrap();
+        let result = &claim.status.as_ref().unwrap().allocation.as_ref().unwrap().devices.as_ref().unwrap().results.as_ref().unwrap()[0];
+        assert_eq!(result.device, device.name, "{name}: allocated the shared NIC");
+        let share_id = result.share_id.clone().unwrap_or_else(|| panic!("{name}: a share ID: {result:?}"));
+        let entry = wait_ready(&claims, &name).await;
+        assert_eq!(entry["shareID"], json!(share_id), "{name}: the status entry carries the share ID: {entry}");
+        assert_eq!(entry["networkData"]["ips"], json!([format!("10.233.0.{}/24", 10 + n)]));
+        share_ids.push(share_id);
+    }
+    assert_ne!(macs[0], macs[1], "each macvlan has its own MAC");
+    assert_ne!(share_ids[0], share_ids[1], "two allocations of one device");
+    assert_eq!(parent_state(), parent_before, "the parent stays on the host, unchanged");
+    for n in 0..2 {
+        let name = format!("shared-{n}");
+        let log = eventually(&format!("{name}'s ping"), Duration::from_secs(60), || {
+            let client = client.clone();
+            let name = name.clone();
+            async move {
+                let log = container_log(&client, &name).await;
+                log.contains("PING-DONE").then_some(log)
+            }
+        })
+        .await;
+        assert!(log.contains("PING-OK"), "{name} reached its peer over the shared NIC:\n{log}");
+    }
+    println!("shared NIC: two pods, macvlans {} and {}, reach each other", macs[0], macs[1]);
+
+    // A third claim beyond the capacity: the scheduler leaves it unallocated, the pod pending.
+    create(client, &shared_nic_pod(2, "10.233.0.10"), false).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let third = pods.get("shared-2").await.unwrap();
+    let scheduled = third
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    assert_eq!(
+        scheduled,
+        Some(("False".to_owned(), Some("Unschedulable".to_owned()))),
+        "the third pod waits for a slot"
+    );
+    let claim = claims.get("shared-2").await.unwrap();
+    assert!(
+        claim.status.as_ref().and_then(|s| s.allocation.as_ref()).is_none(),
+        "the third claim stays unallocated: {:?}",
+        claim.status
+    );
+    println!("shared NIC: a third claim stays unallocated while both slots are taken");
+
+    // A slot freed: the third pod gets it.
+    pods.delete("shared-0", &DeleteParams::default()).await.unwrap();
+    wait_pod_gone(&pods, "shared-0").await;
+    running_pod(&pods, "shared-2", Duration::from_secs(90)).await;
+    println!("shared NIC: a slot freed, the third pod runs");
+    for n in [1, 2] {
+        pods.delete(&format!("shared-{n}"), &DeleteParams::default()).await.unwrap();
+    }
+    for n in [1, 2] {
+        wait_pod_gone(&pods, &format!("shared-{n}")).await;
+    }
+    for n in 0..3 {
+        claims.delete(&format!("shared-{n}"), &DeleteParams::default()).await.unwrap();
+    }
+    let macvlans = ip(&["-d", "-o", "link", "show", "type", "macvlan"]);
+    assert!(macvlans.trim().is_empty(), "no subinterface left on the host: {macvlans}");
+    assert_eq!(parent_state(), parent_before, "the parent as it was");
+    assert!(
+        !driver.log().contains(" 403 ") && !driver.log().contains("forbidden"),
+        "the ServiceAccount's RBAC was enough for shared NICs:\n{}",
+        driver.log()
+    );
+    driver.stop();
+    println!("shared NIC: pods gone, no subinterface left, the parent as it was");
 }
