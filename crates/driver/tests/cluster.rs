@@ -752,9 +752,11 @@ async fn burst(client: &Client, cluster: &Cluster, slices: &Api<ResourceSlice>, 
 /// How many claims the shared NIC serves at once in the test.
 const SHARED_SLOTS: u32 = 2;
 
-/// A standalone claim `shared-N` on the NIC, configured as `net1` with `10.233.0.(10+N)/24`.
+/// A standalone claim `shared-N` on the NIC, configured as `net1` with `10.233.0.(10+N)/24`;
+/// the first asks for its slot explicitly, as the README's example does, the others take the
+/// request policy's default.
 fn shared_nic_claim(n: usize) -> Value {
-    json!({
+    let mut claim = json!({
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
         "metadata": {"name": format!("shared-{n}"), "namespace": "default"},
@@ -768,7 +770,11 @@ fn shared_nic_claim(n: usize) -> Value {
                 "name": "net1", "addresses": [format!("10.233.0.{}/24", 10 + n)],
             }}}],
         }},
-    })
+    });
+    if n == 0 {
+        claim["spec"]["devices"]["requests"][0]["exactly"]["capacity"] = json!({"requests": {netdra::SLOTS: "1"}});
+    }
+    claim
 }
 
 /// The pod `shared-N` on claim `shared-N`: busybox pinging `peer` (a bounded number of
