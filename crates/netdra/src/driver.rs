@@ -157,3 +157,90 @@ impl NetworkDriver for SharedNic {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn device() -> Device {
+        serde_json::from_value(json!({"name": "eth1", "attributes": {"ifName": {"string": "eth1"}}})).expect("device")
+    }
+
+    fn claim() -> ClaimRef {
+        ClaimRef {
+            namespace: "default".into(),
+            name: "shared-0".into(),
+            uid: "0c7e4c1a-uid".into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_nic_is_published_once_with_one_slot_per_allocation() {
+        let published = SharedNic::new(4).publish(device()).expect("published");
+        assert_eq!(published.allow_multiple_allocations, Some(true));
+        let slots = &published.capacity.as_ref().expect("capacity")[SLOTS];
+        assert_eq!(slots.value, Quantity("4".into()));
+        let policy = slots.request_policy.as_ref().expect("a request policy");
+        assert_eq!(policy.default, Some(Quantity("1".into())));
+        let range = policy.valid_range.as_ref().expect("a range");
+        assert_eq!(
+            (range.min.clone(), range.max.clone()),
+            (Some(Quantity("1".into())), Some(Quantity("1".into())))
+        );
+        // The attributes stay as the inventory made them.
+        assert_eq!(published.attributes, device().attributes);
+        assert_eq!(SharedNic::new(0).slots(), 1, "at least one slot");
+    }
+
+    #[test]
+    fn a_shared_nic_claim_gets_a_macvlan_tagged_with_its_claim_and_request() {
+        let config = InterfaceConfig {
+            name: Some("net1".into()),
+            addresses: vec!["10.233.0.10/24".into()],
+            ..InterfaceConfig::default()
+        };
+        let device = device();
+        let claim = claim();
+        let request = InterfaceRequest {
+            claim: &claim,
+            request: "nic",
+            device: &device,
+            host_interface: "eth1",
+            config: Some(&config),
+        };
+        let plan = SharedNic::new(2).plan_interface(&request).expect("planned");
+        assert_eq!(
+            plan.placement,
+            Placement::Macvlan {
+                mode: MacvlanMode::Bridge,
+                tag: "netdra:0c7e4c1a-uid:nic".into(),
+            }
+        );
+        assert!(!plan.carry_host_addresses, "the parent's addresses stay the parent's");
+        assert_eq!(plan.config.name.as_deref(), Some("net1"));
+
+        let bad = InterfaceConfig {
+            addresses: vec!["10.233.0.10".into()],
+            ..InterfaceConfig::default()
+        };
+        let err = SharedNic::new(2)
+            .plan_interface(&InterfaceRequest {
+                config: Some(&bad),
+                ..request
+            })
+            .expect_err("not CIDR");
+        assert!(err.to_string().starts_with("addresses[0]:"), "{err}");
+    }
+
+    #[test]
+    fn plans_written_before_placement_existed_mean_a_move() {
+        let plan: InterfacePlan = serde_json::from_value(json!({
+            "config": {"name": null, "mtu": null, "hardwareAddress": null, "addresses": [], "routes": [], "up": true},
+            "carryHostAddresses": true,
+        }))
+        .expect("an old plan decodes");
+        assert_eq!(plan.placement, Placement::Move);
+    }
+}
