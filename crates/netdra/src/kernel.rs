@@ -32,6 +32,7 @@ impl AttachSpec {
             device: &self.device,
             config: &self.config,
             carry_host_addresses: self.carry_host_addresses,
+            placement: &netdev::Placement::Move,
         }
     }
 }
