@@ -136,6 +136,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                     eprintln!("{} was already on the host as {name}; restored", record.host.name);
                 }
                 DetachOutcome::Vanished => eprintln!("{} no longer exists; nothing to restore", record.host.name),
+                DetachOutcome::Deleted => {
+                    eprintln!("{}'s subinterface {} is deleted", record.host.name, record.name_in_pod)
+                }
             }
             for problem in &detached.incomplete {
                 eprintln!("not restored: {problem}");

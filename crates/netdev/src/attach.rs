@@ -29,6 +29,33 @@
 //! names its interface on the host and does steps 2 to 4 (and the rollback) from those records.
 //! [`attach_all`] is both in one call.
 //!
+//! # Shared NICs: a macvlan subinterface instead of the interface
+//!
+//! A request whose [`Placement`] is [`Placement::Macvlan`] leaves its host interface (the
+//! parent) where and as it is, and gives the pod a `macvlan` subinterface of it, created
+//! directly in the pod's namespace ([`crate::create_subinterface`]). One record type and one
+//! set of calls serve both placements; only these steps differ:
+//! - **Record** (changes nothing): the parent must exist on the host ([`AttachError::NoSuchDevice`]
+//!   otherwise). The record's `host` is the parent's link state (name, index, MTU, MAC, PCI
+//!   function…) with no addresses, routes or settings: nothing of the parent is touched, so
+//!   nothing of it is restored. `mac_in_pod` is the configured MAC, if any (the kernel picks
+//!   one at creation otherwise, after the record is journaled), and `subinterface` holds the
+//!   mode and tag. Carrying the host addresses is refused
+//!   ([`AttachError::CarryWithSubinterface`]): they belong to the parent, which keeps them. The
+//!   subinterface's spec is checked here too ([`AttachError::InvalidSubinterface`]): its tag
+//!   must start with a prefix ending in the first `:` (`netdra:` of
+//!   `netdra:<claim>:<request>`), which is the prefix the tag is checked against: the caller
+//!   chooses it with the tag.
+//! - **Attach** ([`attach_recorded`]): the parent must still exist under its recorded name
+//!   (its index is not compared: it is not moved, and may be re-created); the name the
+//!   subinterface takes must be free in the pod, as for a moved interface. Instead of step 3,
+//!   one `RTM_NEWLINK` creates the macvlan in the pod with its name, mode, MAC
+//!   (`hardwareAddress`), MTU and up state, then tags it; the configuration's addresses,
+//!   routes, rules, neighbours, tuning, features and sysctls follow exactly as for a moved
+//!   interface.
+//! - **Rollback**: a subinterface is deleted (by its tag, in the pod), never returned; its
+//!   parent is not touched and nothing is restored on the host for it.
+//!
 //! Everything here blocks and must run in the host namespace: a caller on an async runtime uses
 //! a blocking thread (`spawn_blocking`). Attaches into different namespaces can run in
 //! parallel (each call has its own sockets; the kernel serialises the moves themselves under
@@ -49,16 +76,37 @@ use netlink_packet_route::{
     route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope as KernelScope, RouteType},
 };
 use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
 
 use crate::carry::read_carried;
 use crate::config::{Mac, ValidConfig};
 use crate::neighbours::add_neighbour;
 use crate::netns::{Netns, NetnsError};
-use crate::record::{HostInterface, HostRoute, LinkSelector, RestoreRecord, get_link, record_hosts};
+use crate::record::{
+    HostInterface, HostRoute, LinkSelector, LinkView, RestoreRecord, Subinterface, get_link, record_hosts,
+};
 use crate::rtnl::{KernelError, Rtnl, RtnlError};
 use crate::rules::{add_rule, route_in_table};
 use crate::settings::HostSettings;
+use crate::subinterface::{MacvlanMode, SubinterfaceError, SubinterfaceSpec, delete_in, prefix_of};
 use crate::sysfs::Sysfs;
+
+/// Where the pod's interface comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Placement {
+    /// The host interface itself moves into the pod.
+    #[default]
+    Move,
+    /// A macvlan subinterface of the host interface (its parent, which stays on the host and is
+    /// never changed) is created in the pod, tagged with `tag` (its alias).
+    Macvlan {
+        /// The macvlan mode.
+        mode: MacvlanMode,
+        /// The subinterface's tag, `<prefix>:<claim>:<request>`: see the module documentation.
+        tag: String,
+    },
+}
 
 /// One interface to attach, and how to configure it.
 #[derive(Debug, Clone, Copy)]
@@ -70,17 +118,21 @@ pub struct AttachRequest<'a> {
     /// Carry the interface's own host addresses and the routes through it into the pod (and
     /// put them back at detach), instead of the configuration's addresses and routes: what a
     /// secondary NIC keeping the address its cloud gave it needs. Only meaningful when the
-    /// configuration has neither.
+    /// configuration has neither. Refused for a subinterface ([`Placement::Macvlan`]).
     pub carry_host_addresses: bool,
+    /// Whether the interface itself moves, or a subinterface of it is made for the pod.
+    pub placement: &'a Placement,
 }
 
 impl<'a> AttachRequest<'a> {
-    /// Moves `device` configured as `config`, without carrying its host addresses.
+    /// Moves `device` configured as `config` ([`Placement::Move`]), without carrying its host
+    /// addresses.
     pub fn new(device: &'a str, config: &'a ValidConfig) -> Self {
         Self {
             device,
             config,
             carry_host_addresses: false,
+            placement: &Placement::Move,
         }
     }
 }
@@ -134,6 +186,24 @@ pub enum AttachError {
         /// What the record is of: `eth2 as net1 in /var/run/netns/X`.
         recorded: String,
     },
+    /// A subinterface was asked to carry its parent's host addresses, which stay with the parent.
+    #[error(
+        "attach {device}: a macvlan subinterface cannot carry the host addresses: they belong to \
+         {device}, its parent, which stays on the host"
+    )]
+    CarryWithSubinterface {
+        /// The parent asked for.
+        device: String,
+    },
+    /// The subinterface asked for breaks a rule (its tag, its name); nothing was changed.
+    #[error("attach {device}: {source}")]
+    InvalidSubinterface {
+        /// The parent asked for.
+        device: String,
+        /// The rule broken.
+        #[source]
+        source: Box<SubinterfaceError>,
+    },
     /// The target namespace could not be used.
     #[error("attach: {0}")]
     Netns(#[from] NetnsError),
@@ -175,12 +245,27 @@ pub enum StepError {
     /// An ethtool feature could not be read or set.
     #[error(transparent)]
     Ethtool(#[from] crate::ethtool::EthtoolError),
-    /// A sysctl could not be read or written.
+    /// A sysctl could not be read or written (boxed: it is among the largest of these).
     #[error(transparent)]
-    Sysctl(#[from] crate::sysctl::SysctlError),
+    Sysctl(Box<crate::sysctl::SysctlError>),
     /// The pod's namespace could not be entered.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// The subinterface could not be created (boxed: it is the largest of these).
+    #[error(transparent)]
+    Subinterface(Box<SubinterfaceError>),
+}
+
+impl From<crate::sysctl::SysctlError> for StepError {
+    fn from(error: crate::sysctl::SysctlError) -> Self {
+        Self::Sysctl(Box::new(error))
+    }
+}
+
+impl From<SubinterfaceError> for StepError {
+    fn from(error: SubinterfaceError) -> Self {
+        Self::Subinterface(Box::new(error))
+    }
 }
 
 impl StepError {
@@ -196,7 +281,7 @@ impl StepError {
 /// How the rollback after a failed attach went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rollback {
-    /// Every interface is back on the host as it was.
+    /// Every interface is back on the host as it was, and every subinterface deleted.
     Restored,
     /// Some of it could not be undone; each entry says what.
     Incomplete(Vec<String>),
@@ -224,7 +309,7 @@ pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<Resto
 /// anything else can fail. This is [`record_all`] then [`attach_recorded`] in one call, for a
 /// caller that need not persist the records before the move.
 pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
-    check_names(requests)?;
+    check_requests(requests)?;
     // One host socket for both halves: nothing happens between them here.
     let mut host = host_socket(requests)?;
     let records = record_with(&mut host, netns.path(), netns.inode()?, requests)?;
@@ -248,7 +333,7 @@ pub fn record_at(
     netns_inode: u64,
     requests: &[AttachRequest<'_>],
 ) -> Result<Vec<RestoreRecord>, AttachError> {
-    check_names(requests)?;
+    check_requests(requests)?;
     let mut host = host_socket(requests)?;
     record_with(&mut host, netns_path, netns_inode, requests)
 }
@@ -264,9 +349,14 @@ pub fn attach_recorded(
 ) -> Result<(), AttachError> {
     check_records(netns, requests, records)?;
     let mut host = host_socket(requests)?;
-    // Time passed while the caller persisted the records: each index must still be its link.
+    // Time passed while the caller persisted the records: each index must still be its link
+    // (a subinterface's parent, which does not move, need only still exist under its name).
     for record in records {
-        let link = get_link(&mut host, LinkSelector::Index(record.host.index)).map_err(|source| AttachError::Read {
+        let selector = match record.subinterface {
+            Some(_) => LinkSelector::Name(&record.host.name),
+            None => LinkSelector::Index(record.host.index),
+        };
+        let link = get_link(&mut host, selector).map_err(|source| AttachError::Read {
             device: record.host.name.clone(),
             step: "read the link".into(),
             source: source.into(),
@@ -280,9 +370,11 @@ pub fn attach_recorded(
     attach_with(&mut host, netns, requests, records)
 }
 
-/// Refuses two interfaces that would take the same name in the pod.
-fn check_names(requests: &[AttachRequest<'_>]) -> Result<(), AttachError> {
+/// Refuses two interfaces that would take the same name in the pod, and subinterfaces that
+/// break a rule.
+fn check_requests(requests: &[AttachRequest<'_>]) -> Result<(), AttachError> {
     for (i, request) in requests.iter().enumerate() {
+        check_placement(request)?;
         let name = pod_name(request);
         if let Some(other) = requests[..i].iter().find(|r| pod_name(r) == name) {
             return Err(AttachError::DuplicateName {
@@ -295,6 +387,61 @@ fn check_names(requests: &[AttachRequest<'_>]) -> Result<(), AttachError> {
     Ok(())
 }
 
+/// Refuses a subinterface that would carry its parent's addresses, or whose spec is invalid.
+fn check_placement(request: &AttachRequest<'_>) -> Result<(), AttachError> {
+    let Placement::Macvlan { mode, tag } = request.placement else {
+        return Ok(());
+    };
+    if request.carry_host_addresses {
+        return Err(AttachError::CarryWithSubinterface {
+            device: request.device.into(),
+        });
+    }
+    let spec = subinterface_spec(request.device, pod_name(request), *mode, tag, request.config);
+    let invalid = |source| AttachError::InvalidSubinterface {
+        device: request.device.into(),
+        source: Box::new(source),
+    };
+    let Some(prefix) = prefix_of(tag) else {
+        return Err(invalid(SubinterfaceError::InvalidSpec {
+            name: spec.name_in_pod,
+            field: "tag",
+            reason: format!("{tag:?} has no prefix ending in ':'"),
+        }));
+    };
+    spec.validate(prefix).map_err(invalid)
+}
+
+/// The subinterface `name_in_pod` of `parent`, as `config` configures it.
+fn subinterface_spec(
+    parent: &str,
+    name_in_pod: &str,
+    mode: MacvlanMode,
+    tag: &str,
+    config: &ValidConfig,
+) -> SubinterfaceSpec {
+    SubinterfaceSpec {
+        parent: parent.into(),
+        name_in_pod: name_in_pod.into(),
+        mode,
+        mac: config.hardware_address,
+        mtu: config.mtu,
+        up: config.up,
+        tag: tag.into(),
+    }
+}
+
+/// What a record of `request` says of its subinterface.
+fn subinterface_of(request: &AttachRequest<'_>) -> Option<Subinterface> {
+    match request.placement {
+        Placement::Move => None,
+        Placement::Macvlan { mode, tag } => Some(Subinterface {
+            mode: *mode,
+            tag: tag.clone(),
+        }),
+    }
+}
+
 /// Refuses records that are not one per request, in order, for `netns`.
 fn check_records(netns: &Netns, requests: &[AttachRequest<'_>], records: &[RestoreRecord]) -> Result<(), AttachError> {
     if requests.len() != records.len() {
@@ -305,12 +452,20 @@ fn check_records(netns: &Netns, requests: &[AttachRequest<'_>], records: &[Resto
         });
     }
     for (request, record) in requests.iter().zip(records) {
-        if record.host.name != request.device || record.name_in_pod != pod_name(request) || record.netns != netns.path()
+        check_placement(request)?;
+        if record.host.name != request.device
+            || record.name_in_pod != pod_name(request)
+            || record.netns != netns.path()
+            || record.subinterface != subinterface_of(request)
         {
+            let placement = match &record.subinterface {
+                Some(subinterface) => format!(" (a macvlan tagged {:?})", subinterface.tag),
+                None => String::new(),
+            };
             return Err(AttachError::NotItsRecord {
                 device: request.device.into(),
                 recorded: format!(
-                    "{} as {} in {}",
+                    "{} as {} in {}{placement}",
                     record.host.name,
                     record.name_in_pod,
                     record.netns.display()
@@ -330,7 +485,9 @@ fn host_socket(requests: &[AttachRequest<'_>]) -> Result<Rtnl, AttachError> {
     })
 }
 
-/// Step 1: reads everything first, so that a missing interface changes nothing.
+/// Step 1: reads everything first, so that a missing interface changes nothing. A
+/// subinterface's parent is read as a link only: none of its addresses, routes or settings are
+/// touched, so none are recorded.
 fn record_with(
     host: &mut Rtnl,
     netns_path: &Path,
@@ -338,7 +495,8 @@ fn record_with(
     requests: &[AttachRequest<'_>],
 ) -> Result<Vec<RestoreRecord>, AttachError> {
     let sysfs = Sysfs::default();
-    let mut links = Vec::with_capacity(requests.len());
+    let mut links = Vec::new();
+    let mut parents = Vec::new();
     for request in requests {
         let link = get_link(host, LinkSelector::Name(request.device))
             .map_err(|source| AttachError::Read {
@@ -350,25 +508,40 @@ fn record_with(
                 device: request.device.into(),
             })?;
         let pci = sysfs.interface(&link.name).pci.map(|p| p.address);
-        links.push((link, pci));
+        match request.placement {
+            Placement::Move => links.push((link, pci)),
+            Placement::Macvlan { .. } => parents.push(parent_state(link, pci)),
+        }
     }
-    let hosts = record_hosts(host, links).map_err(|source| AttachError::Read {
-        device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
-        step: "read addresses and routes".into(),
-        source: source.into(),
-    })?;
-    let mut hosts = hosts;
+    let moving: Vec<&AttachRequest<'_>> = requests
+        .iter()
+        .filter(|r| matches!(r.placement, Placement::Move))
+        .collect();
+    let devices = || moving.iter().map(|r| r.device).collect::<Vec<_>>().join(", ");
+    let mut hosts = if links.is_empty() {
+        Vec::new()
+    } else {
+        record_hosts(host, links).map_err(|source| AttachError::Read {
+            device: devices(),
+            step: "read addresses and routes".into(),
+            source: source.into(),
+        })?
+    };
     // The permanent neighbours always (the move flushes them from the host; a detach adds them
     // back), the rules of the interface's tables only when it carries them into the pod.
-    let carried = read_carried(host, &hosts).map_err(|e| {
-        let (step, source) = e.into_step();
-        AttachError::Read {
-            device: requests.iter().map(|r| r.device).collect::<Vec<_>>().join(", "),
-            step,
-            source: source.into(),
-        }
-    })?;
-    for ((request, host_state), carried) in requests.iter().zip(&mut hosts).zip(carried) {
+    let carried = if hosts.is_empty() {
+        Vec::new()
+    } else {
+        read_carried(host, &hosts).map_err(|e| {
+            let (step, source) = e.into_step();
+            AttachError::Read {
+                device: devices(),
+                step,
+                source: source.into(),
+            }
+        })?
+    };
+    for ((request, host_state), carried) in moving.iter().zip(&mut hosts).zip(carried) {
         for left in &carried.left {
             tracing::info!(device = %request.device, "not carried into the pod: {left}");
         }
@@ -377,7 +550,7 @@ fn record_with(
             host_state.settings.rules = carried.rules;
         }
     }
-    for (request, host_state) in requests.iter().zip(&mut hosts) {
+    for (request, host_state) in moving.iter().zip(&mut hosts) {
         let carried = std::mem::take(&mut host_state.settings);
         host_state.settings = crate::settings::record(host, host_state.index, &host_state.name, request.config)
             .map(|settings| HostSettings {
@@ -391,17 +564,54 @@ fn record_with(
                 source,
             })?;
     }
-    Ok(requests
-        .iter()
-        .zip(hosts)
-        .map(|(request, host_state)| RestoreRecord {
+    // Back in request order: the moved interfaces' states, and the parents'.
+    let (mut hosts, mut parents) = (hosts.into_iter(), parents.into_iter());
+    let mut records = Vec::with_capacity(requests.len());
+    for request in requests {
+        let subinterface = subinterface_of(request);
+        let state = match subinterface {
+            None => hosts.next(),
+            Some(_) => parents.next(),
+        };
+        let Some(host_state) = state else {
+            return Err(AttachError::Read {
+                device: request.device.into(),
+                step: "record the host state".into(),
+                source: RtnlError::Decode("fewer interfaces read than asked for".into()).into(),
+            });
+        };
+        records.push(RestoreRecord {
             netns: netns_path.to_owned(),
             netns_inode: Some(netns_inode),
             name_in_pod: pod_name(request).to_owned(),
-            mac_in_pod: request.config.hardware_address.or(host_state.mac),
+            // A subinterface's MAC is its own, not its parent's: the configured one, or the
+            // kernel's choice at creation (unknown until then).
+            mac_in_pod: match subinterface {
+                None => request.config.hardware_address.or(host_state.mac),
+                Some(_) => request.config.hardware_address,
+            },
             host: host_state,
-        })
-        .collect())
+            subinterface,
+        });
+    }
+    Ok(records)
+}
+
+/// A subinterface's parent as recorded: its link state, with nothing to restore.
+fn parent_state(link: LinkView, pci_address: Option<String>) -> HostInterface {
+    HostInterface {
+        name: link.name,
+        index: link.index,
+        mtu: link.mtu,
+        mac: link.mac,
+        permanent_mac: link.permanent_mac,
+        pci_address,
+        alias: link.alias,
+        up: link.up,
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        settings: HostSettings::default(),
+    }
 }
 
 /// Steps 2 to 4, with the rollback; `records` are `requests`' own, in order.
@@ -434,9 +644,11 @@ fn attach_with(
                 netns: netns.path().to_owned(),
             });
         }
-        let index_free = get_link(&mut pod, LinkSelector::Index(record.host.index))
-            .map_err(look(&format!("interface index {}", record.host.index)))?
-            .is_none();
+        // A subinterface is new: the kernel gives it an index of its own.
+        let index_free = record.subinterface.is_none()
+            && get_link(&mut pod, LinkSelector::Index(record.host.index))
+                .map_err(look(&format!("interface index {}", record.host.index)))?
+                .is_none();
         keep_index.push(index_free);
     }
 
@@ -446,14 +658,18 @@ fn attach_with(
     let mut steps = Vec::new();
     let mut indexes = Vec::with_capacity(records.len());
     for (at, ((request, record), keep)) in requests.iter().zip(records).zip(keep_index).enumerate() {
-        let index = match move_in(host, &mut pod, netns, request.config, record, keep) {
+        let placed = match &record.subinterface {
+            Some(subinterface) => create_in(netns, request.config, record, subinterface),
+            None => move_in(host, &mut pod, netns, request.config, record, keep).map_err(|(step, e)| (step, e.into())),
+        };
+        let index = match placed {
             Ok(index) => index,
             Err((step, source)) => {
                 let rollback = roll_back(host, &mut pod, &host_ns, &records[..=at]);
                 return Err(AttachError::Failed {
                     device: record.host.name.clone(),
                     step,
-                    source: source.into(),
+                    source,
                     rollback,
                 });
             }
@@ -548,6 +764,37 @@ fn move_in(
     }
 }
 
+/// Step 3 for a subinterface: the one message that creates it in the pod, named, with its
+/// mode, MAC, MTU and up state, then its tag (see [`crate::create_subinterface`]); its index
+/// there. The parent is read, never changed.
+fn create_in(
+    netns: &Netns,
+    config: &ValidConfig,
+    record: &RestoreRecord,
+    subinterface: &Subinterface,
+) -> Result<u32, (String, StepError)> {
+    let spec = subinterface_spec(
+        &record.host.name,
+        &record.name_in_pod,
+        subinterface.mode,
+        &subinterface.tag,
+        config,
+    );
+    let step = || {
+        format!(
+            "create a macvlan of {} in {} as {}",
+            record.host.name,
+            netns.path().display(),
+            record.name_in_pod
+        )
+    };
+    // A tag without a prefix fails the spec's own check, with its reason.
+    let prefix = prefix_of(&subinterface.tag).unwrap_or_default();
+    crate::subinterface::create(netns, &spec, prefix)
+        .map(|created| created.index)
+        .map_err(|e| (step(), e.into()))
+}
+
 /// Step 4 for one interface: its addresses and routes, added to `batch`, each with its step
 /// and the position `at` of the interface in the call.
 fn configure(
@@ -613,13 +860,24 @@ fn configure(
 /// Whether the request carries the interface's host addresses, routes, rules and neighbours
 /// into the pod: asked for, and the configuration gives no addresses or routes of its own.
 fn carries(request: &AttachRequest<'_>) -> bool {
-    request.carry_host_addresses && request.config.addresses.is_empty() && request.config.routes.is_empty()
+    matches!(request.placement, Placement::Move)
+        && request.carry_host_addresses
+        && request.config.addresses.is_empty()
+        && request.config.routes.is_empty()
 }
 
-/// Returns each recorded interface to the host, wherever it got to; what could not be undone.
+/// Returns each recorded interface to the host, wherever it got to, and deletes each
+/// subinterface (its parent untouched); what could not be undone.
 fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[RestoreRecord]) -> Rollback {
     let mut problems = Vec::new();
     for record in records.iter().rev() {
+        if let Some(subinterface) = &record.subinterface {
+            // Deleted by its tag in the pod; gone already (or never made) is fine.
+            if let Err(e) = delete_in(pod, &record.netns, &record.name_in_pod, &subinterface.tag) {
+                problems.push(e.to_string());
+            }
+            continue;
+        }
         if let Err(problem) = return_to_host(host, pod, host_ns, record) {
             problems.push(problem);
         }
@@ -632,7 +890,7 @@ fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[Restor
     }
 }
 
-/// Moves the interface back from the pod if it is there (under either name), restoring
+/// Moves a moved interface back from the pod if it is there (under either name), restoring
 /// name, MTU, MAC and up/down state in the same message; if it never left, puts those back on
 /// the host. The error says what could not be done.
 fn return_to_host(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, record: &RestoreRecord) -> Result<(), String> {
@@ -1003,6 +1261,7 @@ mod tests {
             netns_inode: None,
             name_in_pod: "net1".into(),
             mac_in_pod: None,
+            subinterface: None,
         };
         let err = attach_recorded(&netns, &requests, std::slice::from_ref(&record)).expect_err("one short");
         assert_eq!(

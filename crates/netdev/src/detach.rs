@@ -12,6 +12,15 @@
 //! addresses and routes are added again. A veth dies with its namespace: then there is nothing
 //! to bring back, which is not an error.
 //!
+//! A subinterface (a record with [`RestoreRecord::subinterface`]: a macvlan made for the pod
+//! on a parent that never moved) is deleted, never returned, and its parent is never looked
+//! for nor touched (the record's host state is the parent's, and nothing of it is restored):
+//! - in the pod's namespace, wherever it is still held, the link under its pod name carrying
+//!   its tag, else any link carrying the tag, is deleted: [`DetachOutcome::Deleted`];
+//! - else, a host link carrying exactly the tag (someone moved it there) is deleted by it,
+//!   the parent excepted: [`DetachOutcome::Deleted`] too;
+//! - else it went with its namespace: [`DetachOutcome::Vanished`].
+//!
 //! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
 
 use std::path::PathBuf;
@@ -19,10 +28,11 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 use crate::attach::{LinkChange, restore_addresses_and_routes, restoring, set_link, single};
-use crate::locate::{find_in_pod, find_on_host, pod_namespace};
+use crate::locate::{find_in_pod, find_on_host, find_tagged_on_host, pod_namespace};
 use crate::netns::{Netns, NetnsError};
-use crate::record::{LinkSelector, LinkView, RestoreRecord, get_link};
+use crate::record::{LinkSelector, LinkView, RestoreRecord, Subinterface, get_link};
 use crate::rtnl::{Rtnl, RtnlError};
+use crate::subinterface::{DeleteOutcome, SubinterfaceError, delete_in, delete_on_host};
 
 /// Where the interface was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +44,10 @@ pub enum DetachOutcome {
         /// The name it had when found.
         name: String,
     },
-    /// Nowhere: it ceased to exist with its namespace (a veth does).
+    /// Nowhere: it ceased to exist with its namespace (a veth does, and a subinterface).
     Vanished,
+    /// The subinterface made for the pod was deleted.
+    Deleted,
 }
 
 /// A detach that happened, possibly with parts that could not be restored.
@@ -69,6 +81,15 @@ pub enum DetachError {
         #[source]
         source: NetnsError,
     },
+    /// The subinterface could not be looked for or deleted.
+    #[error("detach {device}: {source}")]
+    Subinterface {
+        /// Its parent's name.
+        device: String,
+        /// Why.
+        #[source]
+        source: Box<SubinterfaceError>,
+    },
     /// The interface is in the pod and the kernel refused to move it out.
     #[error("detach {device}: move {name} out of {netns} to the host: {source}", netns = netns.display())]
     Stranded {
@@ -86,6 +107,11 @@ pub enum DetachError {
 
 /// Brings the recorded interface back to the host (see the module documentation).
 pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
+    // Before anything looks for the recorded host interface: for a subinterface that is the
+    // parent, which must not be "restored".
+    if let Some(subinterface) = &record.subinterface {
+        return detach_subinterface(record, subinterface);
+    }
     let device = record.host.name.clone();
     let host_error = |source| DetachError::Host {
         device: device.clone(),
@@ -203,4 +229,47 @@ fn restore_in_place(host: &mut Rtnl, link: &LinkView, record: &RestoreRecord) ->
         ));
     }
     problems
+}
+
+/// Deletes a subinterface wherever its tag is, never touching its parent (see the module
+/// documentation).
+fn detach_subinterface(record: &RestoreRecord, subinterface: &Subinterface) -> Result<Detached, DetachError> {
+    let device = &record.host.name;
+    let tag = &subinterface.tag;
+    let netns_error = |source| DetachError::Netns {
+        device: device.clone(),
+        source,
+    };
+    let failed = |source| DetachError::Subinterface {
+        device: device.clone(),
+        source: Box::new(source),
+    };
+    let done = |outcome| Detached {
+        outcome,
+        incomplete: Vec::new(),
+    };
+    if let Some(pod_ns) = pod_namespace(record).map_err(netns_error)? {
+        let mut pod = Rtnl::from_socket(pod_ns.socket().map_err(netns_error)?);
+        if delete_in(&mut pod, pod_ns.path(), &record.name_in_pod, tag).map_err(failed)? == DeleteOutcome::Deleted {
+            return Ok(done(DetachOutcome::Deleted));
+        }
+    }
+    let host_error = |source| DetachError::Host {
+        device: device.clone(),
+        source,
+    };
+    let mut host = Rtnl::new().map_err(host_error)?;
+    if let Some(link) = find_tagged_on_host(&mut host, record, tag).map_err(host_error)? {
+        tracing::warn!(device = %device, name = %link.name, tag = %tag, "subinterface found on the host; deleting it");
+        if delete_on_host(link.index, tag).map_err(failed)? == DeleteOutcome::Deleted {
+            return Ok(done(DetachOutcome::Deleted));
+        }
+    }
+    tracing::info!(
+        device = %device,
+        name = %record.name_in_pod,
+        netns = %record.netns.display(),
+        "subinterface gone with its namespace; nothing to delete"
+    );
+    Ok(done(DetachOutcome::Vanished))
 }

@@ -198,8 +198,9 @@ pub fn host_link_states() -> Result<Vec<LinkState>, HealthError> {
 }
 
 /// The state of `record`'s interface inside its pod's namespace, found there as
-/// [`locate`](crate::locate()) finds it (under its pod name, else by identity); its name is
-/// the one it has in the pod. `None` when the namespace is gone or the interface is not in it.
+/// [`locate`](crate::locate()) finds it (under its pod name, else by identity: for a
+/// subinterface, its tag, never its parent's state); its name is the one it has in the pod.
+/// `None` when the namespace is gone or the interface is not in it.
 pub fn pod_link_state(record: &RestoreRecord) -> Result<Option<LinkState>, HealthError> {
     let device = &record.host.name;
     let netns_error = |source| HealthError::Netns {

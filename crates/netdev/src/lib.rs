@@ -15,7 +15,10 @@
 //! - [`attach`](mod@attach): interfaces moved into a pod's namespace and configured, all or
 //!   none, with a [`record`] of what to restore, read first so the caller can journal it before
 //!   anything moves; [`detach`](mod@detach) brings them back, and [`locate`](mod@locate) says
-//!   where a recorded interface is now (in the pod, on the host, or gone).
+//!   where a recorded interface is now (in the pod, on the host, or gone). With
+//!   [`Placement::Macvlan`] (a shared NIC) the host interface stays put and a macvlan
+//!   subinterface of it is created in the pod instead, with the same record and calls; a
+//!   detach deletes it.
 //! - Settings inside the pod, in the calling thread's namespace: ethtool features
 //!   ([`Ethtool`]), offload sizes and queue length ([`tune_link`], [`link_tuning`]) and
 //!   per-interface sysctls ([`read_sysctl`], [`write_sysctl`]).
@@ -57,7 +60,8 @@ pub mod sysfs;
 mod tuning;
 
 pub use attach::{
-    AttachError, AttachRequest, Rollback, StepError, attach, attach_all, attach_recorded, record_all, record_at,
+    AttachError, AttachRequest, Placement, Rollback, StepError, attach, attach_all, attach_recorded, record_all,
+    record_at,
 };
 pub use changes::Changes;
 pub use config::{
@@ -69,7 +73,7 @@ pub use health::{Health, HealthError, LinkState, OperState, Place, Verdict, host
 pub use holders::find_netns;
 pub use locate::{LocateError, Location, locate};
 pub use netns::{Netns, NetnsError};
-pub use record::RestoreRecord;
+pub use record::{RestoreRecord, Subinterface};
 pub use rtnl::{KernelError, RtnlError};
 pub use settings::HostSettings;
 pub use subinterface::{

@@ -8,6 +8,13 @@
 //! under its original name or by identity (PCI function, else permanent MAC, else a MAC it
 //! had). Nowhere means it ceased to exist with its namespace, as a veth does.
 //!
+//! A subinterface (a record with [`RestoreRecord::subinterface`]) is found by its tag, never
+//! as its parent: in the pod's namespace under its pod name carrying the tag, else any link
+//! there carrying it ([`Location::InPod`]); else a host link carrying the tag, moved there by
+//! someone ([`Location::OnHost`]: a leftover to delete, which [`detach`](crate::detach())
+//! does); else [`Location::Gone`], as it is once its namespace is. The parent, which is on the
+//! host under the recorded name all along, is never looked at.
+//!
 //! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
 
 use crate::netns::{Netns, NetnsError};
@@ -60,6 +67,7 @@ pub enum LocateError {
 /// Where `record`'s interface is now (see the module documentation).
 pub fn locate(record: &RestoreRecord) -> Result<Location, LocateError> {
     let device = &record.host.name;
+    // `find_in_pod` identifies a subinterface by its tag; on the host only the tag is looked for.
     let netns_error = |source| LocateError::Netns {
         device: device.clone(),
         source,
@@ -81,7 +89,11 @@ pub fn locate(record: &RestoreRecord) -> Result<Location, LocateError> {
         source,
     };
     let mut host = Rtnl::new().map_err(read)?;
-    Ok(match find_on_host(&mut host, record).map_err(read)? {
+    let found = match &record.subinterface {
+        Some(subinterface) => find_tagged_on_host(&mut host, record, &subinterface.tag),
+        None => find_on_host(&mut host, record),
+    };
+    Ok(match found.map_err(read)? {
         Some(link) => Location::OnHost { name: link.name },
         None => Location::Gone,
     })
@@ -105,6 +117,18 @@ pub(crate) fn find_in_pod(pod: &mut Rtnl, record: &RestoreRecord) -> Result<Opti
         return Ok(Some(link));
     }
     Ok(dump_links(pod)?.into_iter().find(|l| record.identifies(l, None)))
+}
+
+/// A subinterface on the host: a link carrying `tag` that is not its parent (which keeps the
+/// recorded name and is never taken for it).
+pub(crate) fn find_tagged_on_host(
+    host: &mut Rtnl,
+    record: &RestoreRecord,
+    tag: &str,
+) -> Result<Option<LinkView>, RtnlError> {
+    Ok(dump_links(host)?
+        .into_iter()
+        .find(|l| l.alias.as_deref() == Some(tag) && l.name != record.host.name))
 }
 
 /// The interface on the host: under its original name if that is it, else by identity.

@@ -25,6 +25,7 @@ use crate::health::OperState;
 use crate::netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use crate::rtnl::{Rtnl, RtnlError};
 use crate::settings::HostSettings;
+use crate::subinterface::MacvlanMode;
 
 /// `RT_TABLE_MAIN`.
 pub(crate) const MAIN_TABLE: u32 = 254;
@@ -46,8 +47,25 @@ pub struct RestoreRecord {
     pub netns_inode: Option<u64>,
     /// Its name inside the pod.
     pub name_in_pod: String,
-    /// Its MAC address inside the pod (the configured one, or its own).
+    /// Its MAC address inside the pod (the configured one, or its own). For a subinterface,
+    /// the configured one only: the kernel picks the MAC when it creates the link, after the
+    /// record is written.
     pub mac_in_pod: Option<Mac>,
+    /// The subinterface created for the pod, when the host interface ([`Self::host`], its
+    /// parent) did not move: what a detach deletes instead of returning anything. Absent for an
+    /// interface that moved, and in records written before subinterfaces existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subinterface: Option<Subinterface>,
+}
+
+/// A subinterface created for the pod: what a detach deletes instead of returning anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subinterface {
+    /// Its macvlan mode.
+    pub mode: MacvlanMode,
+    /// Its tag (alias), by which it is found and deleted; never the parent's.
+    pub tag: String,
 }
 
 /// An interface's host-side state.
@@ -119,7 +137,13 @@ impl RestoreRecord {
     /// Whether `link` is this record's interface, by the strongest identity recorded: its PCI
     /// function (when the caller could read the link's, which sysfs shows for the host's
     /// namespace only), else its permanent MAC, else the MAC it had on the host or in the pod.
+    ///
+    /// A subinterface is identified by its tag alone: its parent (the recorded host interface)
+    /// never carries it, so the parent is never taken for it.
     pub(crate) fn identifies(&self, link: &LinkView, pci_address: Option<&str>) -> bool {
+        if let Some(subinterface) = &self.subinterface {
+            return link.alias.as_deref() == Some(subinterface.tag.as_str());
+        }
         if let (Some(recorded), Some(seen)) = (&self.host.pci_address, pci_address) {
             return recorded == seen;
         }
@@ -393,6 +417,7 @@ mod tests {
             netns_inode: Some(4_026_532_177),
             name_in_pod: "net1".into(),
             mac_in_pod: Some(Mac([2, 0xaa, 0, 0, 0, 1])),
+            subinterface: None,
         }
     }
 
@@ -448,5 +473,52 @@ mod tests {
         // And without an inode, none is written.
         let json = serde_json::to_string(&record).expect("serialises");
         assert!(!json.contains("netnsInode"), "{json}");
+    }
+
+    #[test]
+    fn a_record_written_before_subinterfaces_still_parses_and_writes_none() {
+        // What the previous version persisted: an inode, no `subinterface`.
+        let old = r#"{"host":{"name":"eth1","index":7,"mtu":1500,"mac":"02:00:00:00:00:07",
+            "permanentMac":null,"pciAddress":"0000:3b:00.0","alias":null,"up":true,
+            "addresses":[{"address":"192.0.2.5/24","scope":0}],"routes":[]},
+            "netns":"/var/run/netns/cni-1","netnsInode":4026532177,"nameInPod":"net1",
+            "macInPod":"02:aa:00:00:00:01"}"#;
+        let record: RestoreRecord = serde_json::from_str(old).expect("parses");
+        assert_eq!(record.subinterface, None);
+        assert_eq!(record.netns_inode, Some(4_026_532_177));
+        assert_eq!(record.host.addresses.len(), 1);
+        let json = serde_json::to_string(&record).expect("serialises");
+        assert!(!json.contains("subinterface"), "{json}");
+    }
+
+    #[test]
+    fn a_subinterface_record_has_golden_bytes_and_is_identified_by_its_tag_alone() {
+        let record = RestoreRecord {
+            subinterface: Some(Subinterface {
+                mode: MacvlanMode::Bridge,
+                tag: "netdra:uid:req".into(),
+            }),
+            ..sample()
+        };
+        let json = serde_json::to_string(&record).expect("serialises");
+        assert!(
+            json.ends_with(r#","subinterface":{"mode":"bridge","tag":"netdra:uid:req"}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<RestoreRecord>(&json).expect("parses"), record);
+
+        // The parent's own MAC or PCI function is not the subinterface; only the tag is.
+        assert!(!record.identifies(&view([2, 0, 0, 0, 0, 7], None), Some("0000:3b:00.0")));
+        assert!(!record.identifies(&view([2, 0xaa, 0, 0, 0, 1], None), None));
+        let tagged = LinkView {
+            alias: Some("netdra:uid:req".into()),
+            ..view([9; 6], None)
+        };
+        assert!(record.identifies(&tagged, None));
+        let other = LinkView {
+            alias: Some("netdra:uid:other".into()),
+            ..view([2, 0xaa, 0, 0, 0, 1], None)
+        };
+        assert!(!record.identifies(&other, None));
     }
 }

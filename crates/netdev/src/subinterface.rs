@@ -342,23 +342,35 @@ pub fn delete(record: &SubinterfaceRecord) -> Result<DeleteOutcome, Subinterface
             });
         }
     };
-    let ns = netns.path().display();
-    let kernel = |step: String| {
-        move |source| SubinterfaceError::Kernel {
-            name: name.clone(),
-            step,
-            source,
-        }
-    };
     let mut pod = Rtnl::from_socket(netns.socket().map_err(|source| SubinterfaceError::Netns {
         name: name.clone(),
         source,
     })?);
-    let tagged = |link: &LinkView| link.alias.as_deref() == Some(record.tag.as_str());
-    let found = match get_link(&mut pod, LinkSelector::Name(name)).map_err(kernel(format!("look in {ns}")))? {
+    delete_in(&mut pod, netns.path(), name, &record.tag)
+}
+
+/// [`delete`] on a socket in the pod's namespace (at `netns`, for the errors): the link under
+/// `name` if it carries `tag`, else whichever link carries it; [`DeleteOutcome::AlreadyGone`]
+/// when none does.
+pub(crate) fn delete_in(
+    pod: &mut Rtnl,
+    netns: &Path,
+    name: &str,
+    tag: &str,
+) -> Result<DeleteOutcome, SubinterfaceError> {
+    let ns = netns.display();
+    let kernel = |step: String| {
+        move |source| SubinterfaceError::Kernel {
+            name: name.to_owned(),
+            step,
+            source,
+        }
+    };
+    let tagged = |link: &LinkView| link.alias.as_deref() == Some(tag);
+    let found = match get_link(pod, LinkSelector::Name(name)).map_err(kernel(format!("look in {ns}")))? {
         Some(link) if tagged(&link) => Some(link),
         // Renamed in the pod, or the name is another link's: the tag decides.
-        _ => dump_links(&mut pod)
+        _ => dump_links(pod)
             .map_err(kernel(format!("look in {ns}")))?
             .into_iter()
             .find(tagged),
@@ -366,7 +378,14 @@ pub fn delete(record: &SubinterfaceRecord) -> Result<DeleteOutcome, Subinterface
     let Some(link) = found else {
         return Ok(DeleteOutcome::AlreadyGone);
     };
-    remove(&mut pod, link.index).map_err(kernel(format!("delete {} in {ns}", link.name)))
+    remove(pod, link.index).map_err(kernel(format!("delete {} in {ns}", link.name)))
+}
+
+/// The prefix of `tag` that [`SubinterfaceSpec::validate`] checks when the caller gives none of
+/// its own: up to and including its first `:` (`netdra:` of `netdra:<claim>:<request>`);
+/// `None` when it has no `:`.
+pub(crate) fn prefix_of(tag: &str) -> Option<&str> {
+    tag.find(':').map(|end| &tag[..=end])
 }
 
 /// The host's links whose tag starts with `tag_prefix` (non-empty): subinterfaces someone moved
@@ -765,5 +784,13 @@ mod tests {
         lo.header.link_layer_type = LinkLayerType::Loopback;
         lo.header.flags = LinkFlags::Loopback;
         assert_eq!(parent_problem(&lo).as_deref(), Some("it is a loopback interface"));
+    }
+
+    #[test]
+    fn the_tag_prefix_runs_to_the_first_colon() {
+        assert_eq!(prefix_of("netdra:uid:req"), Some("netdra:"));
+        assert_eq!(prefix_of("netdra:"), Some("netdra:"));
+        assert_eq!(prefix_of("netdra"), None);
+        assert_eq!(prefix_of(":x"), Some(":"));
     }
 }

@@ -5,9 +5,10 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
+mod udp;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use netdev::{
     create_subinterface as create, delete_subinterface as delete, delete_subinterface_on_host as delete_on_host,
     subinterface_leftovers as leftovers,
 };
+use udp::{round_trip, udp_in};
 
 /// This process's tag prefix: tests running at once (or other processes) never see each
 /// other's links.
@@ -68,40 +70,6 @@ fn pod_links(ns: &str) -> BTreeSet<String> {
         .iter()
         .map(|l| l["ifname"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// A UDP socket bound to `address` inside namespace `ns`: made on a thread that enters it (a
-/// socket stays in the namespace it was made in).
-fn udp_in(ns: &str, address: SocketAddrV4) -> UdpSocket {
-    let path = netns_path(ns);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let socket = UdpSocket::bind(address).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        socket
-    })
-    .join()
-    .unwrap()
-}
-
-/// A bounded UDP round trip from `a` to `b`: a datagram and its echo, retried while ARP
-/// resolves; what `b` saw the datagram come from.
-fn round_trip(a: &UdpSocket, b: &UdpSocket) -> SocketAddr {
-    let to = b.local_addr().unwrap();
-    let mut buffer = [0; 16];
-    for _ in 0..3 {
-        a.send_to(b"ping", to).unwrap();
-        let Ok((n, from)) = b.recv_from(&mut buffer) else {
-            continue;
-        };
-        assert_eq!(&buffer[..n], b"ping");
-        b.send_to(b"pong", from).unwrap();
-        let (n, _) = a.recv_from(&mut buffer).expect("the echo comes back");
-        assert_eq!(&buffer[..n], b"pong");
-        return from;
-    }
-    panic!("no datagram from {} reached {to}", a.local_addr().unwrap());
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use k8s_openapi::api::resource::v1::{CapacityRequestPolicy, CapacityRequestPolicyRange, Device, DeviceCapacity};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubeletplugin::{ClaimRef, DriverError};
-use netdev::{InterfaceConfig, MacvlanMode, Placement, RestoreRecord, SUBINTERFACE_TAG_PREFIX, ValidConfig};
+use netdev::{InterfaceConfig, MacvlanMode, Placement, RestoreRecord, ValidConfig};
 
 use crate::plan::PodRef;
 
@@ -93,6 +93,10 @@ impl NetworkDriver for HostDevice {
         })
     }
 }
+
+/// How the subinterfaces netdra makes are tagged (their alias starts with it): the start-up
+/// sweep deletes every link on the host that carries it.
+pub const SUBINTERFACE_TAG_PREFIX: &str = "netdra:";
 
 /// The capacity a shared NIC publishes: how many subinterfaces it takes.
 pub const SLOTS: &str = "slots";

@@ -220,7 +220,7 @@ impl Kernel for Netdev {
     async fn sweep_subinterfaces(&self) -> Result<Vec<String>, KernelError> {
         blocking("sweep subinterfaces", || {
             let mut deleted = Vec::new();
-            for leftover in netdev::subinterface_leftovers(netdev::SUBINTERFACE_TAG_PREFIX)? {
+            for leftover in netdev::subinterface_leftovers(crate::driver::SUBINTERFACE_TAG_PREFIX)? {
                 if netdev::delete_subinterface_on_host(leftover.index, &leftover.tag)? == netdev::DeleteOutcome::Deleted {
                     deleted.push(leftover.name);
                 }

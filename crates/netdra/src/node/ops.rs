@@ -797,7 +797,8 @@ impl<D: NetworkDriver, K: Kernel> Node<D, K> {
                 let outcome = match result {
                     Ok(detached) => {
                         let outcome = match detached.outcome {
-                            DetachOutcome::Returned => Outcome::Returned,
+                            // A deleted subinterface is as done as a returned interface.
+                            DetachOutcome::Returned | DetachOutcome::Deleted => Outcome::Returned,
                             DetachOutcome::FoundOnHost { name } => Outcome::FoundOnHost { name },
                             DetachOutcome::Vanished => Outcome::Vanished,
                         };
