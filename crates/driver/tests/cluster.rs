@@ -820,19 +820,26 @@ async fn shared_nic(
     ip(&["link", "set", NIC, "up"]);
     let parent_before = parent_state();
     let driver = Driver::shared(cluster, kubeconfig, dir, SHARED_SLOTS);
-    let device = eventually("the NIC published as shareable", Duration::from_secs(30), || async move {
-        let list = slices.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .filter(|s| s.spec.driver == DRIVER && s.spec.node_name.as_deref() == Some(node))
-            .flat_map(|s| s.spec.devices.iter().flatten())
-            .find(|d| if_name(d) == Some(NIC) && d.allow_multiple_allocations == Some(true))
-            .cloned()
-    })
+    let device = eventually(
+        "the NIC published as shareable",
+        Duration::from_secs(30),
+        || async move {
+            let list = slices.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .filter(|s| s.spec.driver == DRIVER && s.spec.node_name.as_deref() == Some(node))
+                .flat_map(|s| s.spec.devices.iter().flatten())
+                .find(|d| if_name(d) == Some(NIC) && d.allow_multiple_allocations == Some(true))
+                .cloned()
+        },
+    )
     .await;
     let slots = &device.capacity.as_ref().expect("capacity published")[netdra::SLOTS];
     assert_eq!(slots.value.0, SHARED_SLOTS.to_string(), "{device:?}");
-    println!("shared NIC: {NIC} published once as {} with {} slots", device.name, slots.value.0);
+    println!(
+        "shared NIC: {NIC} published once as {} with {} slots",
+        device.name, slots.value.0
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let claims: Api<ResourceClaim> = Api::namespaced(client.clone(), "default");
@@ -849,7 +856,10 @@ async fn shared_nic(
         let pod = running_pod(&pods, &name, Duration::from_secs(90)).await;
         let netns = pod_netns(cluster.var("CRI_SOCKET"), pod.metadata.uid.as_deref().unwrap()).await;
         let link = ip(&["-n", &netns, "-d", "-o", "link", "show", "dev", "net1"]);
-        assert!(link.contains("macvlan mode bridge"), "{name}: net1 is a macvlan: {link}");
+        assert!(
+            link.contains("macvlan mode bridge"),
+            "{name}: net1 is a macvlan: {link}"
+        );
         // A link whose parent is in another namespace shows as `net1@ifN`.
         assert!(link.contains("net1@if"), "{name}: on a parent outside the pod: {link}");
         let addresses = ip(&["-n", &netns, "-o", "addr", "show", "dev", "net1"]);
@@ -862,11 +872,30 @@ async fn shared_nic(
             .to_owned();
         macs.push(mac);
         let claim = claims.get(&name).await.unwrap();
-        let result = &claim.status.as_ref().unwrap().allocation.as_ref().unwrap().devices.as_ref().unwrap().results.as_ref().unwrap()[0];
+        let result = &claim
+            .status
+            .as_ref()
+            .unwrap()
+            .allocation
+            .as_ref()
+            .unwrap()
+            .devices
+            .as_ref()
+            .unwrap()
+            .results
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(result.device, device.name, "{name}: allocated the shared NIC");
-        let share_id = result.share_id.clone().unwrap_or_else(|| panic!("{name}: a share ID: {result:?}"));
+        let share_id = result
+            .share_id
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: a share ID: {result:?}"));
         let entry = wait_ready(&claims, &name).await;
-        assert_eq!(entry["shareID"], json!(share_id), "{name}: the status entry carries the share ID: {entry}");
+        assert_eq!(
+            entry["shareID"],
+            json!(share_id),
+            "{name}: the status entry carries the share ID: {entry}"
+        );
         assert_eq!(entry["networkData"]["ips"], json!([format!("10.233.0.{}/24", 10 + n)]));
         share_ids.push(share_id);
     }
@@ -884,9 +913,15 @@ async fn shared_nic(
             }
         })
         .await;
-        assert!(log.contains("PING-OK"), "{name} reached its peer over the shared NIC:\n{log}");
+        assert!(
+            log.contains("PING-OK"),
+            "{name} reached its peer over the shared NIC:\n{log}"
+        );
     }
-    println!("shared NIC: two pods, macvlans {} and {}, reach each other", macs[0], macs[1]);
+    println!(
+        "shared NIC: two pods, macvlans {} and {}, reach each other",
+        macs[0], macs[1]
+    );
 
     // A third claim beyond the capacity: the scheduler leaves it unallocated, the pod pending.
     create(client, &shared_nic_pod(2, "10.233.0.10"), false).await;
@@ -917,16 +952,24 @@ async fn shared_nic(
     running_pod(&pods, "shared-2", Duration::from_secs(90)).await;
     println!("shared NIC: a slot freed, the third pod runs");
     for n in [1, 2] {
-        pods.delete(&format!("shared-{n}"), &DeleteParams::default()).await.unwrap();
+        pods.delete(&format!("shared-{n}"), &DeleteParams::default())
+            .await
+            .unwrap();
     }
     for n in [1, 2] {
         wait_pod_gone(&pods, &format!("shared-{n}")).await;
     }
     for n in 0..3 {
-        claims.delete(&format!("shared-{n}"), &DeleteParams::default()).await.unwrap();
+        claims
+            .delete(&format!("shared-{n}"), &DeleteParams::default())
+            .await
+            .unwrap();
     }
     let macvlans = ip(&["-d", "-o", "link", "show", "type", "macvlan"]);
-    assert!(macvlans.trim().is_empty(), "no subinterface left on the host: {macvlans}");
+    assert!(
+        macvlans.trim().is_empty(),
+        "no subinterface left on the host: {macvlans}"
+    );
     assert_eq!(parent_state(), parent_before, "the parent as it was");
     assert!(
         !driver.log().contains(" 403 ") && !driver.log().contains("forbidden"),

@@ -51,6 +51,7 @@ impl NetworkDriver for SriovVfs {
         Ok(InterfacePlan {
             config: config.validate()?,
             carry_host_addresses: false,
+            placement: Default::default(),
         })
     }
 }

@@ -138,7 +138,7 @@ impl NetworkDriver for SharedNic {
                 request_policy: Some(CapacityRequestPolicy {
                     default: Some(one()),
                     valid_range: Some(CapacityRequestPolicyRange {
-                        min: Some(one()),
+                        min: one(),
                         max: Some(one()),
                         step: None,
                     }),
@@ -191,7 +191,7 @@ mod tests {
         let range = policy.valid_range.as_ref().expect("a range");
         assert_eq!(
             (range.min.clone(), range.max.clone()),
-            (Some(Quantity("1".into())), Some(Quantity("1".into())))
+            (Quantity("1".into()), Some(Quantity("1".into())))
         );
         // The attributes stay as the inventory made them.
         assert_eq!(published.attributes, device().attributes);

@@ -221,7 +221,8 @@ impl Kernel for Netdev {
         blocking("sweep subinterfaces", || {
             let mut deleted = Vec::new();
             for leftover in netdev::subinterface_leftovers(crate::driver::SUBINTERFACE_TAG_PREFIX)? {
-                if netdev::delete_subinterface_on_host(leftover.index, &leftover.tag)? == netdev::DeleteOutcome::Deleted {
+                if netdev::delete_subinterface_on_host(leftover.index, &leftover.tag)? == netdev::DeleteOutcome::Deleted
+                {
                     deleted.push(leftover.name);
                 }
             }

@@ -615,6 +615,7 @@ mod tests {
                     interface: InterfacePlan {
                         config: InterfaceConfig::default().validate().unwrap(),
                         carry_host_addresses: false,
+                        placement: Default::default(),
                     },
                     published: Default::default(),
                 }],

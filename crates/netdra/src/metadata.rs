@@ -70,6 +70,7 @@ mod tests {
                     interface: InterfacePlan {
                         config: config.validate().unwrap(),
                         carry_host_addresses: false,
+                        placement: Default::default(),
                     },
                     published: serde_json::from_value(
                         json!({"name": format!("d-{host}"), "attributes": {"ifName": {"string": host}}}),

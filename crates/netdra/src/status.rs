@@ -476,6 +476,7 @@ mod tests {
                 interface: InterfacePlan {
                     config: config.validate().unwrap(),
                     carry_host_addresses: carry,
+                    placement: Default::default(),
                 },
                 published: Default::default(),
             }],
