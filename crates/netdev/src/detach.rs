@@ -112,7 +112,7 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
             move_out(&mut pod, &host_ns, &link, record)?;
             return Ok(Detached {
                 outcome: DetachOutcome::Returned,
-                incomplete: restore_addresses_and_routes(&mut host, &record.host),
+                incomplete: restore_addresses_and_routes(&mut host, record),
             });
         }
     }
@@ -129,7 +129,7 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
         });
     };
     let mut incomplete = restore_in_place(&mut host, &link, record);
-    incomplete.extend(restore_addresses_and_routes(&mut host, &record.host));
+    incomplete.extend(restore_addresses_and_routes(&mut host, record));
     Ok(Detached {
         outcome: DetachOutcome::FoundOnHost { name: link.name },
         incomplete,
