@@ -252,7 +252,7 @@ fn injected(op: Op, about: &str) -> KernelError {
         Op::Record | Op::Attach => KernelError::Attach(AttachError::Read {
             device: about.into(),
             step: "injected".into(),
-            source,
+            source: source.into(),
         }),
         Op::Detach => KernelError::Detach(DetachError::Stranded {
             device: about.into(),
@@ -381,7 +381,7 @@ impl Kernel for FakeKernel {
                 Err(KernelError::Attach(AttachError::Failed {
                     device: about,
                     step: "injected failure after the move".into(),
-                    source: RtnlError::Decode("injected".into()),
+                    source: RtnlError::Decode("injected".into()).into(),
                     rollback: if rolled_back {
                         Rollback::Restored
                     } else {
