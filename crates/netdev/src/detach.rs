@@ -9,8 +9,9 @@
 //! returns a physical interface to the host when its namespace is destroyed, under a name of
 //! its own choosing (`dev7`), so it is found by its recorded identity (PCI function, else
 //! permanent MAC, else the MAC it had) and given back its name and settings. Either way its
-//! addresses and routes are added again. A veth dies with its namespace: then there is nothing
-//! to bring back, which is not an error.
+//! addresses, routes and recorded settings are added again, to the interface found by that
+//! identity: never to another interface that took its name on the host meanwhile. A veth dies
+//! with its namespace: then there is nothing to bring back, which is not an error.
 //!
 //! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
 
