@@ -80,6 +80,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::carry::read_carried;
 use crate::config::{Mac, ValidConfig};
+use crate::locate::find_on_host;
 use crate::neighbours::add_neighbour;
 use crate::netns::{Netns, NetnsError};
 use crate::record::{
@@ -245,7 +246,8 @@ pub enum StepError {
     /// An ethtool feature could not be read or set.
     #[error(transparent)]
     Ethtool(#[from] crate::ethtool::EthtoolError),
-    /// A sysctl could not be read or written (boxed: it is among the largest of these).
+    /// A sysctl could not be read or written (boxed: its error is the largest, and every
+    /// attach result carries the space of the largest).
     #[error(transparent)]
     Sysctl(Box<crate::sysctl::SysctlError>),
     /// The pod's namespace could not be entered.
@@ -881,7 +883,7 @@ fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[Restor
         if let Err(problem) = return_to_host(host, pod, host_ns, record) {
             problems.push(problem);
         }
-        problems.extend(restore_addresses_and_routes(host, &record.host));
+        problems.extend(restore_addresses_and_routes(host, record));
     }
     if problems.is_empty() {
         Rollback::Restored
@@ -941,18 +943,23 @@ pub(crate) fn restoring(index: u32, netns_fd: Option<RawFd>, original: &HostInte
     }
 }
 
-/// Re-adds recorded addresses, then routes, on the host (the link is found by its recorded
-/// name); ones that already exist are fine. What failed, as messages.
-pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInterface) -> Vec<String> {
+/// Re-adds recorded settings, addresses, then routes, on the host; ones that already exist
+/// are fine. What failed, as messages.
+///
+/// The link is found by its recorded identity, not by name alone: when its name was taken on
+/// the host meanwhile it came back under another (see [`crate::detach()`]), and the
+/// interface holding the name must not get its addresses, neighbours, features or sysctls.
+pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, record: &RestoreRecord) -> Vec<String> {
+    let original = &record.host;
     if original.addresses.is_empty() && original.routes.is_empty() && original.settings.is_empty() {
         return Vec::new();
     }
-    let index = match get_link(host, LinkSelector::Name(&original.name)) {
-        Ok(Some(link)) => link.index,
+    let (index, name) = match find_on_host(host, record) {
+        Ok(Some(link)) => (link.index, link.name),
         Ok(None) => return vec![format!("{} is not on the host to restore its addresses", original.name)],
         Err(e) => return vec![format!("find {} on the host: {e}", original.name)],
     };
-    let mut problems = crate::settings::restore_on_host(host, index, &original.name, &original.settings);
+    let mut problems = crate::settings::restore_on_host(host, index, &name, &original.settings);
     let mut requests = Vec::new();
     let mut steps = Vec::new();
     for address in &original.addresses {
@@ -960,21 +967,21 @@ pub(crate) fn restore_addresses_and_routes(host: &mut Rtnl, original: &HostInter
             add_address(index, address.address, address.broadcast, address.scope),
             NLM_F_CREATE | NLM_F_EXCL,
         ));
-        steps.push(format!("restore address {} on {}", address.address, original.name));
+        steps.push(format!("restore address {} on {name}", address.address));
     }
     for route in &original.routes {
         requests.push((add_route(index, route), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push(format!("restore route to {} on {}", route.destination, original.name));
+        steps.push(format!("restore route to {} on {name}", route.destination));
     }
     for neighbour in &original.settings.neighbours {
         requests.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push(format!("restore neighbour {neighbour} on {}", original.name));
+        steps.push(format!("restore neighbour {neighbour} on {name}"));
     }
     if requests.is_empty() {
         return problems;
     }
     match host.execute(requests) {
-        Err(e) => problems.push(format!("restore addresses and routes of {}: {e}", original.name)),
+        Err(e) => problems.push(format!("restore addresses and routes of {name}: {e}")),
         Ok(answers) => problems.extend(
             answers
                 .into_iter()

@@ -197,6 +197,7 @@ mod tests {
 
     use super::*;
     use crate::config::IpFamily;
+    use crate::settings::HostSettings;
 
     fn route(destination: &str, table: u32) -> HostRoute {
         HostRoute {
@@ -312,8 +313,8 @@ mod tests {
 
     #[test]
     fn carried_state_is_plain_data_for_the_record() {
-        // Carried rules and neighbours are recorded in the host settings.
-        let carried = crate::settings::HostSettings {
+        // What is carried lives in the record's host settings.
+        let carried = HostSettings {
             rules: vec![Rule {
                 priority: Some(1000),
                 family: IpFamily::V6,
@@ -325,7 +326,7 @@ mod tests {
                 address: "10.1.0.9".parse().expect("ip"),
                 hardware_address: crate::config::Mac([2, 0, 0, 0, 0, 9]),
             }],
-            ..Default::default()
+            ..HostSettings::default()
         };
         let json = serde_json::to_string(&carried).expect("serialises");
         assert_eq!(
@@ -333,12 +334,12 @@ mod tests {
             r#"{"rules":[{"priority":1000,"family":"IPv6","from":null,"to":"fd00::/64","table":100}],"neighbours":[{"address":"10.1.0.9","hardwareAddress":"02:00:00:00:00:09"}]}"#
         );
         assert_eq!(
-            serde_json::from_str::<crate::settings::HostSettings>(&json).expect("reads back"),
+            serde_json::from_str::<HostSettings>(&json).expect("reads back"),
             carried
         );
         assert_eq!(
-            serde_json::from_str::<crate::settings::HostSettings>("{}").expect("empty"),
-            crate::settings::HostSettings::default()
+            serde_json::from_str::<HostSettings>("{}").expect("empty"),
+            HostSettings::default()
         );
     }
 }

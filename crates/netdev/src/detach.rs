@@ -9,8 +9,9 @@
 //! returns a physical interface to the host when its namespace is destroyed, under a name of
 //! its own choosing (`dev7`), so it is found by its recorded identity (PCI function, else
 //! permanent MAC, else the MAC it had) and given back its name and settings. Either way its
-//! addresses and routes are added again. A veth dies with its namespace: then there is nothing
-//! to bring back, which is not an error.
+//! addresses, routes and recorded settings are added again, to the interface found by that
+//! identity: never to another interface that took its name on the host meanwhile. A veth dies
+//! with its namespace: then there is nothing to bring back, which is not an error.
 //!
 //! A subinterface (a record with [`RestoreRecord::subinterface`]: a macvlan made for the pod
 //! on a parent that never moved) is deleted, never returned, and its parent is never looked
@@ -138,7 +139,7 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
             move_out(&mut pod, &host_ns, &link, record)?;
             return Ok(Detached {
                 outcome: DetachOutcome::Returned,
-                incomplete: restore_addresses_and_routes(&mut host, &record.host),
+                incomplete: restore_addresses_and_routes(&mut host, record),
             });
         }
     }
@@ -155,7 +156,7 @@ pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
         });
     };
     let mut incomplete = restore_in_place(&mut host, &link, record);
-    incomplete.extend(restore_addresses_and_routes(&mut host, &record.host));
+    incomplete.extend(restore_addresses_and_routes(&mut host, record));
     Ok(Detached {
         outcome: DetachOutcome::FoundOnHost { name: link.name },
         incomplete,
