@@ -629,6 +629,19 @@ async fn crash_after_move_before_outcome_is_undone_and_redone() {
     assert_eq!(w.journal(), phases(&[("c", "attaching")]));
     w.restart().await;
     assert_eq!(w.place("eth1"), "host as eth1", "an interrupted attach is undone");
+    // Subinterfaces left on the host are swept at each start, only once the journal has
+    // converged: a journaled one found on the host is then already settled.
+    let calls = w.kernel.calls();
+    let last_sweep = *w.kernel.sweeps().last().expect("a sweep at start");
+    let converged = calls
+        .iter()
+        .rposition(|(op, _)| *op == Op::Locate)
+        .expect("the restart located eth1");
+    assert!(
+        last_sweep > converged,
+        "swept after converging: {calls:?}, sweep after {last_sweep} calls"
+    );
+    assert_eq!(w.kernel.sweeps().len(), 2, "one sweep per start");
     w.resync_pod_a_attaches("eth1", inode).await;
     assert_eq!(w.status("c")[0].0, "True");
 }

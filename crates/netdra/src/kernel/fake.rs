@@ -106,6 +106,8 @@ struct World {
     next_inode: u64,
     faults: BTreeMap<Op, Vec<Fault>>,
     calls: Vec<(Op, String)>,
+    /// For each sweep of subinterfaces, how many calls had been made before it.
+    sweeps: Vec<usize>,
 }
 
 /// The fake kernel; clones share one world.
@@ -216,6 +218,11 @@ impl FakeKernel {
     /// Every call so far: the operation and what it was about.
     pub(crate) fn calls(&self) -> Vec<(Op, String)> {
         self.world.lock().calls.clone()
+    }
+
+    /// For each sweep of subinterfaces so far, how many calls came before it.
+    pub(crate) fn sweeps(&self) -> Vec<usize> {
+        self.world.lock().sweeps.clone()
     }
 
     fn take_fault(&self, op: Op, about: String) -> Option<Fault> {
@@ -445,6 +452,14 @@ impl Kernel for FakeKernel {
         Ok(in_pod
             .then(|| self.world.lock().links.get(&record.host.name).map(state_of))
             .flatten())
+    }
+
+    // Not a call: the fake makes no subinterfaces; when it runs is what the tests look at.
+    async fn sweep_subinterfaces(&self) -> Result<Vec<String>, KernelError> {
+        let mut world = self.world.lock();
+        let before = world.calls.len();
+        world.sweeps.push(before);
+        Ok(Vec::new())
     }
 }
 
