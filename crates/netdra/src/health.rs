@@ -9,7 +9,7 @@
 //! | in a pod, but its link is not there | Unhealthy: the interface is gone from the pod |
 //! | being moved (`Attaching`, `Detaching`) | Unknown, naming the pod |
 //! | `Stranded` | Unhealthy: it could not be returned from the pod (netdra retries) |
-//! | otherwise (free, prepared, returned) | its link on the host, judged as on the host |
+//! | otherwise (free, prepared, returned), or shared (its claims' subinterfaces are in pods, it is not) | its link on the host, judged as on the host |
 //! | not on the host and not held by a claim | left out: the kubelet reads a device it is no longer told about as Unknown after its window, which is what the protocol gives a device that went away |
 //!
 //! The shell ([`monitor`]) reads the host's links and the links of the devices in pods every
@@ -138,6 +138,8 @@ async fn held<K: Kernel>(kernel: &K, claims: &BTreeMap<String, Claim>) -> HashMa
             .devices
             .iter()
             .enumerate()
+            // A shared NIC stays on the host: its health is its own link's, whoever shares it.
+            .filter(|(_, device)| device.interface.placement == netdev::Placement::Move)
             .map(move |(i, device)| async move {
                 let entry = match &claim.phase {
                     Phase::Attached { records, .. } => {
