@@ -135,14 +135,22 @@ struct Flags {
     #[arg(long, env = "DRIVER_MODE", value_enum, default_value_t = ModeFlag::HostDevice, global = true)]
     mode: ModeFlag,
     /// In `shared-nic` mode, how many claims one interface serves at a time.
-    #[arg(long, env = "SHARED_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
-    shared_slots: u32,
+    #[arg(long, env = "SHARED_SLOTS", default_value = "8", value_parser = shared_slots, global = true)]
+    shared_slots: std::num::NonZeroU32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log level, or a tracing filter such as `info,netdra=debug`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     log_level: String,
+}
+
+/// `--shared-slots`: 1 to 4096.
+fn shared_slots(text: &str) -> Result<std::num::NonZeroU32, String> {
+    let n: u32 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    std::num::NonZeroU32::new(n)
+        .filter(|n| n.get() <= 4096)
+        .ok_or_else(|| format!("{n} is not in 1..=4096"))
 }
 
 /// `--mode`.

@@ -869,6 +869,7 @@ async fn shared_nic(
     create(client, &shared_nic_pod(1, "10.233.0.10"), false).await;
     let mut macs = Vec::new();
     let mut share_ids = Vec::new();
+    let mut namespaces = Vec::new();
     for n in 0..2 {
         let name = format!("shared-{n}");
         let pod = running_pod(&pods, &name, Duration::from_secs(90)).await;
@@ -882,6 +883,7 @@ async fn shared_nic(
         assert!(link.contains("net1@if"), "{name}: on a parent outside the pod: {link}");
         let addresses = ip(&["-n", &netns, "-o", "addr", "show", "dev", "net1"]);
         assert!(addresses.contains(&format!("10.233.0.{}/24", 10 + n)), "{addresses}");
+        namespaces.push(netns);
         let mac = link
             .split_whitespace()
             .skip_while(|w| *w != "link/ether")
@@ -973,6 +975,9 @@ async fn shared_nic(
     wait_pod_gone(&pods, "shared-0").await;
     running_pod(&pods, "shared-2", Duration::from_secs(90)).await;
     println!("shared NIC: a slot freed, the third pod runs");
+    // The second pod's namespace held past its pod: a macvlan dies with its namespace, so only
+    // while it is held does its absence show that the agent's detach deleted it.
+    let held = HeldNetns::hold(&namespaces[1], dir);
     for n in [1, 2] {
         pods.delete(&format!("shared-{n}"), &DeleteParams::default())
             .await
@@ -987,11 +992,14 @@ async fn shared_nic(
             .await
             .unwrap();
     }
-    let macvlans = ip(&["-d", "-o", "link", "show", "type", "macvlan"]);
+    let left = held.links();
     assert!(
-        macvlans.trim().is_empty(),
-        "no subinterface left on the host: {macvlans}"
+        left.contains(": lo:") && !left.contains("net1"),
+        "the agent deleted the macvlan of the stopped pod, whose namespace is still held: {left}"
     );
+    drop(held);
+    let macvlans = ip(&["-d", "-o", "link", "show", "type", "macvlan"]);
+    assert!(macvlans.trim().is_empty(), "no subinterface on the host: {macvlans}");
     assert_eq!(
         comparable(&parent_state(), false),
         comparable(&parent_before, false),
@@ -1004,4 +1012,44 @@ async fn shared_nic(
     );
     driver.stop();
     println!("shared NIC: pods gone, no subinterface left, the parent as it was");
+}
+
+/// A pod's network namespace held by a bind mount past its pod, released when dropped.
+struct HeldNetns {
+    mount: PathBuf,
+}
+
+impl HeldNetns {
+    /// Holds the namespace named `name` (under `/var/run/netns`) at a file in `dir`.
+    fn hold(name: &str, dir: &Path) -> Self {
+        let mount = dir.join(format!("held-{name}"));
+        std::fs::write(&mount, b"").unwrap();
+        let source = Path::new("/var/run/netns").join(name);
+        let status = Command::new("mount")
+            .arg("--bind")
+            .arg(&source)
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "bind-mount {}", source.display());
+        Self { mount }
+    }
+
+    /// `ip link` inside the held namespace.
+    fn links(&self) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.mount.display()))
+            .args(["ip", "-o", "link", "show"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for HeldNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = std::fs::remove_file(&self.mount);
+    }
 }

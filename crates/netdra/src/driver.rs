@@ -5,6 +5,8 @@
 //! specific to it: which devices it publishes and how, and how a claim's configuration turns
 //! into one interface's configuration inside the pod.
 
+use std::num::NonZeroU32;
+
 use k8s_openapi::api::resource::v1::{CapacityRequestPolicy, CapacityRequestPolicyRange, Device, DeviceCapacity};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubeletplugin::{ClaimRef, DriverError};
@@ -112,17 +114,17 @@ pub const SLOTS: &str = "slots";
 /// carrier. There is no carry-over: the parent's addresses stay the parent's.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedNic {
-    slots: u32,
+    slots: NonZeroU32,
 }
 
 impl SharedNic {
-    /// A shared-NIC driver publishing `slots` subinterfaces per parent (at least 1).
-    pub fn new(slots: u32) -> Self {
-        Self { slots: slots.max(1) }
+    /// A shared-NIC driver publishing `slots` subinterfaces per parent.
+    pub fn new(slots: NonZeroU32) -> Self {
+        Self { slots }
     }
 
     /// How many subinterfaces each parent takes.
-    pub fn slots(&self) -> u32 {
+    pub fn slots(&self) -> NonZeroU32 {
         self.slots
     }
 }
@@ -172,6 +174,10 @@ mod tests {
         serde_json::from_value(json!({"name": "eth1", "attributes": {"ifName": {"string": "eth1"}}})).expect("device")
     }
 
+    fn slots(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).expect("not zero")
+    }
+
     fn claim() -> ClaimRef {
         ClaimRef {
             namespace: "default".into(),
@@ -182,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_shared_nic_is_published_once_with_one_slot_per_allocation() {
-        let published = SharedNic::new(4).publish(device()).expect("published");
+        let published = SharedNic::new(slots(4)).publish(device()).expect("published");
         assert_eq!(published.allow_multiple_allocations, Some(true));
         let slots = &published.capacity.as_ref().expect("capacity")[SLOTS];
         assert_eq!(slots.value, Quantity("4".into()));
@@ -195,7 +201,6 @@ mod tests {
         );
         // The attributes stay as the inventory made them.
         assert_eq!(published.attributes, device().attributes);
-        assert_eq!(SharedNic::new(0).slots(), 1, "at least one slot");
     }
 
     #[test]
@@ -214,7 +219,7 @@ mod tests {
             host_interface: "eth1",
             config: Some(&config),
         };
-        let plan = SharedNic::new(2).plan_interface(&request).expect("planned");
+        let plan = SharedNic::new(slots(2)).plan_interface(&request).expect("planned");
         assert_eq!(
             plan.placement,
             Placement::Macvlan {
@@ -229,7 +234,7 @@ mod tests {
             addresses: vec!["10.233.0.10".into()],
             ..InterfaceConfig::default()
         };
-        let err = SharedNic::new(2)
+        let err = SharedNic::new(slots(2))
             .plan_interface(&InterfaceRequest {
                 config: Some(&bad),
                 ..request

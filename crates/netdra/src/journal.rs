@@ -4,10 +4,10 @@
 //! What goes in it is the caller's (the node's claims, the kubelet plugin's prepared claims);
 //! this module only writes changes, in order, all of a batch or none.
 //!
-//! File format, version 2 (`netdra-state`):
+//! File format, version 3 (`netdra-state`):
 //!
 //! ```text
-//! netdra-journal v2\n
+//! netdra-journal v3\n
 //! <crc32 of the JSON, 8 hex digits> <one record as JSON>\n
 //! …
 //! ```
@@ -61,7 +61,23 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 /// The first line of a journal file.
-const HEADER: &str = "netdra-journal v2";
+///
+/// Version 3 has the same lines as version 2; its values may hold what version 2's readers
+/// would silently drop (a claim's subinterface placement, a record's `subinterface`): an
+/// older agent that read them would take a shared NIC's record for a moved interface and
+/// "restore" the parent. So an older agent refuses a version 3 file (it stops naming the
+/// file), and this one reads version 2 files (they hold nothing of the kind) and writes
+/// version 3 from its first snapshot at start.
+const HEADER: &str = "netdra-journal v3";
+/// The first line of a version 2 journal file, still read.
+const HEADER_V2: &str = "netdra-journal v2";
+
+/// Whether `line` (with its newline) is the header of a journal this agent reads.
+fn known_header(line: &[u8]) -> bool {
+    [HEADER, HEADER_V2]
+        .iter()
+        .any(|h| line.strip_suffix(b"\n") == Some(h.as_bytes()))
+}
 
 /// Records appended since the last snapshot before the next one is written.
 const COMPACT_AFTER: usize = 512;
@@ -165,7 +181,7 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Contents, JournalError
     };
     let mut lines = bytes.split_inclusive(|&b| b == b'\n');
     let header = lines.next().unwrap_or_default();
-    if header != format!("{HEADER}\n").as_bytes() {
+    if !known_header(header) {
         let shown = String::from_utf8_lossy(&header[..header.len().min(40)]).into_owned();
         return Err(unusable(format!(
             "its first line {shown:?} is not \"{HEADER}\" (not a journal, or another version)"
@@ -223,7 +239,7 @@ fn parse_line(raw: &[u8]) -> Result<Record, String> {
 /// file damaged further on still names its boot. `None` when those are not readable.
 pub(crate) fn boot_of(bytes: &[u8]) -> Option<String> {
     let mut lines = bytes.split_inclusive(|&b| b == b'\n');
-    if lines.next()? != format!("{HEADER}\n").as_bytes() {
+    if !known_header(lines.next()?) {
         return None;
     }
     match parse_line(lines.next()?) {
@@ -753,7 +769,7 @@ mod tests {
         let boot = br#"{"boot":"boot-1"}"#;
         let put = br#"{"put":{"key":"claim/u1","value":{"a":1}}}"#;
         let expected = format!(
-            "netdra-journal v2\n{:08x} {}\n{:08x} {}\n",
+            "netdra-journal v3\n{:08x} {}\n{:08x} {}\n",
             crc32fast::hash(boot),
             String::from_utf8_lossy(boot),
             crc32fast::hash(put),
@@ -792,10 +808,23 @@ mod tests {
         let second_line = flipped.iter().position(|&b| b == b'\n').unwrap() + 12;
         flipped[second_line] ^= 1;
         let v1 = b"netdra-state v1 crc32=00000000\n{}".to_vec();
-        for (bytes, why) in [(&flipped, "line 2"), (&v1, "another version")] {
+        let v4 = b"netdra-journal v4\n".to_vec();
+        for (bytes, why) in [(&flipped, "line 2"), (&v1, "another version"), (&v4, "another version")] {
             let e = decode(Path::new("/x/netdra-state"), bytes).unwrap_err().to_string();
             assert!(e.contains("/x/netdra-state") && e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn a_version_2_file_is_read_and_snapshots_are_version_3() {
+        let records = BTreeMap::from([("k".to_owned(), "\"v\"".to_owned())]);
+        let v3 = snapshot("b", &records);
+        assert!(v3.starts_with(b"netdra-journal v3\n"), "written as version 3");
+        let mut v2 = b"netdra-journal v2\n".to_vec();
+        v2.extend_from_slice(&v3[v3.iter().position(|&b| b == b'\n').unwrap() + 1..]);
+        let read = decode(Path::new("/x/netdra-state"), &v2).unwrap();
+        assert_eq!(read, decode(Path::new("/x/netdra-state"), &v3).unwrap());
+        assert_eq!(boot_of(&v2).as_deref(), Some("b"));
     }
 
     #[tokio::test]

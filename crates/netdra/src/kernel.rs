@@ -221,9 +221,15 @@ impl Kernel for Netdev {
         blocking("sweep subinterfaces", || {
             let mut deleted = Vec::new();
             for leftover in netdev::subinterface_leftovers(crate::driver::SUBINTERFACE_TAG_PREFIX)? {
-                if netdev::delete_subinterface_on_host(leftover.index, &leftover.tag)? == netdev::DeleteOutcome::Deleted
-                {
-                    deleted.push(leftover.name);
+                // One that cannot be deleted does not keep the others.
+                match netdev::delete_subinterface_on_host(leftover.index, &leftover.tag) {
+                    Ok(netdev::DeleteOutcome::Deleted) => deleted.push(leftover.name),
+                    Ok(netdev::DeleteOutcome::AlreadyGone) => {}
+                    Err(e) => tracing::warn!(
+                        link = %leftover.name,
+                        tag = %leftover.tag,
+                        "could not delete a subinterface left on the host: {e}"
+                    ),
                 }
             }
             Ok(deleted)
