@@ -212,6 +212,13 @@ start() {
     kubelet_config
     node_address
 
+    # Shared NICs (consumable capacity, KEP-5075: alpha in 1.34 and 1.35, beta and on by
+    # default from 1.36) need the gate turned on in the older versions' components.
+    local gates=()
+    if [ "$(cut -d. -f2 <<<"$VERSION")" -lt 36 ]; then
+        gates=(--feature-gates=DRAConsumableCapacity=true)
+    fi
+
     launch etcd "$BIN/etcd" --name netdra --data-dir "$RUN/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -229,24 +236,24 @@ start() {
         --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" \
         --kubelet-preferred-address-types InternalIP \
         --service-account-key-file "$RUN/pki/sa.pub" --service-account-signing-key-file "$RUN/pki/sa.key" \
-        --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true
+        --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true "${gates[@]}"
     wait_for kube-apiserver kube-apiserver 60 api /readyz
 
     launch kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$RUN/kubeconfig" \
         --authentication-kubeconfig "$RUN/kubeconfig" --authorization-kubeconfig "$RUN/kubeconfig" \
         --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
         --service-account-private-key-file "$RUN/pki/sa.key" --root-ca-file "$RUN/pki/ca.crt" \
-        --use-service-account-credentials=false
+        --use-service-account-credentials=false "${gates[@]}"
     launch kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$RUN/kubeconfig" \
         --authentication-kubeconfig "$RUN/kubeconfig" --authorization-kubeconfig "$RUN/kubeconfig" \
-        --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false
+        --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false "${gates[@]}"
     shared_netns_dir
     # The kubelet wants its cgroup root to exist in every hierarchy.
     for hierarchy in /sys/fs/cgroup/*/; do
         mkdir -p "$hierarchy${CGROUP_ROOT#/}"
     done
     launch kubelet "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$RUN/kubeconfig" \
-        --root-dir "$RUN/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP" -v 4
+        --root-dir "$RUN/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP" -v 4 "${gates[@]}"
     wait_for kubelet "node $NODE Ready" 120 node_ready
     wait_for kube-controller-manager "the default ServiceAccount" 60 api /api/v1/namespaces/default/serviceaccounts/default
     trap - EXIT

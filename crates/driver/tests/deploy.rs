@@ -273,6 +273,9 @@ struct KindCluster {
     kind: String,
     api_version: String,
     name: String,
+    /// kind's `featureGates`: set on every component.
+    #[serde(default)]
+    feature_gates: std::collections::BTreeMap<String, bool>,
     nodes: Vec<KindNode>,
     containerd_config_patches: Vec<String>,
 }
@@ -286,7 +289,7 @@ struct KindNode {
 }
 
 #[test]
-fn the_kind_cluster_enables_nri_on_kubernetes_1_34_or_later() {
+fn the_kind_cluster_enables_nri_and_consumable_capacity_on_kubernetes_1_34_or_later() {
     let docs = documents("kind.yaml");
     let cluster: KindCluster = serde_json::from_value(docs[0].clone()).unwrap();
     assert_eq!(
@@ -305,6 +308,12 @@ fn the_kind_cluster_enables_nri_on_kubernetes_1_34_or_later() {
             .parse()
             .unwrap();
         assert!(minor >= 34, "{}", node.image);
+        // Shared NICs need consumable capacity, on by default only from 1.36.
+        assert!(
+            minor >= 36 || cluster.feature_gates.get("DRAConsumableCapacity") == Some(&true),
+            "{} without DRAConsumableCapacity",
+            node.image
+        );
     }
     assert!(
         cluster
