@@ -17,8 +17,13 @@
 //!    detection (`IFA_F_NODAD`): they were assigned, and a tentative address would hold up the
 //!    pod's first packets and the routes that use it as source.
 //!
+//! Policy rules belong to the namespace, not to an interface: a rule given twice in one call
+//! (by two interfaces' configurations, or carried from the host and configured both) is added
+//! once.
+//!
 //! Any failure after step 3 returns every interface of the call to the host under its own name,
-//! MTU, MAC and up/down state, with its addresses and routes, and the error names the step that
+//! MTU, MAC and up/down state, with its addresses and routes, deletes the rules the call added
+//! in the pod (a retry would otherwise meet them, `EEXIST`), and the error names the step that
 //! failed and how the rollback went.
 //!
 //! The work comes in two halves, for a caller that journals before it changes anything
@@ -79,7 +84,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::carry::read_carried;
-use crate::config::{Mac, ValidConfig};
+use crate::config::{Mac, Rule, ValidConfig};
 use crate::locate::find_on_host;
 use crate::neighbours::add_neighbour;
 use crate::netns::{Netns, NetnsError};
@@ -87,7 +92,7 @@ use crate::record::{
     HostInterface, HostRoute, LinkSelector, LinkView, RestoreRecord, Subinterface, get_link, record_hosts,
 };
 use crate::rtnl::{KernelError, Rtnl, RtnlError};
-use crate::rules::{add_rule, route_in_table};
+use crate::rules::{add_rule, delete_rule, route_in_table};
 use crate::settings::HostSettings;
 use crate::subinterface::{MacvlanMode, SubinterfaceError, SubinterfaceSpec, delete_in, prefix_of};
 use crate::sysfs::Sysfs;
@@ -658,6 +663,7 @@ fn attach_with(
     // rtnl lock for milliseconds and leaves work behind that requests in between would wait for.
     let mut batch = Vec::new();
     let mut steps = Vec::new();
+    let mut rules = Vec::new();
     let mut indexes = Vec::with_capacity(records.len());
     for (at, ((request, record), keep)) in requests.iter().zip(records).zip(keep_index).enumerate() {
         let placed = match &record.subinterface {
@@ -667,7 +673,7 @@ fn attach_with(
         let index = match placed {
             Ok(index) => index,
             Err((step, source)) => {
-                let rollback = roll_back(host, &mut pod, &host_ns, &records[..=at]);
+                let rollback = roll_back(host, &mut pod, &host_ns, &records[..=at], &[]);
                 return Err(AttachError::Failed {
                     device: record.host.name.clone(),
                     step,
@@ -676,23 +682,37 @@ fn attach_with(
                 });
             }
         };
-        configure(&mut batch, &mut steps, at, index, netns, request, record);
+        configure(&mut batch, &mut steps, &mut rules, at, index, netns, request, record);
         indexes.push(index);
     }
+    // The rules this call added to the pod, which a rollback deletes: they belong to the
+    // namespace, not to an interface, so nothing else takes them out.
+    let mut added_rules: Vec<Rule> = Vec::new();
     if !batch.is_empty() {
         let failed = match pod.execute(batch) {
-            Err(source) => Some((
-                0,
-                format!("configure the interfaces in {}", netns.path().display()),
-                source,
-            )),
-            Ok(answers) => answers
-                .into_iter()
-                .zip(steps)
-                .find_map(|(answer, (at, step))| answer.err().map(|e| (at, step, RtnlError::Kernel(e)))),
+            Err(source) => {
+                // Which messages the kernel took is unknown: every rule may be there.
+                added_rules = rules.into_iter().map(|(_, rule)| rule).collect();
+                Some((
+                    0,
+                    format!("configure the interfaces in {}", netns.path().display()),
+                    source,
+                ))
+            }
+            Ok(answers) => {
+                added_rules = rules
+                    .into_iter()
+                    .filter(|(position, _)| answers.get(*position).is_some_and(Result::is_ok))
+                    .map(|(_, rule)| rule)
+                    .collect();
+                answers
+                    .into_iter()
+                    .zip(steps)
+                    .find_map(|(answer, (at, step))| answer.err().map(|e| (at, step, RtnlError::Kernel(e))))
+            }
         };
         if let Some((at, step, source)) = failed {
-            let rollback = roll_back(host, &mut pod, &host_ns, records);
+            let rollback = roll_back(host, &mut pod, &host_ns, records, &added_rules);
             return Err(AttachError::Failed {
                 device: records[at].host.name.clone(),
                 step,
@@ -704,7 +724,7 @@ fn attach_with(
     // The settings that are not routing netlink messages: features and sysctls, from inside.
     for ((request, record), index) in requests.iter().zip(records).zip(indexes) {
         if let Err((step, source)) = crate::settings::apply_in_pod(netns, index, &record.name_in_pod, request.config) {
-            let rollback = roll_back(host, &mut pod, &host_ns, records);
+            let rollback = roll_back(host, &mut pod, &host_ns, records, &added_rules);
             return Err(AttachError::Failed {
                 device: record.host.name.clone(),
                 step,
@@ -798,10 +818,15 @@ fn create_in(
 }
 
 /// Step 4 for one interface: its addresses and routes, added to `batch`, each with its step
-/// and the position `at` of the interface in the call.
+/// and the position `at` of the interface in the call. The rules go to `rules` too, with their
+/// position in `batch`: a rule already there (of another interface of the call, or carried and
+/// configured both) is not added again, since rules are namespace-wide and a second add fails
+/// (`EEXIST`).
+#[allow(clippy::too_many_arguments)]
 fn configure(
     batch: &mut Vec<(RouteNetlinkMessage, u16)>,
     steps: &mut Vec<(usize, String)>,
+    rules: &mut Vec<(usize, Rule)>,
     at: usize,
     index: u32,
     netns: &Netns,
@@ -831,8 +856,9 @@ fn configure(
             ));
         }
         for rule in &record.host.settings.rules {
-            batch.push((add_rule(rule), NLM_F_CREATE | NLM_F_EXCL));
-            steps.push((at, format!("add host rule {rule} in {ns}")));
+            push_rule(batch, steps, rules, at, rule, || {
+                format!("add host rule {rule} in {ns}")
+            });
         }
         for neighbour in &record.host.settings.neighbours {
             batch.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
@@ -850,13 +876,29 @@ fn configure(
     }
     // The configuration's own rules and neighbours, carrying or not.
     for rule in &config.rules {
-        batch.push((add_rule(rule), NLM_F_CREATE | NLM_F_EXCL));
-        steps.push((at, format!("add rule {rule} in {ns}")));
+        push_rule(batch, steps, rules, at, rule, || format!("add rule {rule} in {ns}"));
     }
     for neighbour in &config.neighbours {
         batch.push((add_neighbour(index, neighbour), NLM_F_CREATE | NLM_F_EXCL));
         steps.push((at, format!("add neighbour {neighbour} on {name} in {ns}")));
     }
+}
+
+/// Adds `rule` to `batch` (and `rules`), unless the call adds it already.
+fn push_rule(
+    batch: &mut Vec<(RouteNetlinkMessage, u16)>,
+    steps: &mut Vec<(usize, String)>,
+    rules: &mut Vec<(usize, Rule)>,
+    at: usize,
+    rule: &Rule,
+    step: impl FnOnce() -> String,
+) {
+    if rules.iter().any(|(_, added)| added == rule) {
+        return;
+    }
+    rules.push((batch.len(), rule.clone()));
+    batch.push((add_rule(rule), NLM_F_CREATE | NLM_F_EXCL));
+    steps.push((at, step()));
 }
 
 /// Whether the request carries the interface's host addresses, routes, rules and neighbours
@@ -868,10 +910,17 @@ fn carries(request: &AttachRequest<'_>) -> bool {
         && request.config.routes.is_empty()
 }
 
-/// Returns each recorded interface to the host, wherever it got to, and deletes each
-/// subinterface (its parent untouched); what could not be undone.
-fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[RestoreRecord]) -> Rollback {
-    let mut problems = Vec::new();
+/// Deletes the rules the call added to the pod (`added_rules`), returns each recorded interface
+/// to the host, wherever it got to, and deletes each subinterface (its parent untouched); what
+/// could not be undone.
+fn roll_back(
+    host: &mut Rtnl,
+    pod: &mut Rtnl,
+    host_ns: &Netns,
+    records: &[RestoreRecord],
+    added_rules: &[Rule],
+) -> Rollback {
+    let mut problems = delete_rules(pod, records, added_rules);
     for record in records.iter().rev() {
         if let Some(subinterface) = &record.subinterface {
             // Deleted by its tag in the pod; gone already (or never made) is fine.
@@ -889,6 +938,32 @@ fn roll_back(host: &mut Rtnl, pod: &mut Rtnl, host_ns: &Netns, records: &[Restor
         Rollback::Restored
     } else {
         Rollback::Incomplete(problems)
+    }
+}
+
+/// Deletes `rules` from the pod, the last added first; one that is gone already is fine. A rule
+/// without a priority got one just below the first rule after priority 0 when added, so,
+/// deleted in reverse order, the first match of any priority (what the kernel deletes) is
+/// the one this call added. What failed, as messages.
+fn delete_rules(pod: &mut Rtnl, records: &[RestoreRecord], rules: &[Rule]) -> Vec<String> {
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    let ns = records
+        .first()
+        .map(|r| r.netns.display().to_string())
+        .unwrap_or_default();
+    let requests = rules.iter().rev().map(|rule| (delete_rule(rule), 0)).collect();
+    match pod.execute(requests) {
+        Err(e) => vec![format!("delete the rules added in {ns}: {e}")],
+        Ok(answers) => answers
+            .into_iter()
+            .zip(rules.iter().rev())
+            .filter_map(|(answer, rule)| match answer {
+                Err(e) if e.errno != Errno::ENOENT => Some(format!("delete rule {rule} in {ns}: {e}")),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -1117,6 +1192,56 @@ pub(crate) fn timed_move<T>(move_it: impl FnOnce() -> T) -> T {
 mod tests {
     use super::*;
     use crate::config::InterfaceConfig;
+
+    #[test]
+    fn a_rule_given_twice_in_one_call_goes_in_the_batch_once() {
+        let rule = |priority: Option<u32>, from: &str| Rule {
+            priority,
+            family: crate::config::IpFamily::V4,
+            from: Some(from.parse().expect("prefix")),
+            to: None,
+            table: 100,
+        };
+        let (mut batch, mut steps, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+        // Interface 0 carries a host rule and is configured with it too; interface 1's
+        // configuration gives it again, and one of its own; a rule without a priority is
+        // another rule than the same with one.
+        let given = [
+            (0, rule(Some(1000), "10.1.0.0/24")),
+            (0, rule(Some(1000), "10.1.0.0/24")),
+            (1, rule(Some(1000), "10.1.0.0/24")),
+            (1, rule(None, "10.1.0.0/24")),
+            (1, rule(Some(1001), "10.2.0.0/24")),
+        ];
+        for (at, rule) in &given {
+            // Another message of the interface first: positions are in the whole batch.
+            batch.push((add_rule(rule), 0));
+            steps.push((*at, "something else".to_owned()));
+            push_rule(&mut batch, &mut steps, &mut rules, *at, rule, || {
+                format!("add rule {rule}")
+            });
+        }
+        assert_eq!(
+            rules,
+            [
+                (1, given[0].1.clone()),
+                (5, given[3].1.clone()),
+                (7, given[4].1.clone())
+            ]
+        );
+        assert_eq!(batch.len(), 8);
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|(_, s)| s.starts_with("add rule"))
+                .collect::<Vec<_>>(),
+            [
+                &(0, "add rule 1000: from 10.1.0.0/24 lookup 100".to_owned()),
+                &(1, "add rule from 10.1.0.0/24 lookup 100".to_owned()),
+                &(1, "add rule 1001: from 10.2.0.0/24 lookup 100".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn the_move_carries_namespace_name_mtu_mac_and_up_in_one_message() {

@@ -40,12 +40,9 @@ use netlink_packet_route::rule::RuleAction;
 
 use crate::config::{Neighbour, Rule};
 use crate::neighbours::permanent_neighbours;
-use crate::record::{HostInterface, HostRoute, MAIN_TABLE};
+use crate::record::{HostInterface, HostRoute, LOCAL_TABLE, MAIN_TABLE};
 use crate::rtnl::{Rtnl, RtnlError};
 use crate::rules::{HostRule, RTPROT_KERNEL, dump_rules};
-
-/// `RT_TABLE_LOCAL`.
-const LOCAL_TABLE: u32 = 255;
 
 /// A host rule that looks up one of an interface's tables but does not go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,10 @@
 //! The rules:
 //! - `name`: what the kernel accepts as an interface name: 1–15 bytes, not `.` or `..`, no `/`,
 //!   `:` or whitespace.
-//! - `mtu`: 68 (IPv4's minimum) to 65535; at least 1280 when an IPv6 address is given, since
-//!   the kernel turns IPv6 off on a link below that.
+//! - `mtu`: 68 (IPv4's minimum) to 65535; at least 1280 when an IPv6 address, route,
+//!   neighbour or `ipv6.*` sysctl is given, since the kernel turns IPv6 off on a link below
+//!   that (and the interface's `ipv6` sysctl directory goes with it). IPv6 rules are fine: they
+//!   belong to the namespace.
 //! - `hardwareAddress`: six hex octets separated by `:`, unicast (the low bit of the first octet
 //!   clear) and not all zero.
 //! - `addresses`: CIDR form (`10.10.0.2/24`, `fd00::2/64`); not multicast, loopback or
@@ -61,7 +63,8 @@
 //! - `gsoMaxSize`, `groMaxSize`, `gsoIPv4MaxSize`, `groIPv4MaxSize`: 1 to 524280 bytes, the
 //!   kernel's `GSO_MAX_SIZE` and `GRO_MAX_SIZE` (`8 * GSO_MAX_SEGS`, `8 * 65535`, in
 //!   `include/linux/netdevice.h`; TCP's smallest MSS is 8 and the segment count is 16 bits). The
-//!   device's own limit (`tso_max_size`) is the kernel's to check.
+//!   device's own limit on the GSO sizes (`tso_max_size`, 65536 without BIG TCP) is checked at
+//!   attach, on the host before the move.
 //! - `txQueueLen`: 1 to 2³²−1 (`IFLA_TXQLEN` is a u32; `ip link set txqueuelen` refuses only
 //!   what is no u32). The kernel takes 0 on the link, but the default queueing discipline
 //!   refuses a zero-length queue (`pfifo_fast_init` answers `EINVAL`) and `pfifo`, sized by it,
@@ -524,6 +527,40 @@ fn check_interface_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses an MTU below [`MIN_IPV6_MTU`] when the configuration uses IPv6 on the link other
+/// than by an address (checked with the MTU's range): the kernel turns IPv6 off on such a link
+/// (no `inet6_dev`), so an IPv6 route or neighbour on it is refused and its `ipv6` sysctls have
+/// no directory, all after the move. Rules belong to the namespace and are not affected.
+fn check_mtu_keeps_ipv6(
+    mtu: Option<u32>,
+    routes: &[Route],
+    neighbours: &[Neighbour],
+    sysctls: &[Sysctl],
+) -> Result<(), ConfigError> {
+    let Some(mtu) = mtu.filter(|mtu| *mtu < MIN_IPV6_MTU) else {
+        return Ok(());
+    };
+    let user = if let Some((i, route)) = routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| matches!(r.destination, IpNet::V6(_)))
+    {
+        format!("an IPv6 route (routes[{i}], {})", route.destination)
+    } else if let Some((i, neighbour)) = neighbours.iter().enumerate().find(|(_, n)| n.address.is_ipv6()) {
+        format!("an IPv6 neighbour (neighbours[{i}], {})", neighbour.address)
+    } else if let Some(sysctl) = sysctls.iter().find(|s| s.family == IpFamily::V6) {
+        format!("an IPv6 sysctl (ipv6.{})", sysctl.name)
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new(
+        "mtu",
+        format!(
+            "{mtu} is below {MIN_IPV6_MTU}, the least a link with {user} needs: the kernel turns IPv6 off below it"
+        ),
+    ))
+}
+
 impl InterfaceConfig {
     /// Applies every rule (see the module documentation); the first broken one is the error.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
@@ -592,6 +629,7 @@ impl InterfaceConfig {
             || routes.iter().any(|r| matches!(r.destination, IpNet::V6(_)))
             || neighbours.iter().any(|n| n.address.is_ipv6());
         sysctl::check_ipv6_kept(&sysctls, ipv6_in_use)?;
+        check_mtu_keeps_ipv6(self.mtu, &routes, &neighbours, &sysctls)?;
         let features = link::validate_features(self.ethtool.as_ref())?;
         let tuning = link::validate_tuning(self)?;
         Ok(ValidConfig {
@@ -1492,6 +1530,78 @@ mod tests {
             ..InterfaceConfig::default()
         };
         assert_eq!(config.validate().expect("valid").sysctls[0].name, "disable_ipv6");
+    }
+
+    #[test]
+    fn an_mtu_below_1280_is_refused_with_any_ipv6_on_the_link_but_rules() {
+        let base = || InterfaceConfig {
+            mtu: Some(1200),
+            addresses: vec!["10.10.0.2/24".into()],
+            ..InterfaceConfig::default()
+        };
+        let refused: [(&str, InterfaceConfig, &str); 3] = [
+            (
+                "route",
+                InterfaceConfig {
+                    routes: vec![route("fd00:1::/64", Some("fe80::1"))],
+                    ..base()
+                },
+                "an IPv6 route (routes[0], fd00:1::/64)",
+            ),
+            (
+                "neighbour",
+                InterfaceConfig {
+                    neighbours: vec![NeighbourConfig {
+                        address: "fd00::9".into(),
+                        hardware_address: "02:00:00:00:00:09".into(),
+                    }],
+                    ..base()
+                },
+                "an IPv6 neighbour (neighbours[0], fd00::9)",
+            ),
+            (
+                "sysctl",
+                InterfaceConfig {
+                    sysctls: map(&[("ipv6.accept_ra", 0)]),
+                    ..base()
+                },
+                "an IPv6 sysctl (ipv6.accept_ra)",
+            ),
+        ];
+        for (what, config, needle) in refused {
+            let error = config.validate().expect_err(what);
+            assert_eq!(error.field, "mtu", "{what}");
+            assert!(error.to_string().contains(needle), "{what}: {error}");
+            assert!(error.to_string().contains("1200 is below 1280"), "{what}: {error}");
+            // From 1280 on it is fine.
+            let config = InterfaceConfig {
+                mtu: Some(MIN_IPV6_MTU),
+                ..config
+            };
+            assert!(config.validate().is_ok(), "{what} at 1280");
+        }
+        // An IPv6 rule belongs to the namespace, an IPv4 sysctl to the IPv4 side: both fine.
+        let config = InterfaceConfig {
+            rules: vec![RuleConfig {
+                from: Some("fd00::/64".into()),
+                table: Some(7),
+                ..RuleConfig::default()
+            }],
+            sysctls: map(&[("ipv4.arp_ignore", 1)]),
+            ..base()
+        };
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn addr_gen_mode_stable_privacy_is_refused() {
+        for (value, ok) in [(0, true), (1, true), (2, false), (3, true)] {
+            let config = InterfaceConfig {
+                sysctls: map(&[("ipv6.addr_gen_mode", value)]),
+                ..InterfaceConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "addr_gen_mode {value}");
+        }
     }
 
     #[test]

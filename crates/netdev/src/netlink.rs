@@ -30,14 +30,13 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::config::Mac;
 use crate::link::{AddressFacts, LinkFacts, NetlinkSnapshot};
+use crate::record::LOCAL_TABLE;
 
 /// How often one dump is attempted before an interrupted result is used as it is.
 const DUMP_ATTEMPTS: usize = 6;
 /// The pause before the first repeat of an interrupted dump; it doubles with each repeat, so
 /// a burst of changes (a pod start, a CNI setting up links) can pass.
 const FIRST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
-/// The kernel's `local` routing table, whose routes are not the node's uplinks.
-const RT_TABLE_LOCAL: u32 = 255;
 /// Room for one dump datagram: the kernel fills at most 32 KiB per datagram.
 pub(crate) const RECEIVE_BUFFER: usize = 64 * 1024;
 
@@ -428,7 +427,7 @@ fn default_route_oifs(route: &RouteMessage) -> Vec<u32> {
     if !family_ok
         || route.header.destination_prefix_length != 0
         || route.header.kind != RouteType::Unicast
-        || table == RT_TABLE_LOCAL
+        || table == LOCAL_TABLE
     {
         return Vec::new();
     }

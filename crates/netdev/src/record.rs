@@ -24,13 +24,14 @@ use crate::config::Mac;
 use crate::health::OperState;
 use crate::netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use crate::rtnl::{Rtnl, RtnlError};
+use crate::rules::RTPROT_KERNEL;
 use crate::settings::HostSettings;
 use crate::subinterface::MacvlanMode;
 
 /// `RT_TABLE_MAIN`.
 pub(crate) const MAIN_TABLE: u32 = 254;
 /// `RT_TABLE_LOCAL`: the kernel's own routes for local addresses.
-const LOCAL_TABLE: u32 = 255;
+pub(crate) const LOCAL_TABLE: u32 = 255;
 
 /// Everything needed to bring an interface back from a pod as it was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,8 +293,6 @@ pub(crate) fn record_hosts(
     Ok(recorded)
 }
 
-/// `RTPROT_KERNEL`: routes the kernel makes for an address.
-const RTPROT_KERNEL: u8 = 2;
 /// `RTPROT_RA`: routes from router advertisements.
 const RTPROT_RA: u8 = 9;
 /// `RTN_UNICAST`.

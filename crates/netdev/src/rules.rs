@@ -40,7 +40,8 @@ use crate::rtnl::{Rtnl, RtnlError};
 
 /// `RTM_NEWRULE`: each rule of a dump.
 const RTM_NEWRULE: u16 = 32;
-/// `RTPROT_KERNEL`: rules the kernel makes in every namespace (`lookup local`, `main`, `default`).
+/// `RTPROT_KERNEL`: routes the kernel makes for an address, and the rules it makes in every
+/// namespace (`lookup local`, `main`, `default`).
 pub(crate) const RTPROT_KERNEL: u8 = 2;
 
 /// The `RTM_NEWRULE` adding `rule` (send it with `NLM_F_CREATE | NLM_F_EXCL`: the kernel
@@ -49,9 +50,8 @@ pub(crate) fn add_rule(rule: &Rule) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewRule(rule_message(rule))
 }
 
-// Only the kernel tests delete: a detach leaves the pod's rules to die with its namespace.
-#[cfg(test)]
-/// The `RTM_DELRULE` removing `rule`: the kernel removes the first rule that matches every
+/// The `RTM_DELRULE` removing `rule` (a failed attach's rollback; a detach leaves the pod's
+/// rules to die with its namespace): the kernel removes the first rule that matches every
 /// field given (without a priority, the first of any priority).
 pub(crate) fn delete_rule(rule: &Rule) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelRule(rule_message(rule))

@@ -6,8 +6,9 @@
 //! Rules:
 //! - **Record** (on the host, before the move, changes nothing): for each setting the
 //!   configuration gives, the host's current value, kept in the [`HostSettings`] of the
-//!   restore record. A feature the device does not have, or a sysctl the host has no file
-//!   for, refuses the attach here, before anything moves.
+//!   restore record. A feature the device does not have, a sysctl the host has no file for, or
+//!   a GSO size above the device's `tso_max_size` (read with the sizes) refuses the attach
+//!   here, before anything moves.
 //! - **Apply** (in the pod, after the move): the offload sizes and queue length are one
 //!   `RTM_SETLINK` that joins the datagram of addresses and routes (no extra round trip); the
 //!   features go through one ethtool socket made inside the pod's namespace (a read, then one
@@ -30,7 +31,7 @@ use crate::ethtool::{Ethtool, EthtoolError};
 use crate::netns::Netns;
 use crate::rtnl::Rtnl;
 use crate::sysctl::{read_sysctl, write_sysctl};
-use crate::tuning::{read_with, tune_with, tuning_message};
+use crate::tuning::{check_gso_sizes, read_with_limit, tune_with, tuning_message};
 
 /// The host's values of the settings an attach changes, and the host state carried into the
 /// pod with the interface, recorded before the move. Empty in records written before these
@@ -73,7 +74,10 @@ pub(crate) fn record(
     let mut settings = HostSettings::default();
     let wanted = &config.tuning;
     if !wanted.is_empty() {
-        let now = read_with(host, index).map_err(|e| ("read the offload sizes and queue length".into(), e.into()))?;
+        let (now, tso_max_size) =
+            read_with_limit(host, index).map_err(|e| ("read the offload sizes and queue length".into(), e.into()))?;
+        check_gso_sizes(index, wanted, tso_max_size)
+            .map_err(|e| ("check the GSO sizes against the device's tso_max_size".into(), e.into()))?;
         settings.tuning = LinkTuning {
             gso_max_size: wanted.gso_max_size.and(now.gso_max_size),
             gro_max_size: wanted.gro_max_size.and(now.gro_max_size),
@@ -185,9 +189,5 @@ pub(crate) fn restore_on_host(host: &mut Rtnl, index: u32, name: &str, settings:
 
 /// `ipv4.arp_ignore`: how a configuration names a sysctl.
 fn sysctl_label(sysctl: &Sysctl) -> String {
-    let family = match sysctl.family {
-        crate::config::IpFamily::V4 => "ipv4",
-        crate::config::IpFamily::V6 => "ipv6",
-    };
-    format!("{family}.{}", sysctl.name)
+    format!("{}.{}", sysctl.family.sysctl_dir(), sysctl.name)
 }

@@ -51,14 +51,6 @@ pub enum SysctlError {
     },
 }
 
-/// `ipv4` or `ipv6`.
-fn family_dir(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ipv4",
-        IpFamily::V6 => "ipv6",
-    }
-}
-
 /// Whether `name` is one path component that names a file in its directory.
 fn plain(name: &str) -> bool {
     !name.is_empty() && name != "." && !name.contains("..") && !name.contains(['/', '\0'])
@@ -67,7 +59,7 @@ fn plain(name: &str) -> bool {
 /// The sysctl file of setting `name` of `interface` for `family`; refuses names that are not
 /// plain.
 pub(crate) fn sysctl_path(family: IpFamily, interface: &str, name: &str) -> Result<PathBuf, SysctlError> {
-    let path = format!("{NET_ROOT}/{}/conf/{interface}/{name}", family_dir(family));
+    let path = format!("{NET_ROOT}/{}/conf/{interface}/{name}", family.sysctl_dir());
     for (what, value) in [("interface", interface), ("setting", name)] {
         if !plain(value) {
             return Err(SysctlError::BadName {

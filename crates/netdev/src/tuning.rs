@@ -12,6 +12,10 @@
 //!   text are kept.
 //! - [`link_tuning`] reads every field, so a caller can record what the host had and restore
 //!   it with the same [`tune_link`].
+//! - The device's limit on GSO sizes, `tso_max_size` (`IFLA_TSO_MAX_SIZE`, read only), comes
+//!   from the same `RTM_GETLINK`: an attach checks the configured `gsoMaxSize` and
+//!   `gsoIPv4MaxSize` against it on the host (`check_gso_sizes`), before anything moves,
+//!   rather than meet the kernel's `EINVAL` in the pod. It travels with the device.
 
 use netlink_packet_route::{
     RouteNetlinkMessage,
@@ -29,6 +33,19 @@ pub enum TuningError {
     NoSuchInterface {
         /// The interface's index.
         index: u32,
+    },
+    /// A configured GSO size is above what the device can segment (`tso_max_size`): 65536 on
+    /// a NIC without BIG TCP.
+    #[error("link tuning of interface {index}: {field} {size} is above the device's tso_max_size {tso_max_size}")]
+    AboveTsoMax {
+        /// The interface's index.
+        index: u32,
+        /// The configuration's field: `gsoMaxSize` or `gsoIPv4MaxSize`.
+        field: &'static str,
+        /// The size configured.
+        size: u32,
+        /// The device's limit.
+        tso_max_size: u32,
     },
     /// The socket failed, the kernel refused, or its answer did not decode.
     #[error("link tuning of interface {index}: {source}")]
@@ -73,6 +90,38 @@ pub(crate) fn tuning_of(link: &LinkMessage) -> LinkTuning {
     tuning
 }
 
+/// The device's `tso_max_size` a link message reports; `None` from a kernel before 5.19.
+pub(crate) fn tso_max_size_of(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|attribute| match attribute {
+        LinkAttribute::TsoMaxSize(v) => Some(*v),
+        _ => None,
+    })
+}
+
+/// Refuses a GSO size of `wanted` above `tso_max_size`, the limit of interface `index`; the
+/// first such field is the error. Without a known limit (an older kernel) nothing is refused.
+pub(crate) fn check_gso_sizes(index: u32, wanted: &LinkTuning, tso_max_size: Option<u32>) -> Result<(), TuningError> {
+    let Some(tso_max_size) = tso_max_size else {
+        return Ok(());
+    };
+    let fields = [
+        ("gsoMaxSize", wanted.gso_max_size),
+        ("gsoIPv4MaxSize", wanted.gso_ipv4_max_size),
+    ];
+    match fields
+        .into_iter()
+        .find_map(|(field, size)| size.filter(|size| *size > tso_max_size).map(|size| (field, size)))
+    {
+        Some((field, size)) => Err(TuningError::AboveTsoMax {
+            index,
+            field,
+            size,
+            tso_max_size,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Sets `tuning` on interface `index` through `rtnl`.
 pub(crate) fn tune_with(rtnl: &mut Rtnl, index: u32, tuning: &LinkTuning) -> Result<(), TuningError> {
     if tuning.is_empty() {
@@ -88,13 +137,19 @@ pub(crate) fn tune_with(rtnl: &mut Rtnl, index: u32, tuning: &LinkTuning) -> Res
 
 /// Reads interface `index`'s tuning through `rtnl`.
 pub(crate) fn read_with(rtnl: &mut Rtnl, index: u32) -> Result<LinkTuning, TuningError> {
+    read_with_limit(rtnl, index).map(|(tuning, _)| tuning)
+}
+
+/// Reads interface `index`'s tuning and its `tso_max_size` through `rtnl`, from one
+/// `RTM_GETLINK`.
+pub(crate) fn read_with_limit(rtnl: &mut Rtnl, index: u32) -> Result<(LinkTuning, Option<u32>), TuningError> {
     let mut request = LinkMessage::default();
     request.header.index = index;
     request
         .attributes
         .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     match rtnl.get(RouteNetlinkMessage::GetLink(request)) {
-        Ok(Some(RouteNetlinkMessage::NewLink(link))) => Ok(tuning_of(&link)),
+        Ok(Some(RouteNetlinkMessage::NewLink(link))) => Ok((tuning_of(&link), tso_max_size_of(&link))),
         Ok(None) => Err(TuningError::NoSuchInterface { index }),
         Ok(Some(other)) => Err(TuningError::Rtnl {
             index,
@@ -209,5 +264,50 @@ mod tests {
         };
         assert_eq!(tuning_of(&restore), read);
         assert_eq!(tuning_of(&LinkMessage::default()), LinkTuning::default());
+        assert_eq!(tso_max_size_of(&answer), Some(524_280));
+        assert_eq!(tso_max_size_of(&LinkMessage::default()), None);
+    }
+
+    #[test]
+    fn a_gso_size_above_the_devices_tso_max_size_is_refused_naming_the_field_and_the_limit() {
+        let wanted = |gso: Option<u32>, gso_ipv4: Option<u32>| LinkTuning {
+            gso_max_size: gso,
+            gso_ipv4_max_size: gso_ipv4,
+            // GRO sizes and the queue length have no device limit.
+            gro_max_size: Some(524_280),
+            gro_ipv4_max_size: Some(524_280),
+            txqueuelen: Some(5000),
+        };
+        // The README's BIG TCP example on a NIC without BIG TCP.
+        let error = check_gso_sizes(4, &wanted(Some(131_072), None), Some(65_536)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "link tuning of interface 4: gsoMaxSize 131072 is above the device's tso_max_size 65536"
+        );
+        let error = check_gso_sizes(4, &wanted(Some(65_536), Some(65_537)), Some(65_536)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TuningError::AboveTsoMax {
+                    field: "gsoIPv4MaxSize",
+                    size: 65_537,
+                    tso_max_size: 65_536,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // At the limit, below it, none given, or no limit known: fine.
+        for (gso, gso_ipv4, limit) in [
+            (Some(65_536), Some(65_536), Some(65_536)),
+            (Some(1), None, Some(65_536)),
+            (None, None, Some(1)),
+            (Some(524_280), Some(524_280), None),
+        ] {
+            assert!(
+                check_gso_sizes(4, &wanted(gso, gso_ipv4), limit).is_ok(),
+                "{gso:?} {gso_ipv4:?} {limit:?}"
+            );
+        }
     }
 }

@@ -15,7 +15,8 @@ use std::process::Command;
 use common::*;
 use netdev::{
     AttachError, AttachRequest, DetachOutcome, Ethtool, FeatureState, InterfaceConfig, IpFamily, LinkTuning, Netns,
-    RestoreRecord, Rollback, StepError, Sysctl, ValidConfig, attach, attach_recorded, detach, link_tuning, record_all,
+    RestoreRecord, Rollback, StepError, Sysctl, TuningError, ValidConfig, attach, attach_all, attach_recorded, detach,
+    link_tuning, record_all,
 };
 use nix::sched::CloneFlags;
 
@@ -552,10 +553,11 @@ fn a_setting_the_kernel_refuses_rolls_the_whole_attach_back() {
     // Every setting, and a sysctl the pod's kernel refuses after all of them took: stable
     // privacy addresses (`addr_gen_mode` 2) need a `stable_secret`, which a new namespace has
     // not, so the kernel refuses the write. The sysctls are the last step: everything else was
-    // applied by then.
+    // applied by then. Validation refuses 2 for that reason, so the configuration is changed
+    // after it: the one way to make the kernel refuse a setting after the move on a veth.
     let ns = format!("{p}ns1");
     created.netns(&ns);
-    let config = config_from(serde_json::json!({
+    let json = serde_json::json!({
         "name": "net1",
         "mtu": 1400,
         "hardwareAddress": "02:aa:bb:cc:dd:23",
@@ -563,12 +565,19 @@ fn a_setting_the_kernel_refuses_rolls_the_whole_attach_back() {
         "routes": [{"destination": "10.33.0.0/16", "gateway": "10.23.0.1", "table": 100}],
         "rules": [{"priority": 1000, "from": "10.23.0.0/24", "table": 100}],
         "neighbours": [{"address": "10.23.0.9", "hardwareAddress": "02:00:00:00:23:09"}],
-        "sysctls": {"ipv4.arp_ignore": 1, "ipv6.addr_gen_mode": 2},
+        "sysctls": {"ipv4.arp_ignore": 1, "ipv6.addr_gen_mode": 0},
         "ethtool": {"features": {"tx-checksum-ip-generic": false, "rx-gro-list": true}},
         "gsoMaxSize": 185_000,
         "groMaxSize": 185_000,
         "txQueueLen": 5000,
-    }));
+    });
+    let valid = config_from(json);
+    let mut config = valid.clone();
+    for sysctl in &mut config.sysctls {
+        if sysctl.name == "addr_gen_mode" {
+            sysctl.value = 2;
+        }
+    }
     let netns = Netns::open(netns_path(&ns)).unwrap();
     let err = attach(&netns, &host, &config).unwrap_err();
     let AttachError::Failed {
@@ -607,6 +616,15 @@ fn a_setting_the_kernel_refuses_rolls_the_whole_attach_back() {
         .output()
         .unwrap();
     assert!(!in_pod.status.success(), "net1 is gone from the pod");
+    // Nor the rule it added (rules belong to the namespace, not the interface), so the same
+    // attach, with a setting the kernel takes, succeeds.
+    assert_eq!(pod_rules(&ns), BTreeSet::new());
+    let record = attach(&netns, &host, &valid).unwrap();
+    assert_eq!(pod_rules(&ns), set(&["1000: from 10.23.0.0/24 lookup 100"]));
+    let detached = detach(&record).unwrap();
+    assert_eq!(detached.outcome, DetachOutcome::Returned);
+    assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
+    assert_eq!(host_snapshot(&host), before);
 
     // A rule the pod already has: the kernel refuses the configuring datagram (EEXIST).
     let ns = format!("{p}ns2");
@@ -648,6 +666,158 @@ fn a_setting_the_kernel_refuses_rolls_the_whole_attach_back() {
     assert_eq!(source.errno(), Some(nix::errno::Errno::EEXIST), "{source}");
     assert_eq!(rollback, &Rollback::Restored, "{err}");
     assert_eq!(host_snapshot(&host), before);
+    // The pod's own rule, which the attach did not add, stays.
+    assert_eq!(pod_rules(&ns), set(&["1000: from 10.23.0.0/24 lookup 100"]));
+
+    // A GSO size above the device's `tso_max_size` (524280 on veth, which is also the most
+    // validation lets through, so the configuration is changed after it): refused on the
+    // host, naming the field and the limit, before anything moves.
+    let ns = format!("{p}ns3");
+    created.netns(&ns);
+    let mut config = config_from(serde_json::json!({"name": "net1", "gsoMaxSize": 65_536}));
+    config.tuning.gso_max_size = Some(600_000);
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let err = attach(&netns, &host, &config).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AttachError::Read {
+                step,
+                source: StepError::Tuning(TuningError::AboveTsoMax {
+                    field: "gsoMaxSize",
+                    size: 600_000,
+                    tso_max_size: 524_280,
+                    ..
+                }),
+                ..
+            } if step == "check the GSO sizes against the device's tso_max_size"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("gsoMaxSize 600000 is above the device's tso_max_size 524280"),
+        "{err}"
+    );
+    assert!(link_exists(&host), "{host} stayed on the host");
+    assert_eq!(host_snapshot(&host), before);
+}
+
+/// The IPv4 and IPv6 rules of namespace `ns` but the kernel's own (priorities 0, 32766,
+/// 32767), as `ip rule` prints them.
+fn pod_rules(ns: &str) -> BTreeSet<String> {
+    (&lines_in(ns, &["rule", "show"]) | &lines_in(ns, &["-6", "rule", "show"]))
+        .into_iter()
+        .filter(|l| !["0:", "32766:", "32767:"].iter().any(|p| l.starts_with(p)))
+        .collect()
+}
+
+#[test]
+fn two_interfaces_of_one_pod_with_the_same_rule_add_it_once_and_a_rollback_deletes_it() {
+    if !privileged("the shared-rule attach test") {
+        return;
+    }
+    let p = prefix("su");
+    let mut created = Created::default();
+    let (a, a_peer, b, b_peer) = (format!("{p}a"), format!("{p}ap"), format!("{p}b"), format!("{p}bp"));
+    host_veth(&mut created, &a, &a_peer, 226, true);
+    host_veth(&mut created, &b, &b_peer, 227, true);
+    let (before_a, before_b) = (host_snapshot(&a), host_snapshot(&b));
+    // What a DeviceClass configuration gives every request: the same rules, with and without
+    // a priority.
+    let shared = serde_json::json!([
+        {"priority": 1000, "from": "10.24.0.0/16", "table": 100},
+        {"to": "fd00:24::/64", "table": 100},
+    ]);
+    let config_a =
+        config_from(serde_json::json!({"name": "net1", "addresses": ["10.24.1.2/24"], "rules": shared.clone()}));
+    let config_b = config_from(serde_json::json!({
+        "name": "net2",
+        "addresses": ["10.24.2.2/24"],
+        "rules": [shared[0].clone(), shared[1].clone(), {"priority": 1002, "from": "10.24.2.0/24", "table": 102}],
+    }));
+    let requests = [AttachRequest::new(&a, &config_a), AttachRequest::new(&b, &config_b)];
+
+    // One call, every rule once.
+    let ns = format!("{p}ns0");
+    created.netns(&ns);
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let records = attach_all(&netns, &requests).unwrap();
+    let shared_in_pod = |extra: &[&str]| {
+        let mut rules = vec![
+            "1000: from 10.24.0.0/16 lookup 100",
+            "1002: from 10.24.2.0/24 lookup 102",
+        ];
+        rules.extend_from_slice(extra);
+        let mut rules = set(&rules);
+        // The priority the kernel chose for the rule without one: below the first of its
+        // family's after 0 (IPv6 has only the kernel's 32766 then).
+        rules.insert("32765: from all to fd00:24::/64 lookup 100".into());
+        rules
+    };
+    assert_eq!(pod_rules(&ns), shared_in_pod(&[]));
+    for record in &records {
+        let detached = detach(record).unwrap();
+        assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
+    }
+    assert_eq!((&host_snapshot(&a), &host_snapshot(&b)), (&before_a, &before_b));
+
+    // A later step refused (the pod has b's own rule already): the shared rules the call
+    // added are deleted in the rollback, the pod's own rule stays, and once it is gone the
+    // same attach succeeds.
+    let ns = format!("{p}ns1");
+    created.netns(&ns);
+    let own = [
+        "rule",
+        "add",
+        "from",
+        "10.24.2.0/24",
+        "lookup",
+        "102",
+        "priority",
+        "1002",
+    ];
+    ip(&[&["-n", ns.as_str()][..], &own[..]].concat());
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let err = attach_all(&netns, &requests).unwrap_err();
+    let AttachError::Failed {
+        device,
+        step,
+        source,
+        rollback,
+    } = &err
+    else {
+        panic!("not a failed step: {err}");
+    };
+    assert_eq!(device, &b);
+    assert_eq!(
+        step,
+        &format!("add rule 1002: from 10.24.2.0/24 lookup 102 in {}", netns_path(&ns))
+    );
+    assert_eq!(source.errno(), Some(nix::errno::Errno::EEXIST), "{source}");
+    assert_eq!(rollback, &Rollback::Restored, "{err}");
+    assert_eq!(pod_rules(&ns), set(&["1002: from 10.24.2.0/24 lookup 102"]));
+    assert_eq!((&host_snapshot(&a), &host_snapshot(&b)), (&before_a, &before_b));
+
+    ip(&[
+        "-n",
+        &ns,
+        "rule",
+        "del",
+        "from",
+        "10.24.2.0/24",
+        "lookup",
+        "102",
+        "priority",
+        "1002",
+    ]);
+    let records = attach_all(&netns, &requests).unwrap();
+    assert_eq!(pod_rules(&ns), shared_in_pod(&[]));
+    for record in &records {
+        let detached = detach(record).unwrap();
+        assert!(detached.incomplete.is_empty(), "{:?}", detached.incomplete);
+    }
+    assert_eq!((&host_snapshot(&a), &host_snapshot(&b)), (&before_a, &before_b));
 }
 
 #[test]

@@ -4,21 +4,21 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::record::LOCAL_TABLE;
+
 use super::{ConfigError, IpFamily, Neighbour, NeighbourConfig, Rule, RuleConfig, parse_unicast_mac};
 
 /// `RT_TABLE_UNSPEC`: no table.
 const TABLE_UNSPEC: u32 = 0;
 /// `RT_TABLE_DEFAULT`: the table of the kernel's last rule.
 const TABLE_DEFAULT: u32 = 253;
-/// `RT_TABLE_LOCAL`: local and broadcast routes, filled by the kernel.
-const TABLE_LOCAL: u32 = 255;
 
 /// Checks a routing table a route or rule names: not unspecified, `default` or `local`.
 pub(super) fn check_table(field: &str, table: u32) -> Result<(), ConfigError> {
     let why = match table {
         TABLE_UNSPEC => "0 is no table (RT_TABLE_UNSPEC); leave `table` out for the main table",
         TABLE_DEFAULT => "253 is the kernel's reserved `default` table",
-        TABLE_LOCAL => "255 is the kernel's `local` table, which it fills itself",
+        LOCAL_TABLE => "255 is the kernel's `local` table, which it fills itself",
         _ => return Ok(()),
     };
     Err(ConfigError::new(

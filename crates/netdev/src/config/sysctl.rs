@@ -4,6 +4,13 @@
 //! The ranges are those `Documentation/networking/ip-sysctl.rst` gives each setting's meaning
 //! for; the kernel stores most of them unchecked, so a typo would otherwise take effect as an
 //! undefined mode.
+//!
+//! Narrower than the documentation where a value cannot work in a pod: `ipv6.addr_gen_mode`
+//! 2 (stable privacy) needs the interface's `stable_secret`, which neither a new namespace
+//! (its `conf/default/stable_secret` is unset) nor a moved interface (the kernel makes its
+//! `conf` directory anew in the pod) has, so the kernel refuses it after the move.
+//! Since `stable_secret` itself is refused (a secret, no integer), only 0 (EUI-64), 1 (none)
+//! and 3 (random) are allowed.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -53,8 +60,8 @@ pub const SYSCTL_ALLOW_LIST: &[AllowedSysctl] = &[
     allow(V6, "disable_ipv6", BOOLEAN),
     allow(V6, "forwarding", BOOLEAN),
     allow(V6, "accept_redirects", BOOLEAN),
-    // EUI-64, none, stable privacy (needs `stable_secret`), random.
-    allow(V6, "addr_gen_mode", &[0..=3]),
+    // EUI-64, none, random; not 2, stable privacy (see the module documentation).
+    allow(V6, "addr_gen_mode", &[0..=1, 3..=3]),
     // Every value up to 0 means off, 1 on, from 2 on preferred: -1..=2 spans them all.
     allow(V6, "use_tempaddr", &[-1..=2]),
 ];
@@ -89,10 +96,15 @@ pub(super) fn validate_sysctls(sysctls: &BTreeMap<String, i64>) -> Result<Vec<Sy
         .iter()
         .map(|(key, &value)| {
             let field = format!("sysctls[{key:?}]");
-            let (family, name) = match key.split_once('.') {
-                Some(("ipv4", name)) => (IpFamily::V4, name),
-                Some(("ipv6", name)) => (IpFamily::V6, name),
-                _ => {
+            let parsed = key.split_once('.').and_then(|(dir, name)| {
+                [IpFamily::V4, IpFamily::V6]
+                    .into_iter()
+                    .find(|f| f.sysctl_dir() == dir)
+                    .map(|family| (family, name))
+            });
+            let (family, name) = match parsed {
+                Some(parsed) => parsed,
+                None => {
                     return Err(ConfigError::new(
                         field,
                         format!("{key:?} is not \"ipv4.<name>\" or \"ipv6.<name>\""),
