@@ -93,7 +93,7 @@ pub struct HostInterface {
     pub addresses: Vec<HostAddress>,
     /// The routes through it that the kernel does not make by itself.
     pub routes: Vec<HostRoute>,
-    /// The host's values of the other settings the attach changes (see [`crate::settings`]).
+    /// The host's values of the other settings the attach changes (see [`HostSettings`]).
     #[serde(default, skip_serializing_if = "HostSettings::is_empty")]
     pub settings: HostSettings,
 }
