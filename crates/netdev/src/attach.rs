@@ -43,19 +43,20 @@
 //! - **Record** (changes nothing): the parent must exist on the host ([`AttachError::NoSuchDevice`]
 //!   otherwise). The record's `host` is the parent's link state (name, index, MTU, MAC, PCI
 //!   function…) with no addresses, routes or settings: nothing of the parent is touched, so
-//!   nothing of it is restored. `mac_in_pod` is the configured MAC, if any (the kernel picks
-//!   one at creation otherwise, after the record is journaled), and `subinterface` holds the
-//!   mode and tag. Carrying the host addresses is refused
+//!   nothing of it is restored. `mac_in_pod` is the configured MAC, else one derived from the
+//!   tag (see [`SubinterfaceSpec::mac_in_pod`]), so it is known before the kernel acts, and
+//!   `subinterface` holds the mode and tag. Carrying the host addresses is refused
 //!   ([`AttachError::CarryWithSubinterface`]): they belong to the parent, which keeps them. The
 //!   subinterface's spec is checked here too ([`AttachError::InvalidSubinterface`]): its tag
 //!   must start with a prefix ending in the first `:` (`netdra:` of
 //!   `netdra:<claim>:<request>`), which is the prefix the tag is checked against: the caller
-//!   chooses it with the tag.
+//!   chooses it with the tag; `passthru` mode is refused (it changes the parent).
 //! - **Attach** ([`attach_recorded`]): the parent must still exist under its recorded name
 //!   (its index is not compared: it is not moved, and may be re-created); the name the
 //!   subinterface takes must be free in the pod, as for a moved interface. Instead of step 3,
-//!   one `RTM_NEWLINK` creates the macvlan in the pod with its name, mode, MAC
-//!   (`hardwareAddress`), MTU and up state, then tags it; the configuration's addresses,
+//!   one `RTM_NEWLINK` creates the macvlan in the pod, down under a temporary name, with its
+//!   mode, MAC and MTU, then one `RTM_SETLINK` there names it, tags it and brings it up as
+//!   configured; the configuration's addresses,
 //!   routes, rules, neighbours, tuning, features and sysctls follow exactly as for a moved
 //!   interface.
 //! - **Rollback**: a subinterface is deleted (by its tag, in the pod), never returned; its
@@ -94,7 +95,7 @@ use crate::record::{
 use crate::rtnl::{KernelError, Rtnl, RtnlError};
 use crate::rules::{add_rule, delete_rule, route_in_table};
 use crate::settings::HostSettings;
-use crate::subinterface::{MacvlanMode, SubinterfaceError, SubinterfaceSpec, delete_in, prefix_of};
+use crate::subinterface::{MacvlanMode, SubinterfaceError, SubinterfaceSpec, delete_in, derived_mac, prefix_of};
 use crate::sysfs::Sysfs;
 
 /// Where the pod's interface comes from.
@@ -394,7 +395,8 @@ fn check_requests(requests: &[AttachRequest<'_>]) -> Result<(), AttachError> {
     Ok(())
 }
 
-/// Refuses a subinterface that would carry its parent's addresses, or whose spec is invalid.
+/// Refuses a subinterface that would carry its parent's addresses, or whose spec is invalid
+/// (among others, `passthru` mode: see [`SubinterfaceSpec::validate`]).
 fn check_placement(request: &AttachRequest<'_>) -> Result<(), AttachError> {
     let Placement::Macvlan { mode, tag } = request.placement else {
         return Ok(());
@@ -592,10 +594,10 @@ fn record_with(
             netns_inode: Some(netns_inode),
             name_in_pod: pod_name(request).to_owned(),
             // A subinterface's MAC is its own, not its parent's: the configured one, or the
-            // kernel's choice at creation (unknown until then).
-            mac_in_pod: match subinterface {
+            // one derived from its tag, known before the kernel acts.
+            mac_in_pod: match &subinterface {
                 None => request.config.hardware_address.or(host_state.mac),
-                Some(_) => request.config.hardware_address,
+                Some(s) => Some(request.config.hardware_address.unwrap_or_else(|| derived_mac(&s.tag))),
             },
             host: host_state,
             subinterface,

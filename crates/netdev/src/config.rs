@@ -508,7 +508,7 @@ impl ConfigError {
 }
 
 /// Checks an interface name against the kernel's rule (`dev_valid_name`); the problem, if any.
-fn check_interface_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("an interface name cannot be empty".into());
     }

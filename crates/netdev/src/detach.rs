@@ -17,8 +17,9 @@
 //! on a parent that never moved) is deleted, never returned, and its parent is never looked
 //! for nor touched (the record's host state is the parent's, and nothing of it is restored):
 //! - in the pod's namespace, wherever it is still held, the link under its pod name carrying
-//!   its tag, else any link carrying the tag, is deleted: [`DetachOutcome::Deleted`];
-//! - else, a host link carrying exactly the tag (someone moved it there) is deleted by it,
+//!   its tag, else any link carrying the tag, else an untagged `macvlan` under the tag's
+//!   temporary name (left by a crash before its rename), is deleted: [`DetachOutcome::Deleted`];
+//! - else, a host `macvlan` carrying exactly the tag (someone moved it there) is deleted by it,
 //!   the parent excepted: [`DetachOutcome::Deleted`] too;
 //! - else it went with its namespace: [`DetachOutcome::Vanished`].
 //!

@@ -79,7 +79,7 @@ pub use settings::HostSettings;
 pub use subinterface::{
     CreatedSubinterface, DeleteOutcome, Leftover, MacvlanMode, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
     create as create_subinterface, delete as delete_subinterface, delete_on_host as delete_subinterface_on_host,
-    leftovers as subinterface_leftovers,
+    is_tag as is_subinterface_tag, leftovers as subinterface_leftovers, temporary_name as subinterface_temporary_name,
 };
 pub use sysctl::{SysctlError, read_sysctl, write_sysctl};
 pub use sysfs::Sysfs;

@@ -10,8 +10,9 @@
 //!
 //! A subinterface (a record with [`RestoreRecord::subinterface`]) is found by its tag, never
 //! as its parent: in the pod's namespace under its pod name carrying the tag, else any link
-//! there carrying it ([`Location::InPod`]); else a host link carrying the tag, moved there by
-//! someone ([`Location::OnHost`]: a leftover to delete, which [`detach`](crate::detach())
+//! there carrying it, else an untagged `macvlan` under the tag's temporary name (a crash came
+//! between its creation and its rename: see [`crate::subinterface_temporary_name`])
+//! ([`Location::InPod`]); else a host `macvlan` carrying the tag, moved there by someone ([`Location::OnHost`]: a leftover to delete, which [`detach`](crate::detach())
 //! does); else [`Location::Gone`], as it is once its namespace is. The parent, which is on the
 //! host under the recorded name all along, is never looked at.
 //!
@@ -20,6 +21,7 @@
 use crate::netns::{Netns, NetnsError};
 use crate::record::{LinkSelector, LinkView, RestoreRecord, dump_links, get_link};
 use crate::rtnl::{Rtnl, RtnlError};
+use crate::subinterface::dump_macvlans;
 use crate::sysfs::Sysfs;
 
 /// Where a recorded interface is now.
@@ -79,7 +81,11 @@ pub fn locate(record: &RestoreRecord) -> Result<Location, LocateError> {
             source,
         };
         let mut pod = Rtnl::from_socket(pod_ns.socket().map_err(netns_error)?);
-        if let Some(link) = find_in_pod(&mut pod, record).map_err(read)? {
+        let found = match &record.subinterface {
+            Some(subinterface) => crate::subinterface::find_in_pod(&mut pod, &record.name_in_pod, &subinterface.tag),
+            None => find_in_pod(&mut pod, record),
+        };
+        if let Some(link) = found.map_err(read)? {
             return Ok(Location::InPod { name: link.name });
         }
     }
@@ -119,14 +125,14 @@ pub(crate) fn find_in_pod(pod: &mut Rtnl, record: &RestoreRecord) -> Result<Opti
     Ok(dump_links(pod)?.into_iter().find(|l| record.identifies(l, None)))
 }
 
-/// A subinterface on the host: a link carrying `tag` that is not its parent (which keeps the
-/// recorded name and is never taken for it).
+/// A subinterface on the host: a `macvlan` carrying `tag` that is not its parent (which keeps
+/// the recorded name and is never taken for it).
 pub(crate) fn find_tagged_on_host(
     host: &mut Rtnl,
     record: &RestoreRecord,
     tag: &str,
 ) -> Result<Option<LinkView>, RtnlError> {
-    Ok(dump_links(host)?
+    Ok(dump_macvlans(host)?
         .into_iter()
         .find(|l| l.alias.as_deref() == Some(tag) && l.name != record.host.name))
 }

@@ -3,46 +3,60 @@
 //! the whole NIC.
 //!
 //! The rules:
-//! - The parent never moves. [`create`] sends **one** `RTM_NEWLINK` on a host socket with
+//! - The parent never moves. [`create`] sends one `RTM_NEWLINK` on a host socket with
 //!   `NLM_F_CREATE | NLM_F_EXCL`, the parent's index (`IFLA_LINK`) and the pod's namespace
 //!   (`IFLA_NET_NS_FD`): the kernel creates the link in the pod's namespace, so it never
 //!   appears on the host, and destroys it with that namespace (a macvlan is not returned to
-//!   the host as a physical interface is). Name, MTU, MAC, up state and mode come in the same
-//!   message. The parent is neither changed nor brought up: a subinterface has carrier only
-//!   while its parent is up with carrier (siblings in bridge mode cannot talk otherwise).
-//! - Every subinterface carries a tag, its alias (`IFLA_IFALIAS`): `netdra:<claim>:<request>`,
-//!   starting with the caller's prefix. The kernel ignores an alias in `RTM_NEWLINK` (it
-//!   applies it only on `RTM_SETLINK`), so the tag is set right after, on a socket inside the
-//!   pod; if that fails the link is deleted again.
-//! - Nothing is deleted unless it carries the tag: [`delete`] finds the link in the pod by its
-//!   recorded name and tag (else by the tag alone, in case the pod renamed it), and
-//!   [`delete_on_host`] checks the tag of the index it is given. A crash between the creation
-//!   and the alias leaves an untagged link in the pod that [`delete`] does not touch: it dies
-//!   with the pod's namespace, like every subinterface.
+//!   the host as a physical interface is). MTU, MAC and mode come in that message. The parent
+//!   is neither changed nor brought up: a subinterface has carrier only while its parent is up
+//!   with carrier (siblings in bridge mode cannot talk otherwise).
+//! - It is created **down under a temporary name** ([`temporary_name`]: `nd` and 12 hex digits
+//!   of a stable hash of the tag), then renamed: before Linux 6.15 the kernel checks a new
+//!   link's name in the socket's namespace (the host's), not the target's, so a pod name equal
+//!   to a host interface's (the parent's own, by default) would fail with `EEXIST`. One
+//!   `RTM_SETLINK` inside the pod then sets the final name, the tag and `IFF_UP` (the kernel
+//!   renames before it changes flags, and renames only a link that is down, which it is). The
+//!   alias cannot come with the creation: the kernel ignores it in `RTM_NEWLINK`. If that
+//!   `RTM_SETLINK` fails the link is deleted again.
+//! - Every subinterface carries a tag, its alias (`IFLA_IFALIAS`): `<prefix><claim>:<request>`
+//!   (`netdra:<claim uid>:<request>`).
+//! - Its MAC is known before the kernel acts: the spec's, else one derived from the tag
+//!   ([`SubinterfaceSpec::mac_in_pod`]: locally administered, unicast), so the record holds it.
+//! - Nothing is deleted unless it is ours: [`delete`] finds the link in the pod by its recorded
+//!   name and tag (else by the tag alone, in case the pod renamed it, else a `macvlan` untagged
+//!   under the tag's temporary name, what a crash between creation and rename leaves), and
+//!   [`delete_on_host`] checks the kind (`macvlan`) and the tag of the index it is given.
 //! - The record ([`SubinterfaceRecord::new`]) is computed from the spec and the namespace's
 //!   path and inode alone, so the caller journals it before the kernel acts.
+//! - `passthru` mode is refused: it changes the parent (promiscuity, MAC) and allows one
+//!   subinterface per parent.
 //!
-//! Where a tagged link can be, and who finds it: in its pod's namespace ([`delete`]); in that
+//! Where a subinterface can be, and who finds it: in its pod's namespace ([`delete`]); in that
 //! namespace after the pod died while a bind mount or a process still holds it ([`delete`]
 //! opens the namespace by its recorded inode, wherever held); on the host only if someone moved
-//! it there (`ip link set … netns 1`), which [`leftovers`] lists for a sweep. A crash can leave
-//! none on the host: creation happens in the pod's namespace.
+//! it there (`ip link set … netns 1`), which [`leftovers`] lists for a sweep: only `macvlan`
+//! links whose alias has the exact tag shape ([`is_tag`]), so an operator's alias that merely
+//! starts with the prefix is never taken for one. A crash can leave none on the host: creation
+//! happens in the pod's namespace.
 //!
 //! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, Parseable};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage},
+    link::{
+        InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    },
 };
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::single;
-use crate::config::{MAX_INTERFACE_NAME, Mac};
+use crate::config::{Mac, check_interface_name};
+use crate::netlink::RTM_NEWLINK;
 use crate::netns::{Netns, NetnsError};
 use crate::record::{LinkSelector, LinkView, dump_links, get_link};
 use crate::rtnl::{Rtnl, RtnlError};
@@ -61,7 +75,9 @@ pub enum MacvlanMode {
     Private,
     /// Traffic between siblings goes through the external switch (`MACVLAN_MODE_VEPA`).
     Vepa,
-    /// The one subinterface takes over the parent (`MACVLAN_MODE_PASSTHRU`).
+    /// The one subinterface takes over the parent (`MACVLAN_MODE_PASSTHRU`). Refused by
+    /// [`SubinterfaceSpec::validate`]: it changes the parent (promiscuity, MAC) and allows one
+    /// subinterface per parent; kept so that a record or request naming it still parses.
     Passthru,
 }
 
@@ -87,7 +103,7 @@ pub struct SubinterfaceSpec {
     /// The macvlan mode.
     #[serde(default)]
     pub mode: MacvlanMode,
-    /// Its MAC address; the kernel picks a random one when absent.
+    /// Its MAC address; derived from the tag when absent ([`SubinterfaceSpec::mac_in_pod`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
     /// Its MTU; the parent's when absent (it cannot exceed the parent's).
@@ -100,8 +116,15 @@ pub struct SubinterfaceSpec {
 }
 
 impl SubinterfaceSpec {
-    /// Checks what can be checked without the kernel: the names are interface names, the MAC
-    /// is a unicast address, the tag fits an alias and starts with `tag_prefix` (non-empty).
+    /// Its MAC in the pod: the spec's, else a locally administered unicast one derived from the
+    /// tag (stable: the same tag always gives the same MAC).
+    pub fn mac_in_pod(&self) -> Mac {
+        self.mac.unwrap_or_else(|| derived_mac(&self.tag))
+    }
+
+    /// Checks what can be checked without the kernel: the names are interface names, the mode
+    /// is not `passthru`, the MAC is a unicast address, the tag fits an alias and starts with
+    /// `tag_prefix` (non-empty).
     pub fn validate(&self, tag_prefix: &str) -> Result<(), SubinterfaceError> {
         let invalid = |field: &'static str, reason: String| SubinterfaceError::InvalidSpec {
             name: self.name_in_pod.clone(),
@@ -110,6 +133,14 @@ impl SubinterfaceSpec {
         };
         check_interface_name(&self.parent).map_err(|r| invalid("parent", r))?;
         check_interface_name(&self.name_in_pod).map_err(|r| invalid("nameInPod", r))?;
+        if self.mode == MacvlanMode::Passthru {
+            return Err(invalid(
+                "mode",
+                "passthru is not supported: it changes the parent (promiscuity, MAC) and allows one \
+                 subinterface per parent"
+                    .into(),
+            ));
+        }
         if let Some(mac) = self.mac
             && (mac.0[0] & 1 != 0 || mac.0 == [0; 6])
         {
@@ -151,7 +182,7 @@ pub struct SubinterfaceRecord {
     pub netns: PathBuf,
     /// That namespace's identity (the inode of its nsfs file), by which it is found again.
     pub netns_inode: u64,
-    /// Its MAC address in the pod, when the spec set one (else the kernel picks it).
+    /// Its MAC address in the pod: the spec's, else the one derived from the tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_in_pod: Option<Mac>,
 }
@@ -165,7 +196,7 @@ impl SubinterfaceRecord {
             tag: spec.tag.clone(),
             netns: netns.to_owned(),
             netns_inode,
-            mac_in_pod: spec.mac,
+            mac_in_pod: Some(spec.mac_in_pod()),
         }
     }
 }
@@ -175,7 +206,7 @@ impl SubinterfaceRecord {
 pub struct CreatedSubinterface {
     /// Its index in the pod's namespace.
     pub index: u32,
-    /// Its MAC address (the spec's, or the one the kernel picked).
+    /// Its MAC address, as the kernel shows it (the spec's [`SubinterfaceSpec::mac_in_pod`]).
     pub mac: Option<Mac>,
 }
 
@@ -263,7 +294,7 @@ pub enum SubinterfaceError {
 }
 
 /// Creates `spec`'s macvlan in `netns` (see the module documentation): its index and MAC in
-/// the pod. Nothing is created when the spec is invalid (`tag_prefix` as in
+/// the pod. Nothing is left when the spec is invalid (`tag_prefix` as in
 /// [`SubinterfaceSpec::validate`]), the parent is missing or unusable, or the name is taken.
 pub fn create(
     netns: &Netns,
@@ -287,41 +318,42 @@ pub fn create(
         source,
     })?);
 
-    let message = new_macvlan(parent_index, netns.raw_fd(), spec);
-    match single(host.execute(vec![(message, NLM_F_CREATE | NLM_F_EXCL)])) {
-        Ok(()) => {}
-        // With `NLM_F_EXCL` the kernel looks for the name in the target namespace.
-        Err(e) if e.errno() == Some(Errno::EEXIST) => {
-            return Err(SubinterfaceError::NameTaken {
-                parent: spec.parent.clone(),
-                name: name.clone(),
-                netns: netns.path().to_owned(),
-            });
-        }
-        Err(e) => return Err(kernel(format!("create it on {} in {ns}", spec.parent))(e)),
-    }
+    let temporary = temporary_name(&spec.tag);
+    let message = new_macvlan(parent_index, netns.raw_fd(), &temporary, spec);
+    single(host.execute(vec![(message, NLM_F_CREATE | NLM_F_EXCL)]))
+        .map_err(kernel(format!("create it on {} in {ns}", spec.parent)))?;
 
-    let link = get_link(&mut pod, LinkSelector::Name(name))
+    let link = get_link(&mut pod, LinkSelector::Name(&temporary))
         .and_then(|link| {
             link.ok_or(RtnlError::Kernel(crate::rtnl::KernelError {
                 errno: Errno::ENODEV,
                 message: None,
             }))
         })
-        .map_err(kernel(format!("find it in {ns} after creating it")))?;
-    // Never set by the creation today; checked in case a kernel starts applying it there.
-    if link.alias.as_deref() != Some(spec.tag.as_str())
-        && let Err(e) = single(pod.execute(vec![(set_alias(link.index, &spec.tag), 0)]))
-    {
+        .map_err(kernel(format!("find it as {temporary} in {ns} after creating it")))?;
+    if let Err(e) = single(pod.execute(vec![(finish(link.index, spec), 0)])) {
         let undo = match single(pod.execute(vec![(del_link(link.index), 0)])) {
             Ok(()) => "it was deleted again".to_owned(),
             Err(undo) => format!("deleting it failed too ({undo}); it goes with the namespace"),
         };
-        return Err(kernel(format!("tag it {:?} in {ns}; {undo}", spec.tag))(e));
+        if e.errno() == Some(Errno::EEXIST) {
+            tracing::debug!(name = %name, netns = %ns, "{undo}");
+            return Err(SubinterfaceError::NameTaken {
+                parent: spec.parent.clone(),
+                name: name.clone(),
+                netns: netns.path().to_owned(),
+            });
+        }
+        return Err(kernel(format!(
+            "rename it from {temporary}, tag it {:?} in {ns}; {undo}",
+            spec.tag
+        ))(e));
     }
     Ok(CreatedSubinterface {
         index: link.index,
-        mac: link.mac,
+        mac: get_link(&mut pod, LinkSelector::Index(link.index))
+            .map_err(kernel(format!("read it in {ns}")))?
+            .and_then(|l| l.mac),
     })
 }
 
@@ -349,9 +381,8 @@ pub fn delete(record: &SubinterfaceRecord) -> Result<DeleteOutcome, Subinterface
     delete_in(&mut pod, netns.path(), name, &record.tag)
 }
 
-/// [`delete`] on a socket in the pod's namespace (at `netns`, for the errors): the link under
-/// `name` if it carries `tag`, else whichever link carries it; [`DeleteOutcome::AlreadyGone`]
-/// when none does.
+/// [`delete`] on a socket in the pod's namespace (at `netns`, for the errors): the link
+/// [`find_in_pod`] finds; [`DeleteOutcome::AlreadyGone`] when none.
 pub(crate) fn delete_in(
     pod: &mut Rtnl,
     netns: &Path,
@@ -366,19 +397,30 @@ pub(crate) fn delete_in(
             source,
         }
     };
-    let tagged = |link: &LinkView| link.alias.as_deref() == Some(tag);
-    let found = match get_link(pod, LinkSelector::Name(name)).map_err(kernel(format!("look in {ns}")))? {
-        Some(link) if tagged(&link) => Some(link),
-        // Renamed in the pod, or the name is another link's: the tag decides.
-        _ => dump_links(pod)
-            .map_err(kernel(format!("look in {ns}")))?
-            .into_iter()
-            .find(tagged),
-    };
+    let found = find_in_pod(pod, name, tag).map_err(kernel(format!("look in {ns}")))?;
     let Some(link) = found else {
         return Ok(DeleteOutcome::AlreadyGone);
     };
     remove(pod, link.index).map_err(kernel(format!("delete {} in {ns}", link.name)))
+}
+
+/// The subinterface tagged `tag` in the pod (on `pod`, a socket there): under `name` if it
+/// carries the tag, else whichever link carries it (the pod renamed it, or the name is another
+/// link's), else an untagged `macvlan` under the tag's [`temporary_name`] (a crash came between
+/// its creation and its rename).
+pub(crate) fn find_in_pod(pod: &mut Rtnl, name: &str, tag: &str) -> Result<Option<LinkView>, RtnlError> {
+    let tagged = |link: &LinkView| link.alias.as_deref() == Some(tag);
+    if let Some(link) = get_link(pod, LinkSelector::Name(name))?
+        && tagged(&link)
+    {
+        return Ok(Some(link));
+    }
+    if let Some(link) = dump_links(pod)?.into_iter().find(tagged) {
+        return Ok(Some(link));
+    }
+    Ok(get_kind(pod, LinkSelector::Name(&temporary_name(tag)))?
+        .filter(|(link, macvlan)| *macvlan && link.alias.is_none())
+        .map(|(link, _)| link))
 }
 
 /// The prefix of `tag` that [`SubinterfaceSpec::validate`] checks when the caller gives none of
@@ -388,8 +430,9 @@ pub(crate) fn prefix_of(tag: &str) -> Option<&str> {
     tag.find(':').map(|end| &tag[..=end])
 }
 
-/// The host's links whose tag starts with `tag_prefix` (non-empty): subinterfaces someone moved
-/// to the host (see the module documentation), for a sweep with [`delete_on_host`].
+/// The host's `macvlan` links whose alias is a tag of `tag_prefix` (non-empty) by [`is_tag`]:
+/// subinterfaces someone moved to the host (see the module documentation), for a sweep with
+/// [`delete_on_host`]. No other link is listed, whatever its alias.
 pub fn leftovers(tag_prefix: &str) -> Result<Vec<Leftover>, SubinterfaceError> {
     let kernel = |source| SubinterfaceError::Kernel {
         name: String::new(),
@@ -404,11 +447,11 @@ pub fn leftovers(tag_prefix: &str) -> Result<Vec<Leftover>, SubinterfaceError> {
         });
     }
     let mut host = Rtnl::new().map_err(kernel)?;
-    Ok(dump_links(&mut host)
+    Ok(dump_macvlans(&mut host)
         .map_err(kernel)?
         .into_iter()
         .filter_map(|link| {
-            let tag = link.alias.filter(|a| a.starts_with(tag_prefix))?;
+            let tag = link.alias.filter(|a| is_tag(a, tag_prefix))?;
             Some(Leftover {
                 index: link.index,
                 name: link.name,
@@ -418,8 +461,9 @@ pub fn leftovers(tag_prefix: &str) -> Result<Vec<Leftover>, SubinterfaceError> {
         .collect())
 }
 
-/// Deletes the host link at `index` if it carries exactly `tag`; [`DeleteOutcome::AlreadyGone`]
-/// when there is no such link or the index now names another (untagged or otherwise tagged).
+/// Deletes the host link at `index` if it is a `macvlan` carrying exactly `tag`;
+/// [`DeleteOutcome::AlreadyGone`] when there is no such link or the index now names another
+/// (of another kind, untagged or otherwise tagged).
 pub fn delete_on_host(index: u32, tag: &str) -> Result<DeleteOutcome, SubinterfaceError> {
     let kernel = |step: String| {
         move |source| SubinterfaceError::Kernel {
@@ -429,8 +473,8 @@ pub fn delete_on_host(index: u32, tag: &str) -> Result<DeleteOutcome, Subinterfa
         }
     };
     let mut host = Rtnl::new().map_err(kernel("open a routing netlink socket".into()))?;
-    match get_link(&mut host, LinkSelector::Index(index)).map_err(kernel("look on the host".into()))? {
-        Some(link) if link.alias.as_deref() == Some(tag) => {
+    match get_kind(&mut host, LinkSelector::Index(index)).map_err(kernel("look on the host".into()))? {
+        Some((link, true)) if link.alias.as_deref() == Some(tag) => {
             remove(&mut host, index).map_err(kernel(format!("delete {} on the host", link.name)))
         }
         _ => Ok(DeleteOutcome::AlreadyGone),
@@ -486,36 +530,25 @@ fn parent_problem(link: &LinkMessage) -> Option<String> {
             link.header.link_layer_type
         ));
     }
-    let kind = link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-            LinkInfo::Kind(kind) => Some(kind),
-            _ => None,
-        }),
-        _ => None,
-    });
-    match kind {
+    match kind_of(link) {
         Some(kind @ (InfoKind::MacVlan | InfoKind::MacVtap)) => Some(format!("it is itself a {kind}")),
         _ => None,
     }
 }
 
-/// The one `RTM_NEWLINK` that creates `spec`'s macvlan on parent `parent_index` in the
-/// namespace `netns_fd`. The tag is not in it: the kernel ignores an alias at creation.
-fn new_macvlan(parent_index: u32, netns_fd: RawFd, spec: &SubinterfaceSpec) -> RouteNetlinkMessage {
+/// The one `RTM_NEWLINK` that creates `spec`'s macvlan, down, as `temporary` on parent
+/// `parent_index` in the namespace `netns_fd`. The tag is not in it: the kernel ignores an
+/// alias at creation.
+fn new_macvlan(parent_index: u32, netns_fd: RawFd, temporary: &str, spec: &SubinterfaceSpec) -> RouteNetlinkMessage {
     let mut link = LinkMessage::default();
-    if spec.up {
-        link.header.flags = LinkFlags::Up;
-        link.header.change_mask = LinkFlags::Up;
-    }
     link.attributes.push(LinkAttribute::Link(parent_index));
     link.attributes.push(LinkAttribute::NetNsFd(netns_fd));
-    link.attributes.push(LinkAttribute::IfName(spec.name_in_pod.clone()));
+    link.attributes.push(LinkAttribute::IfName(temporary.to_owned()));
     if let Some(mtu) = spec.mtu {
         link.attributes.push(LinkAttribute::Mtu(mtu));
     }
-    if let Some(mac) = spec.mac {
-        link.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
-    }
+    link.attributes
+        .push(LinkAttribute::Address(spec.mac_in_pod().0.to_vec()));
     link.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::MacVlan),
         LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(spec.mode.into())])),
@@ -523,11 +556,17 @@ fn new_macvlan(parent_index: u32, netns_fd: RawFd, spec: &SubinterfaceSpec) -> R
     RouteNetlinkMessage::NewLink(link)
 }
 
-/// `RTM_SETLINK` giving link `index` the alias `tag`.
-fn set_alias(index: u32, tag: &str) -> RouteNetlinkMessage {
+/// The `RTM_SETLINK` that finishes link `index` as `spec` says: its name in the pod, its tag,
+/// and up if asked (the kernel renames before it changes the flags).
+fn finish(index: u32, spec: &SubinterfaceSpec) -> RouteNetlinkMessage {
     let mut link = LinkMessage::default();
     link.header.index = index;
-    link.attributes.push(LinkAttribute::IfAlias(tag.to_owned()));
+    if spec.up {
+        link.header.flags = LinkFlags::Up;
+        link.header.change_mask = LinkFlags::Up;
+    }
+    link.attributes.push(LinkAttribute::IfName(spec.name_in_pod.clone()));
+    link.attributes.push(LinkAttribute::IfAlias(spec.tag.clone()));
     RouteNetlinkMessage::SetLink(link)
 }
 
@@ -538,24 +577,102 @@ fn del_link(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelLink(link)
 }
 
-/// The kernel's rule for interface names (`dev_valid_name`); the problem, if any.
-fn check_interface_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("an interface name cannot be empty".into());
+/// FNV-1a (64 bits) of `domain` then `tag`: stable across versions and machines, as the
+/// temporary name and the MAC must be (both are computed again from a journaled tag).
+fn stable_hash(domain: &[u8], tag: &str) -> u64 {
+    domain
+        .iter()
+        .chain(tag.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// The name a subinterface tagged `tag` is created under, before its rename in the pod: `nd`
+/// and 12 hex digits (48 bits) of a stable hash of the tag, 14 bytes, unlikely to be any
+/// host link's name (see the module documentation).
+pub fn temporary_name(tag: &str) -> String {
+    format!("nd{:012x}", stable_hash(b"name\0", tag) & 0xffff_ffff_ffff)
+}
+
+/// The MAC of a subinterface tagged `tag` when its spec gives none: 46 bits of a stable hash
+/// of the tag, locally administered (bit 1 of the first octet set) and unicast (bit 0 clear).
+pub(crate) fn derived_mac(tag: &str) -> Mac {
+    let hash = stable_hash(b"mac\0", tag).to_be_bytes();
+    let mut mac = [0; 6];
+    mac.copy_from_slice(&hash[..6]);
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    Mac(mac)
+}
+
+/// Whether `alias` has the exact shape of a tag of `tag_prefix`: the prefix, a non-empty claim
+/// UID of `[0-9a-f-]`, `:`, and a request name that is a DNS label (at most 63 lower-case
+/// letters, digits and `-`, starting and ending with a letter or digit).
+pub fn is_tag(alias: &str, tag_prefix: &str) -> bool {
+    let Some(rest) = alias.strip_prefix(tag_prefix).filter(|_| !tag_prefix.is_empty()) else {
+        return false;
+    };
+    let Some((claim, request)) = rest.split_once(':') else {
+        return false;
+    };
+    let label_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !claim.is_empty()
+        && claim
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-')
+        && (1..=63).contains(&request.len())
+        && request.chars().all(|c| label_char(c) || c == '-')
+        && request.starts_with(label_char)
+        && request.ends_with(label_char)
+}
+
+/// A link's kind (`IFLA_INFO_KIND`), if it has one.
+fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// One link, and whether it is a `macvlan`.
+fn get_kind(rtnl: &mut Rtnl, selector: LinkSelector<'_>) -> Result<Option<(LinkView, bool)>, RtnlError> {
+    let mut request = LinkMessage::default();
+    request
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    match selector {
+        LinkSelector::Name(name) => request.attributes.push(LinkAttribute::IfName(name.to_owned())),
+        LinkSelector::Index(index) => request.header.index = index,
     }
-    if name.len() > MAX_INTERFACE_NAME {
-        return Err(format!(
-            "{name:?} is {} bytes long; an interface name has at most {MAX_INTERFACE_NAME}",
-            name.len()
-        ));
+    match rtnl.get(RouteNetlinkMessage::GetLink(request))? {
+        None => Ok(None),
+        Some(RouteNetlinkMessage::NewLink(link)) => Ok(Some((
+            LinkView::from_message(&link),
+            kind_of(&link) == Some(&InfoKind::MacVlan),
+        ))),
+        Some(other) => Err(RtnlError::Decode(format!(
+            "a link was asked for, the kernel sent {}",
+            other.message_type()
+        ))),
     }
-    if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a usable interface name"));
-    }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
-        return Err(format!("{name:?} contains {c:?}, which an interface name cannot hold"));
-    }
-    Ok(())
+}
+
+/// Every `macvlan` of the socket's namespace.
+pub(crate) fn dump_macvlans(rtnl: &mut Rtnl) -> Result<Vec<LinkView>, RtnlError> {
+    let mut request = LinkMessage::default();
+    request
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    rtnl.dump("link", RouteNetlinkMessage::GetLink(request), |kind, payload| {
+        if kind != RTM_NEWLINK {
+            return Ok(None);
+        }
+        let link = LinkMessage::parse(payload)?;
+        Ok((kind_of(&link) == Some(&InfoKind::MacVlan)).then(|| LinkView::from_message(&link)))
+    })
 }
 
 #[cfg(test)]
@@ -611,14 +728,13 @@ mod tests {
         const IFLA_INFO_DATA: u16 = 2;
         const IFLA_MACVLAN_MODE: u16 = 1;
         const MACVLAN_MODE_BRIDGE: u32 = 4;
-        const IFF_UP: u32 = 1;
         // NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE.
         const FLAGS: u16 = 0x1 | 0x4 | 0x200 | 0x400;
 
         let mut attributes = Vec::new();
         attributes.extend(nla(IFLA_LINK, &7u32.to_ne_bytes()));
         attributes.extend(nla(IFLA_NET_NS_FD, &9u32.to_ne_bytes()));
-        attributes.extend(nla(IFLA_IFNAME, b"net1\0"));
+        attributes.extend(nla(IFLA_IFNAME, b"nd0123456789ab\0"));
         attributes.extend(nla(IFLA_MTU, &1400u32.to_ne_bytes()));
         attributes.extend(nla(IFLA_ADDRESS, &[0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]));
         let data = nla(IFLA_MACVLAN_MODE, &MACVLAN_MODE_BRIDGE.to_ne_bytes());
@@ -626,12 +742,12 @@ mod tests {
         let info = [nla(IFLA_INFO_KIND, b"macvlan\0"), nla(IFLA_INFO_DATA, &data)].concat();
         attributes.extend(nla(IFLA_LINKINFO, &info));
 
-        // struct ifinfomsg: family, pad, type, index, flags, change.
+        // struct ifinfomsg: family, pad, type, index, flags, change: created down.
         let mut body = vec![0u8, 0];
         body.extend_from_slice(&0u16.to_ne_bytes());
         body.extend_from_slice(&0i32.to_ne_bytes());
-        body.extend_from_slice(&IFF_UP.to_ne_bytes());
-        body.extend_from_slice(&IFF_UP.to_ne_bytes());
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend_from_slice(&0u32.to_ne_bytes());
         body.extend(attributes);
         // struct nlmsghdr: length, type, flags, sequence, port.
         let mut expected = Vec::new();
@@ -642,12 +758,15 @@ mod tests {
         expected.extend_from_slice(&0u32.to_ne_bytes());
         expected.extend(body);
 
-        assert_eq!(expected.len(), 108);
-        assert_eq!(wire(new_macvlan(7, 9, &spec()), NLM_F_CREATE | NLM_F_EXCL), expected);
+        assert_eq!(expected.len(), 116);
+        assert_eq!(
+            wire(new_macvlan(7, 9, "nd0123456789ab", &spec()), NLM_F_CREATE | NLM_F_EXCL),
+            expected
+        );
     }
 
     #[test]
-    fn every_mode_is_the_kernels_number_and_down_leaves_the_flags_alone() {
+    fn every_mode_is_the_kernels_number_and_the_mac_is_always_given() {
         for (mode, number) in [
             (MacvlanMode::Private, 1u32),
             (MacvlanMode::Vepa, 2),
@@ -662,25 +781,27 @@ mod tests {
             mtu: None,
             ..spec()
         };
-        let RouteNetlinkMessage::NewLink(link) = new_macvlan(7, 9, &down) else {
+        let RouteNetlinkMessage::NewLink(link) = new_macvlan(7, 9, "nd0", &down) else {
             panic!("a new-link message");
         };
         assert!(link.header.flags.is_empty() && link.header.change_mask.is_empty());
-        assert!(
-            !link
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::Mtu(_) | LinkAttribute::Address(_)))
-        );
+        assert!(!link.attributes.iter().any(|a| matches!(a, LinkAttribute::Mtu(_))));
+        let derived = derived_mac("netdra:uid:req").0.to_vec();
+        assert!(link.attributes.contains(&LinkAttribute::Address(derived)));
     }
 
     #[test]
-    fn the_tag_is_set_and_links_deleted_by_index() {
-        let alias = [nla(20, b"netdra:uid:req\0")].concat();
-        let bytes = wire(set_alias(5, "netdra:uid:req"), 0);
+    fn one_setlink_names_tags_and_raises_it_and_links_are_deleted_by_index() {
+        // IFLA_IFNAME 3, IFLA_IFALIAS 20; IFF_UP 1 in flags and change.
+        let attributes = [nla(3, b"net1\0"), nla(20, b"netdra:uid:req\0")].concat();
+        let bytes = wire(finish(5, &spec()), 0);
         assert_eq!(&bytes[4..6], &19u16.to_ne_bytes(), "RTM_SETLINK");
         assert_eq!(&bytes[20..24], &5i32.to_ne_bytes());
-        assert_eq!(&bytes[32..], alias.as_slice());
+        assert_eq!(&bytes[24..28], &1u32.to_ne_bytes());
+        assert_eq!(&bytes[28..32], &1u32.to_ne_bytes());
+        assert_eq!(&bytes[32..], attributes.as_slice());
+        let down = wire(finish(5, &SubinterfaceSpec { up: false, ..spec() }), 0);
+        assert_eq!(&down[24..32], &[0; 8]);
         let bytes = wire(del_link(5), 0);
         assert_eq!(&bytes[4..6], &17u16.to_ne_bytes(), "RTM_DELLINK");
         assert_eq!(bytes.len(), 32);
@@ -732,6 +853,15 @@ mod tests {
                 "netdra:",
                 "subinterface net1: mac: 01:00:5e:00:00:01 is not a unicast address",
             ),
+            (
+                SubinterfaceSpec {
+                    mode: MacvlanMode::Passthru,
+                    ..spec()
+                },
+                "netdra:",
+                "subinterface net1: mode: passthru is not supported: it changes the parent (promiscuity, \
+                 MAC) and allows one subinterface per parent",
+            ),
         ];
         for (spec, prefix, message) in cases {
             let err = spec.validate(prefix).expect_err(message);
@@ -770,6 +900,66 @@ mod tests {
         assert_eq!(spec.mode, MacvlanMode::Bridge);
         let passthru: MacvlanMode = serde_json::from_str("\"passthru\"").expect("a mode");
         assert_eq!(passthru, MacvlanMode::Passthru);
+        // Without a MAC in the spec, the record holds the one derived from the tag.
+        let record = SubinterfaceRecord::new(&SubinterfaceSpec { mac: None, ..spec }, Path::new("/x"), 1);
+        assert_eq!(record.mac_in_pod, Some(derived_mac("netdra:a:b")));
+    }
+
+    #[test]
+    fn the_temporary_name_and_the_mac_are_stable_functions_of_the_tag() {
+        // Golden: journaled tags are hashed again after an upgrade; these must never change.
+        // FNV-1a 64 as published (the empty string is the offset basis).
+        assert_eq!(stable_hash(b"", ""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"", "a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(temporary_name("netdra:uid:req"), TEMPORARY);
+        assert_eq!(derived_mac("netdra:uid:req").to_string(), MAC);
+        assert_ne!(temporary_name("netdra:uid:req2"), TEMPORARY);
+    }
+
+    const TEMPORARY: &str = "nde42e6b017854";
+    const MAC: &str = "e2:bd:e8:70:cd:bc";
+
+    proptest::proptest! {
+        #[test]
+        fn temporary_names_are_valid_and_macs_local_unicast(tag in ".{0,255}") {
+            let name = temporary_name(&tag);
+            proptest::prop_assert_eq!(name.len(), 14);
+            proptest::prop_assert!(check_interface_name(&name).is_ok());
+            let mac = derived_mac(&tag);
+            proptest::prop_assert_eq!(mac.0[0] & 0x03, 0x02);
+        }
+
+        #[test]
+        fn any_alias_is_judged_without_panicking(alias in "\\PC{0,80}") {
+            let _ = is_tag(&alias, "netdra:");
+        }
+
+        #[test]
+        fn every_well_formed_tag_is_one(claim in "[0-9a-f-]{1,36}", request in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?") {
+            let tag = format!("netdra:{claim}:{request}");
+            proptest::prop_assert!(is_tag(&tag, "netdra:"));
+        }
+    }
+
+    #[test]
+    fn only_the_exact_tag_shape_is_a_tag() {
+        let claim = "0f4c7e12-3a4b-4c5d-8e9f-0123456789ab";
+        assert!(is_tag(&format!("netdra:{claim}:net-1"), "netdra:"));
+        for alias in [
+            "netdra:fast".to_owned(),
+            "netdra::req".to_owned(),
+            format!("netdra:{claim}:"),
+            format!("netdra:{claim}:Net1"),
+            format!("netdra:{claim}:-net"),
+            format!("netdra:{claim}:net-"),
+            format!("netdra:{claim}:a:b"),
+            format!("netdra:{claim}:{}", "a".repeat(64)),
+            "netdra:claim-a:req".to_owned(),
+            format!("other:{claim}:net1"),
+        ] {
+            assert!(!is_tag(&alias, "netdra:"), "{alias}");
+        }
+        assert!(!is_tag(&format!("{claim}:net1"), ""));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use common::*;
 use netdev::{
     DeleteOutcome, Mac, MacvlanMode, Netns, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
     create_subinterface as create, delete_subinterface as delete, delete_subinterface_on_host as delete_on_host,
-    subinterface_leftovers as leftovers,
+    subinterface_leftovers as leftovers, subinterface_temporary_name as temporary_name,
 };
 use udp::{round_trip, udp_in};
 
@@ -219,9 +219,14 @@ fn a_tagged_link_moved_to_the_host_is_a_leftover_swept_by_its_tag() {
     let mut created = Created::default();
     parent(&mut created, &par, &peer);
     created.netns(&ns);
-    let spec = spec(&par, &moved, "leftover:req");
+    // A prefix of this test's own: the others, running at once, expect no leftovers of theirs.
+    let moved_prefix = format!("netdra-moved-{}:", std::process::id());
+    let spec = SubinterfaceSpec {
+        tag: format!("{moved_prefix}0abc-1:req"),
+        ..spec(&par, &moved, "")
+    };
     let (netns, record) = open(&ns, &spec);
-    create(&netns, &spec, &tag_prefix()).unwrap();
+    create(&netns, &spec, &moved_prefix).unwrap();
     assert!(!link_exists(&moved), "created in the pod, never on the host");
 
     // Someone moves it to the host (our own namespace, by this process's ID).
@@ -236,7 +241,7 @@ fn a_tagged_link_moved_to_the_host_is_a_leftover_swept_by_its_tag() {
         &std::process::id().to_string(),
     ]);
     assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
-    let found = leftovers(&tag_prefix()).unwrap();
+    let found = leftovers(&moved_prefix).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
         (found[0].name.as_str(), found[0].tag.as_str()),
@@ -348,4 +353,153 @@ fn refusals_name_their_cause_and_create_nothing() {
 
     assert_eq!(host_links_but_tests(), host_before);
     assert!(leftovers(&tag_prefix()).unwrap().is_empty());
+}
+
+/// The MAC `ip` shows for `name` in namespace `ns`.
+fn pod_mac(ns: &str, name: &str) -> String {
+    ip_json(&["-n", ns, "link", "show", "dev", name])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_pod_name_that_is_a_host_links_name_is_free_in_the_pod() {
+    if !privileged("the subinterface host-name test") {
+        return;
+    }
+    // Before Linux 6.15 the kernel checked a new link's name in the socket's namespace: these
+    // two failed with EEXIST had the link been created under its final name.
+    let p = prefix("sh");
+    let (par, peer, ns) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns);
+    let host_before = host_links_but_tests();
+    eprintln!(
+        "kernel {}",
+        String::from_utf8_lossy(&std::process::Command::new("uname").arg("-r").output().unwrap().stdout).trim()
+    );
+
+    let as_parent = spec(&par, &par, "0a:own");
+    let as_peer = spec(&par, &peer, "0b:other");
+    let (netns, record_parent) = open(&ns, &as_parent);
+    let (_, record_peer) = open(&ns, &as_peer);
+    let made = create(&netns, &as_parent, &tag_prefix()).unwrap();
+    create(&netns, &as_peer, &tag_prefix()).unwrap();
+    assert_eq!(
+        pod_links(&ns),
+        BTreeSet::from(["lo".to_owned(), par.clone(), peer.clone()])
+    );
+    for (name, spec, record) in [(&par, &as_parent, &record_parent), (&peer, &as_peer, &record_peer)] {
+        let link = &ip_json(&["-d", "-n", &ns, "link", "show", "dev", name])[0];
+        assert_eq!(link["ifalias"], spec.tag.as_str(), "{link}");
+        assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+        // The MAC was known before the kernel acted: the record's is what the pod shows.
+        assert_eq!(record.mac_in_pod.unwrap().to_string(), pod_mac(&ns, name));
+        assert!(!link_exists_in(&ns, &temporary_name(&spec.tag)));
+    }
+    assert_eq!(made.mac, record_parent.mac_in_pod);
+    let mac = record_parent.mac_in_pod.unwrap().0;
+    assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast");
+    assert_eq!(host_links_but_tests(), host_before);
+
+    assert_eq!(delete(&record_parent).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(delete(&record_peer).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(pod_links(&ns), BTreeSet::from(["lo".to_owned()]));
+    assert!(link_exists(&par) && link_exists(&peer));
+}
+
+#[test]
+fn a_crash_before_the_rename_leaves_a_link_that_delete_finds_by_its_temporary_name() {
+    if !privileged("the subinterface temporary-name test") {
+        return;
+    }
+    let p = prefix("sc");
+    let (par, peer, ns) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.netns(&ns);
+    let spec = spec(&par, "net1", "0c:req");
+    let (_netns, record) = open(&ns, &spec);
+    let temporary = temporary_name(&spec.tag);
+
+    // What a crash between the creation and the rename leaves: a macvlan, untagged, down,
+    // under the temporary name.
+    ip(&[
+        "link", "add", "link", &par, "name", &temporary, "netns", &ns, "type", "macvlan", "mode", "bridge",
+    ]);
+    assert!(link_exists_in(&ns, &temporary));
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(pod_links(&ns), BTreeSet::from(["lo".to_owned()]));
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
+
+    // A link of another kind under that name is not ours; nor a macvlan tagged otherwise.
+    ip(&[
+        "-n", &ns, "link", "add", &temporary, "type", "veth", "peer", "name", "net1p",
+    ]);
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
+    assert!(link_exists_in(&ns, &temporary));
+    ip(&["-n", &ns, "link", "del", &temporary]);
+    ip(&[
+        "link", "add", "link", &par, "name", &temporary, "netns", &ns, "type", "macvlan",
+    ]);
+    ip(&["-n", &ns, "link", "set", &temporary, "alias", "someone-else"]);
+    assert_eq!(delete(&record).unwrap(), DeleteOutcome::AlreadyGone);
+    assert!(link_exists_in(&ns, &temporary));
+}
+
+#[test]
+fn the_sweep_takes_only_macvlans_with_the_exact_tag_shape() {
+    if !privileged("the subinterface sweep test") {
+        return;
+    }
+    let p = prefix("sw");
+    let (par, peer) = (format!("{p}par"), format!("{p}pp"));
+    let (veth_a, veth_b) = (format!("{p}va"), format!("{p}vb"));
+    let (veth_c, veth_d) = (format!("{p}vc"), format!("{p}vd"));
+    let (bad, good) = (format!("{p}mb"), format!("{p}mg"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer);
+    created.veth(&veth_a, &veth_b, None);
+    created.veth(&veth_c, &veth_d, None);
+    created.record_link(&bad, None);
+    created.record_link(&good, None);
+    ip(&["link", "add", "link", &par, "name", &bad, "type", "macvlan"]);
+    ip(&["link", "add", "link", &par, "name", &good, "type", "macvlan"]);
+    // A prefix of this test's own: the others, running at once, expect no leftovers of theirs.
+    let sweep_prefix = format!("netdra-sweep-{}:", std::process::id());
+    let well_formed = format!("{sweep_prefix}0f4c7e12-3a4b:net1");
+    let operators = format!("{sweep_prefix}fast");
+    let malformed = format!("{sweep_prefix}claim:Net_1");
+    ip(&["link", "set", &veth_a, "alias", &operators]);
+    ip(&["link", "set", &veth_c, "alias", &well_formed]);
+    ip(&["link", "set", &bad, "alias", &malformed]);
+    ip(&["link", "set", &good, "alias", &well_formed]);
+    let index = |name: &str| ip_json(&["link", "show", "dev", name])[0]["ifindex"].as_u64().unwrap() as u32;
+
+    let found = leftovers(&sweep_prefix).unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|l| (l.name.as_str(), l.tag.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(good.as_str(), well_formed.as_str())]
+    );
+    // Not macvlans: never deleted, whatever the alias.
+    assert_eq!(
+        delete_on_host(index(&veth_a), &operators).unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(
+        delete_on_host(index(&veth_c), &well_formed).unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(link_exists(&veth_a) && link_exists(&veth_c) && link_exists(&bad));
+    assert_eq!(
+        delete_on_host(found[0].index, &found[0].tag).unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(!link_exists(&good));
+    assert!(link_exists(&par) && link_exists(&bad));
 }

@@ -142,7 +142,9 @@ fn two_pods_share_a_parent_through_attach_and_detach() {
         assert_eq!(record.name_in_pod, "net1");
     }
     assert_eq!(record_a.mac_in_pod.map(|m| m.to_string()).as_deref(), Some(mac_a));
-    assert_eq!(record_b.mac_in_pod, None);
+    // Without a configured MAC, one derived from the tag: known when recorded.
+    let mac_b = record_b.mac_in_pod.expect("a MAC before the kernel acts");
+    assert_eq!(mac_b.0[0] & 0x03, 0x02, "locally administered unicast");
 
     // Each pod has its macvlan, tagged, with its own MAC and address.
     let mut macs = BTreeSet::new();
@@ -157,6 +159,11 @@ fn two_pods_share_a_parent_through_attach_and_detach() {
         );
         assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
         macs.insert(link["address"].as_str().unwrap().to_owned());
+        assert_eq!(
+            link["address"],
+            record.mac_in_pod.unwrap().to_string().as_str(),
+            "{link}"
+        );
         let addresses = &ip_json(&["-n", ns, "-4", "addr", "show", "dev", "net1"])[0]["addr_info"];
         assert_eq!(addresses[0]["local"], address.to_string().as_str(), "{addresses}");
         assert_eq!(pod_links(ns), BTreeSet::from(["lo".to_owned(), "net1".to_owned()]));
@@ -322,6 +329,21 @@ fn a_failing_attach_deletes_its_subinterfaces_and_returns_what_moved() {
     )
     .unwrap_err();
     assert!(matches!(err, AttachError::InvalidSubinterface { .. }), "{err}");
+    // Passthru would change the parent: refused before anything is read or made.
+    let passthru = Placement::Macvlan {
+        mode: MacvlanMode::Passthru,
+        tag: tag("claim:passthru"),
+    };
+    let err = attach_all(
+        &netns,
+        &[AttachRequest {
+            placement: &passthru,
+            ..AttachRequest::new(&par, &bad)
+        }],
+    )
+    .unwrap_err();
+    assert!(matches!(err, AttachError::InvalidSubinterface { .. }), "{err}");
+    assert!(err.to_string().contains("passthru is not supported"), "{err}");
     assert_eq!(
         pod_links(&ns),
         BTreeSet::from(["lo".to_owned(), "net1".to_owned(), "net1p".to_owned()])
@@ -428,5 +450,45 @@ fn a_subinterface_moved_to_the_host_is_located_there_and_deleted_by_its_tag() {
     assert!(!link_exists(&moved));
     assert_eq!(locate(&record).unwrap(), Location::Gone);
     assert_eq!(detach(&record).unwrap().outcome, DetachOutcome::Vanished);
+    assert_eq!(parent_state(&par), parent_before);
+}
+
+#[test]
+fn a_subinterface_left_under_its_temporary_name_is_located_and_detached() {
+    if !privileged("the shared-NIC temporary-name test") {
+        return;
+    }
+    let p = prefix("qt");
+    let (par, peer, ns) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"));
+    let mut created = Created::default();
+    parent(&mut created, &par, &peer, 225);
+    created.netns(&ns);
+    let parent_before = parent_state(&par);
+    let netns = Netns::open(netns_path(&ns)).unwrap();
+    let good = config("net1", None);
+    let placement = macvlan("0d:net1");
+    let requests = [AttachRequest {
+        placement: &placement,
+        ..AttachRequest::new(&par, &good)
+    }];
+    let record = record_all(&netns, &requests).unwrap().pop().unwrap();
+
+    // A crash between the creation and the rename: an untagged macvlan, temporary name.
+    let Placement::Macvlan { tag, .. } = &placement else {
+        panic!("a macvlan placement");
+    };
+    let temporary = netdev::subinterface_temporary_name(tag);
+    ip(&[
+        "link", "add", "link", &par, "name", &temporary, "netns", &ns, "type", "macvlan",
+    ]);
+    assert_eq!(
+        locate(&record).unwrap(),
+        Location::InPod {
+            name: temporary.clone()
+        }
+    );
+    assert_eq!(detach(&record).unwrap().outcome, DetachOutcome::Deleted);
+    assert_eq!(pod_links(&ns), only_lo());
+    assert_eq!(locate(&record).unwrap(), Location::Gone);
     assert_eq!(parent_state(&par), parent_before);
 }
