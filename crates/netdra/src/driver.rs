@@ -96,8 +96,9 @@ impl NetworkDriver for HostDevice {
     }
 }
 
-/// How the subinterfaces netdra makes are tagged (their alias starts with it): the start-up
-/// sweep deletes every link on the host that carries it.
+/// How the subinterfaces netdra makes are tagged: their alias is this, the claim's UID, `:`
+/// and the request's name. The start-up sweep deletes the macvlans on the host whose alias has
+/// exactly that shape, and nothing else.
 pub const SUBINTERFACE_TAG_PREFIX: &str = "netdra:";
 
 /// The capacity a shared NIC publishes: how many subinterfaces it takes.
