@@ -15,7 +15,7 @@ use netlink_packet_core::Parseable;
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
 };
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,8 @@ pub(crate) struct LinkView {
     pub(crate) carrier: bool,
     /// `IFLA_OPERSTATE`.
     pub(crate) oper: OperState,
+    /// Whether its kind (`IFLA_INFO_KIND`) is `macvlan`.
+    pub(crate) macvlan: bool,
 }
 
 impl LinkView {
@@ -184,6 +186,7 @@ impl LinkView {
             carrier: link.header.flags.contains(LinkFlags::LowerUp),
             // Absent from the message: the kernel did not say.
             oper: OperState::Unknown,
+            macvlan: false,
         };
         for attribute in &link.attributes {
             match attribute {
@@ -196,6 +199,9 @@ impl LinkView {
                 }
                 LinkAttribute::IfAlias(alias) if !alias.is_empty() => view.alias = Some(alias.clone()),
                 LinkAttribute::OperState(state) => view.oper = OperState::from(*state),
+                LinkAttribute::LinkInfo(infos) => {
+                    view.macvlan = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::MacVlan)));
+                }
                 _ => {}
             }
         }
@@ -431,6 +437,7 @@ mod tests {
             up: false,
             carrier: false,
             oper: OperState::Unknown,
+            macvlan: false,
         }
     }
 

@@ -44,19 +44,16 @@
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, Parseable};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{
-        InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
-    },
+    link::{InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage},
 };
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::single;
 use crate::config::{Mac, check_interface_name};
-use crate::netlink::RTM_NEWLINK;
 use crate::netns::{Netns, NetnsError};
 use crate::record::{LinkSelector, LinkView, dump_links, get_link};
 use crate::rtnl::{Rtnl, RtnlError};
@@ -418,9 +415,7 @@ pub(crate) fn find_in_pod(pod: &mut Rtnl, name: &str, tag: &str) -> Result<Optio
     if let Some(link) = dump_links(pod)?.into_iter().find(tagged) {
         return Ok(Some(link));
     }
-    Ok(get_kind(pod, LinkSelector::Name(&temporary_name(tag)))?
-        .filter(|(link, macvlan)| *macvlan && link.alias.is_none())
-        .map(|(link, _)| link))
+    Ok(get_link(pod, LinkSelector::Name(&temporary_name(tag)))?.filter(|link| link.macvlan && link.alias.is_none()))
 }
 
 /// The prefix of `tag` that [`SubinterfaceSpec::validate`] checks when the caller gives none of
@@ -473,8 +468,8 @@ pub fn delete_on_host(index: u32, tag: &str) -> Result<DeleteOutcome, Subinterfa
         }
     };
     let mut host = Rtnl::new().map_err(kernel("open a routing netlink socket".into()))?;
-    match get_kind(&mut host, LinkSelector::Index(index)).map_err(kernel("look on the host".into()))? {
-        Some((link, true)) if link.alias.as_deref() == Some(tag) => {
+    match get_link(&mut host, LinkSelector::Index(index)).map_err(kernel("look on the host".into()))? {
+        Some(link) if link.macvlan && link.alias.as_deref() == Some(tag) => {
             remove(&mut host, index).map_err(kernel(format!("delete {} on the host", link.name)))
         }
         _ => Ok(DeleteOutcome::AlreadyGone),
@@ -517,6 +512,17 @@ fn usable_parent(host: &mut Rtnl, spec: &SubinterfaceSpec) -> Result<u32, Subint
         });
     }
     Ok(parent.header.index)
+}
+
+/// A link's kind (`IFLA_INFO_KIND`), when it has one.
+fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// Why a link cannot be a parent, if it cannot.
@@ -626,53 +632,9 @@ pub fn is_tag(alias: &str, tag_prefix: &str) -> bool {
         && request.ends_with(label_char)
 }
 
-/// A link's kind (`IFLA_INFO_KIND`), if it has one.
-fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-            LinkInfo::Kind(kind) => Some(kind),
-            _ => None,
-        }),
-        _ => None,
-    })
-}
-
-/// One link, and whether it is a `macvlan`.
-fn get_kind(rtnl: &mut Rtnl, selector: LinkSelector<'_>) -> Result<Option<(LinkView, bool)>, RtnlError> {
-    let mut request = LinkMessage::default();
-    request
-        .attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    match selector {
-        LinkSelector::Name(name) => request.attributes.push(LinkAttribute::IfName(name.to_owned())),
-        LinkSelector::Index(index) => request.header.index = index,
-    }
-    match rtnl.get(RouteNetlinkMessage::GetLink(request))? {
-        None => Ok(None),
-        Some(RouteNetlinkMessage::NewLink(link)) => Ok(Some((
-            LinkView::from_message(&link),
-            kind_of(&link) == Some(&InfoKind::MacVlan),
-        ))),
-        Some(other) => Err(RtnlError::Decode(format!(
-            "a link was asked for, the kernel sent {}",
-            other.message_type()
-        ))),
-    }
-}
-
 /// Every `macvlan` of the socket's namespace.
 pub(crate) fn dump_macvlans(rtnl: &mut Rtnl) -> Result<Vec<LinkView>, RtnlError> {
-    let mut request = LinkMessage::default();
-    request
-        .attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    rtnl.dump("link", RouteNetlinkMessage::GetLink(request), |kind, payload| {
-        if kind != RTM_NEWLINK {
-            return Ok(None);
-        }
-        let link = LinkMessage::parse(payload)?;
-        Ok((kind_of(&link) == Some(&InfoKind::MacVlan)).then(|| LinkView::from_message(&link)))
-    })
+    Ok(dump_links(rtnl)?.into_iter().filter(|l| l.macvlan).collect())
 }
 
 #[cfg(test)]

@@ -461,7 +461,7 @@ fn a_subinterface_left_under_its_temporary_name_is_located_and_detached() {
     let p = prefix("qt");
     let (par, peer, ns) = (format!("{p}par"), format!("{p}pp"), format!("{p}n"));
     let mut created = Created::default();
-    parent(&mut created, &par, &peer, 225);
+    parent(&mut created, &par, &peer, 229);
     created.netns(&ns);
     let parent_before = parent_state(&par);
     let netns = Netns::open(netns_path(&ns)).unwrap();
