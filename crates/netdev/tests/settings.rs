@@ -6,31 +6,18 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
+mod inside;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::*;
+use inside::in_netns;
 use netdev::{
     Ethtool, EthtoolError, FeatureState, IpFamily, LinkTuning, RtnlError, Sysctl, SysctlError, TuningError,
     link_tuning, read_sysctl, tune_link, write_sysctl,
 };
 use nix::errno::Errno;
-use nix::sched::CloneFlags;
-
-/// Runs `f` on a thread of its own that entered namespace `name` (the thread ends with it).
-fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(netns_path(name)).unwrap();
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
 
 /// The index of link `link` in namespace `ns`.
 fn index_in(ns: &str, link: &str) -> u32 {

@@ -8,31 +8,18 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
+mod inside;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use common::*;
+use inside::in_netns;
 use netdev::{
     AttachError, AttachRequest, DetachOutcome, Ethtool, FeatureState, InterfaceConfig, IpFamily, LinkTuning, Netns,
     RestoreRecord, Rollback, StepError, Sysctl, TuningError, ValidConfig, attach, attach_all, attach_recorded, detach,
     link_tuning, record_all,
 };
-use nix::sched::CloneFlags;
-
-/// Runs `f` on a thread of its own that entered namespace `name` (the thread ends with it).
-fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(netns_path(name)).unwrap();
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
 
 /// The index of link `link`, in namespace `ns` or the host's.
 fn index_of(ns: Option<&str>, link: &str) -> u32 {

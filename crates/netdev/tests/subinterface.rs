@@ -5,7 +5,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
-mod udp;
+mod inside;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,12 +13,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use inside::{round_trip, udp_in};
 use netdev::{
     DeleteOutcome, Mac, MacvlanMode, Netns, SubinterfaceError, SubinterfaceRecord, SubinterfaceSpec,
     create_subinterface as create, delete_subinterface as delete, delete_subinterface_on_host as delete_on_host,
     subinterface_leftovers as leftovers, subinterface_temporary_name as temporary_name,
 };
-use udp::{round_trip, udp_in};
 
 /// This process's tag prefix: tests running at once (or other processes) never see each
 /// other's links.

@@ -6,18 +6,18 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
-mod udp;
+mod inside;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use common::*;
+use inside::{round_trip, udp_in};
 use netdev::{
     AttachError, AttachRequest, DetachOutcome, InterfaceConfig, Location, MacvlanMode, Netns, Placement, RestoreRecord,
     RouteConfig, Subinterface, ValidConfig, attach_all, attach_recorded, detach, locate, pod_link_state, record_all,
 };
-use udp::{round_trip, udp_in};
 
 /// This process's tag prefix: tests running at once (or other processes) never see each
 /// other's links.

@@ -1,10 +1,24 @@
-//! Pod-to-pod reachability for the privileged subinterface tests: UDP sockets made inside a
-//! namespace, and a bounded round trip between two of them.
+//! Acting from inside a network namespace, for the privileged tests: code run on a thread that
+//! entered it, UDP sockets made there, and a bounded round trip between two of them.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 
 use crate::common::netns_path;
+
+/// Runs `f` on a thread of its own that entered namespace `name` (the thread ends with it).
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(netns_path(name)).unwrap();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
 
 /// A UDP socket bound to `address` inside namespace `ns`: made on a thread that enters it (a
 /// socket stays in the namespace it was made in).
