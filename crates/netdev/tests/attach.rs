@@ -210,11 +210,7 @@ fn detach_finds_an_interface_the_kernel_returned_under_another_name() {
     let netns = Netns::open(netns_path(&ns)).unwrap();
     let record = attach(&netns, &host, &full_config()).unwrap();
     drop(netns);
-    // What the kernel does to a physical NIC when its namespace dies: back on the host under a
-    // name of its choosing, with the MAC and MTU it had in the pod. (A veth would die instead.)
-    let pid = std::process::id().to_string();
-    ip(&["-n", &ns, "link", "set", "net1", "netns", &pid, "name", &other_name]);
-    ip(&["netns", "del", &ns]);
+    return_as_physical_nic(&ns, "net1", &other_name);
 
     let detached = detach(&record).unwrap();
     assert_eq!(

@@ -309,3 +309,12 @@ pub fn wait_gone(peer: &str) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// What the kernel does to a physical NIC when its namespace dies: it comes back to the host
+/// under a name of its choosing, with what it had in the pod. A veth would die instead, so the
+/// tests move `name_in_pod` out of namespace `ns` as `host_name`, then delete `ns`.
+pub fn return_as_physical_nic(ns: &str, name_in_pod: &str, host_name: &str) {
+    let pid = std::process::id().to_string();
+    ip(&["-n", ns, "link", "set", name_in_pod, "netns", &pid, "name", host_name]);
+    ip(&["netns", "del", ns]);
+}
