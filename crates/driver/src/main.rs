@@ -20,7 +20,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use kubeletplugin::{ClaimCacheMode, PluginOptions, slices::PoolSpec};
+use kubeletplugin::{ClaimCacheMode, PluginOptions, PoolSpec};
 use netdev::Sysfs;
 use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 use nri::StubOptions;
@@ -201,11 +201,11 @@ fn node_name(flags: &Flags) -> anyhow::Result<String> {
 
 fn inventory_config(flags: &Flags) -> anyhow::Result<InventoryConfig> {
     kubeletplugin::validate_driver_name(&flags.driver_name).context("--driver-name")?;
-    Ok(InventoryConfig {
-        driver: flags.driver_name.clone(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(flags.device_filter.as_deref()).context("--device-filter")?,
-    })
+    Ok(InventoryConfig::new(
+        flags.driver_name.clone(),
+        Sysfs::default(),
+        DeviceFilter::parse(flags.device_filter.as_deref()).context("--device-filter")?,
+    ))
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -234,14 +234,9 @@ async fn inventory(flags: &Flags) -> anyhow::Result<()> {
     }
     let driver = driver(flags);
     let devices: Vec<_> = scan.published.into_iter().filter_map(|d| driver.publish(d)).collect();
-    let pool = PoolSpec {
-        driver: flags.driver_name.clone(),
-        pool: node.clone(),
-        node_name: node,
-        owner: None,
-    };
-    for op in kubeletplugin::slices::plan(&pool, &devices, &[]) {
-        if let kubeletplugin::slices::SliceOp::Create(slice) = op {
+    let pool = PoolSpec::new(flags.driver_name.clone(), node);
+    for op in kubeletplugin::plan_slices(&pool, &devices, &[]) {
+        if let kubeletplugin::SliceOp::Create(slice) = op {
             print!("---\n{}", serde_yaml_ng::to_string(&slice)?);
         }
     }

@@ -29,6 +29,7 @@ const MAGIC: &str = "netdra-kubeletplugin-checkpoint";
 
 /// Why the checkpoint could not be read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// Reading or writing failed.
     #[error("checkpoint {path}: {source}")]

@@ -36,6 +36,7 @@ const FETCH_CONCURRENCY: usize = 8;
 
 /// Why a claim could not be resolved. Every variant names the claim.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClaimError {
     /// The API server does not know the claim.
     #[error("claim {claim} not found in the API server")]
@@ -70,6 +71,7 @@ pub enum ClaimError {
 
 /// How claims are looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClaimCacheMode {
     /// Watch the pods bound to node `node_name` (a field selector on `spec.nodeName`, as the
     /// kubelet does) and keep the claims they reference, fetched as the pods appear; GET on a

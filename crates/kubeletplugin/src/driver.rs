@@ -31,6 +31,9 @@ impl fmt::Display for ClaimRef {
 
 /// Where an opaque configuration came from; class configuration comes first and the claim's
 /// own configuration after it, so a driver merging them in order lets the claim win.
+///
+/// Exhaustive on purpose: every caller must handle each source, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigSource {
     /// From the DeviceClass.
@@ -41,6 +44,7 @@ pub enum ConfigSource {
 
 /// One opaque configuration addressed to this driver that applies to a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeviceConfig {
     /// Class or claim.
     pub source: ConfigSource,
@@ -50,6 +54,7 @@ pub struct DeviceConfig {
 
 /// One device the scheduler allocated to this driver in a claim.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct AllocatedDevice {
     /// The claim request this device satisfies.
     pub request: String,
@@ -65,6 +70,7 @@ pub struct AllocatedDevice {
 
 /// A claim resolved against the API: only what concerns this driver.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ResolvedClaim {
     /// Which claim.
     pub claim: ClaimRef,
@@ -76,6 +82,7 @@ pub struct ResolvedClaim {
 
 /// A device as prepared, reported to the kubelet and kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PreparedDevice {
     /// Requests this device satisfies (empty means all requests of the claim).
     pub requests: Vec<String>,
@@ -93,6 +100,7 @@ pub struct PreparedDevice {
 
 /// What a driver returns from [`DraDriver::prepare`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Preparation {
     /// The prepared devices, reported to the kubelet.
     pub devices: Vec<PreparedDevice>,

@@ -47,6 +47,9 @@ use crate::proto::health;
 pub const HEALTH_SERVICES: [&str; 2] = ["v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"];
 
 /// A device's state, as the kubelet shows it in the pod's status.
+///
+/// Exhaustive on purpose: every caller must handle each status, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HealthStatus {
     /// The driver cannot tell (also what the kubelet shows for a stale or unreported device).
@@ -72,6 +75,7 @@ pub struct DeviceHealth {
 
 /// How the feed's streams pace themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthOptions {
     /// Sent with every device as `health_check_timeout_seconds` (whole seconds, at least 1): how
     /// long the kubelet trusts a state it received. Also how old a report may be and still be

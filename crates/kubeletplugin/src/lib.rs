@@ -63,9 +63,9 @@ mod preparer;
 /// The kubelet's gRPC protos, for tests that play the kubelet; a driver never needs them.
 #[doc(hidden)]
 pub mod proto;
-pub mod publisher;
+mod publisher;
 mod services;
-pub mod slices;
+mod slices;
 mod sockets;
 mod store;
 
@@ -83,5 +83,7 @@ pub use plugin::{
     ClaimCacheReader, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, PluginError, PluginHandle, PluginOptions,
     current_boot_id, shutdown_signal, start, start_with_store, validate_driver_name,
 };
+pub use publisher::{PublishError, PublishStatus, Published, SlicePublisher};
 pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};
+pub use slices::{PoolSpec, SliceOp, plan as plan_slices};
 pub use store::{PreparedChange, PreparedStore};

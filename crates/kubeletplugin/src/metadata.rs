@@ -104,6 +104,7 @@ const DIR_MODE: u32 = 0o755;
 /// Why device metadata could not be written or removed. Every variant names the claim (a
 /// sweep's, the directory it could not list) and, where one was built, the path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetadataError {
     /// A file or directory could not be read, written, listed or removed.
     #[error("device metadata of claim {claim}: cannot {action} {path}: {source}")]

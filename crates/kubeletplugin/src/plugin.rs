@@ -48,6 +48,7 @@ impl ClaimCacheReader {
 
 /// Why a plugin could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PluginError {
     /// The driver name is not a valid DRA driver name.
     #[error("invalid driver name {name:?}: {reason}")]
@@ -70,6 +71,7 @@ pub enum PluginError {
 
 /// Settings of a kubelet plugin. Paths default to the kubelet's standard layout.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PluginOptions {
     /// The DRA driver name (a DNS subdomain, e.g. `net.example.com`).
     pub driver_name: String,

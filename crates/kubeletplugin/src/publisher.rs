@@ -25,6 +25,7 @@ const MAX_ATTEMPTS: usize = 5;
 
 /// A publication failed; the publisher retries on the next change or resync.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// A write failed.
     #[error("pool {pool}: {operation} failed: {source}")]
@@ -47,6 +48,7 @@ pub enum PublishError {
 
 /// Counts of a publication's writes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Published {
     /// Slices created, updated and deleted.
     pub writes: usize,
@@ -54,6 +56,7 @@ pub struct Published {
 
 /// Where a running publisher stands, for health checks and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishStatus {
     /// Whether the last publication succeeded (the slices match the devices).
     pub published: bool,

@@ -18,6 +18,7 @@ pub const SUPPORTED_VERSIONS: [&str; 2] = ["v1.DRAPlugin", "v1beta1.DRAPlugin"];
 
 /// Where the kubelet's registration of this plugin stands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RegistrationState {
     /// The kubelet has not reported a verdict yet.
     #[default]

@@ -21,6 +21,7 @@ pub const MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS: usize = 64;
 
 /// The pool a node publishes for one driver.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PoolSpec {
     /// The DRA driver name.
     pub driver: String,
@@ -32,7 +33,33 @@ pub struct PoolSpec {
     pub owner: Option<OwnerReference>,
 }
 
+impl PoolSpec {
+    /// The devices of the DRA driver `driver` on `node_name`, in the pool named after the
+    /// node (the convention), with no owner.
+    pub fn new(driver: impl Into<String>, node_name: impl Into<String>) -> Self {
+        let node_name = node_name.into();
+        Self {
+            driver: driver.into(),
+            pool: node_name.clone(),
+            node_name,
+            owner: None,
+        }
+    }
+
+    /// The same pool, its slices owned by `owner` (the Node object, so they are
+    /// garbage-collected with it).
+    pub fn with_owner(self, owner: OwnerReference) -> Self {
+        Self {
+            owner: Some(owner),
+            ..self
+        }
+    }
+}
+
 /// One write of a plan.
+///
+/// Exhaustive on purpose: every caller must handle each operation, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SliceOp {
     /// Create a slice (named by the API server from `metadata.generateName`).
@@ -142,18 +169,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn pool() -> PoolSpec {
-        PoolSpec {
-            driver: "net.example.com".into(),
-            node_name: "node1".into(),
-            pool: "node1".into(),
-            owner: Some(OwnerReference {
-                api_version: "v1".into(),
-                kind: "Node".into(),
-                name: "node1".into(),
-                uid: "node-uid".into(),
-                ..Default::default()
-            }),
-        }
+        PoolSpec::new("net.example.com", "node1").with_owner(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: "node1".into(),
+            uid: "node-uid".into(),
+            ..Default::default()
+        })
     }
 
     fn device(name: &str) -> Device {

@@ -11,6 +11,9 @@ use std::{error::Error, future::Future, pin::Pin, sync::Arc};
 use crate::driver::{ClaimRef, PreparedClaim};
 
 /// One change to the prepared claims, committed with the others of its batch.
+///
+/// Exhaustive on purpose: every caller must handle each change, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone)]
 pub enum PreparedChange {
     /// The claim is prepared as described (replacing whatever was kept for its UID).

@@ -8,22 +8,17 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::{api::resource::v1::Device, apimachinery::pkg::apis::meta::v1::OwnerReference};
-use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
+use kubeletplugin::{PoolSpec, SlicePublisher};
 use testkit::{FakeApiServer, InjectedFailure, RESOURCE_SLICES};
 
 fn pool(node: &str) -> PoolSpec {
-    PoolSpec {
-        driver: DRIVER.into(),
-        node_name: node.into(),
-        pool: node.into(),
-        owner: Some(OwnerReference {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            name: node.into(),
-            uid: format!("uid-{node}"),
-            ..Default::default()
-        }),
-    }
+    PoolSpec::new(DRIVER, node).with_owner(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node.into(),
+        uid: format!("uid-{node}"),
+        ..Default::default()
+    })
 }
 
 fn devices(n: usize) -> Vec<Device> {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::*;
-use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
+use kubeletplugin::{PoolSpec, SlicePublisher};
 use netdev::Sysfs;
 use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 use peak_alloc::PeakAlloc;
@@ -71,14 +71,14 @@ async fn bench() {
     ip_batch(&batch);
     println!("created {INTERFACES} veth interfaces in {:.0} ms", ms(start.elapsed()));
 
-    let inventory = Inventory::new(InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(Some(&format!(
+    let inventory = Inventory::new(InventoryConfig::new(
+        DRIVER,
+        Sysfs::default(),
+        DeviceFilter::parse(Some(&format!(
             r#"device.attributes["{DRIVER}"].ifName.startsWith("{p}x")"#
         )))
         .unwrap(),
-    });
+    ));
 
     // Warm-up, then the measured runs.
     let heap_before = ALLOCATOR.current_usage();
@@ -114,12 +114,7 @@ async fn bench() {
 
     // Publishing: slices for 1,000 devices, then an unchanged re-scan.
     let api = FakeApiServer::start().await.unwrap();
-    let pool = PoolSpec {
-        driver: DRIVER.into(),
-        node_name: "bench-node".into(),
-        pool: "bench-node".into(),
-        owner: None,
-    };
+    let pool = PoolSpec::new(DRIVER, "bench-node");
     let publisher = SlicePublisher::start(api.client(), pool).await;
     let first = publisher
         .publish(&inventory.scan().await.unwrap().published)

@@ -9,7 +9,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use kubeletplugin::slices::{PoolSpec, SliceOp, plan};
+use kubeletplugin::{PoolSpec, SliceOp, plan_slices};
 use netdev::Sysfs;
 use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig};
 
@@ -41,11 +41,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = DeviceFilter::parse(args.filter.as_deref())?;
     let node_name = args.node_name.unwrap_or_else(host_name);
-    let inventory = Inventory::new(InventoryConfig {
-        driver: args.driver_name.clone(),
-        sysfs: Sysfs::new(&args.sysfs_root),
+    let inventory = Inventory::new(InventoryConfig::new(
+        args.driver_name.clone(),
+        Sysfs::new(&args.sysfs_root),
         filter,
-    });
+    ));
     let scan = inventory.scan().await.context("scanning the node's interfaces")?;
     for (interface, why) in &scan.left_out {
         eprintln!("left out {interface}: {why}");
@@ -53,13 +53,8 @@ async fn main() -> anyhow::Result<()> {
     for (device, action) in &scan.limited {
         eprintln!("{device}: {action}");
     }
-    let pool = PoolSpec {
-        driver: args.driver_name,
-        pool: node_name.clone(),
-        node_name,
-        owner: None,
-    };
-    for op in plan(&pool, &scan.published, &[]) {
+    let pool = PoolSpec::new(args.driver_name, node_name);
+    for op in plan_slices(&pool, &scan.published, &[]) {
         if let SliceOp::Create(slice) = op {
             print!("---\n{}", serde_yaml_ng::to_string(&slice)?);
         }

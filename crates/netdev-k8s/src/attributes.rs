@@ -29,8 +29,6 @@ pub const MAX_NAME: usize = 32;
 pub const MAX_DOMAIN: usize = 63;
 /// Longest string or version value.
 pub const MAX_VALUE: usize = 64;
-/// The domain of the standard attributes Kubernetes defines.
-pub const STANDARD_DOMAIN: &str = "resource.kubernetes.io";
 /// The standard PCIe root attribute (`pci<domain>:<bus>`).
 pub const PCIE_ROOT: &str = "resource.kubernetes.io/pcieRoot";
 /// The standard PCI bus id attribute (`dddd:bb:dd.f`).
@@ -185,27 +183,28 @@ pub fn render(device: &NetDevice) -> (Device, Vec<LimitAction>) {
     (rendered, actions)
 }
 
-/// What [`enforce_limits`] changed.
+/// What keeping a device within the API's limits changed (see [`Scan::limited`](crate::Scan::limited)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LimitAction {
     /// An attribute or capacity with an invalid name was dropped.
     InvalidName {
         /// The name.
         name: String,
     },
-    /// A string value was cut to [`MAX_VALUE`] characters.
+    /// A string value was cut to the API's 64 characters.
     Cut {
         /// The attribute.
         name: String,
         /// Its length before.
         length: usize,
     },
-    /// A version value above [`MAX_VALUE`] characters was dropped.
+    /// A version value above the API's 64 characters was dropped.
     LongVersion {
         /// The attribute.
         name: String,
     },
-    /// An attribute was dropped to stay within [`MAX_ATTRIBUTES_AND_CAPACITIES`].
+    /// An attribute was dropped to stay within the API's 32 attributes and capacities.
     TooMany {
         /// The attribute.
         name: String,

@@ -4,15 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netdev::{
-    link::{LinkFacts, NetlinkSnapshot},
-    sysfs::{PciFacts, Sysfs, SysfsFacts},
-};
+use netdev::{LinkFacts, NetlinkSnapshot, PciFacts, Sysfs, SysfsFacts};
 
 use crate::names::{NameSource, device_names};
 
 /// What kind of interface it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Kind {
     /// Backed by a device (a PCI NIC, a virtio NIC…), not an SR-IOV VF.
     Physical,
@@ -38,6 +36,7 @@ impl Kind {
 
 /// Why the default filter does not publish an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Exclusion {
     /// The loopback interface.
     Loopback,
@@ -77,8 +76,9 @@ impl std::fmt::Display for Exclusion {
 
 /// One interface of the node, with everything the inventory knows of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetDevice {
-    /// The DRA device name (see [`crate::names`]).
+    /// The DRA device name (stable DNS labels; the rules are in `names.rs`).
     pub name: String,
     /// The interface name.
     pub if_name: String,

@@ -26,6 +26,7 @@ use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
 
 /// The filter could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FilterError {
     /// The expression does not parse.
     #[error("invalid device filter {expression:?}: {message}")]
@@ -38,6 +39,7 @@ pub enum FilterError {
 }
 
 /// Which devices are published.
+#[non_exhaustive]
 pub enum DeviceFilter {
     /// The default rule: everything backed by a device, except the uplinks and pod networking
     /// (loopback and software interfaces stay out, see [`crate::Exclusion`]).

@@ -3,11 +3,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::resource::v1::Device;
-use netdev::{
-    link::NetlinkSnapshot,
-    netlink::{self, NetlinkError},
-    sysfs::Sysfs,
-};
+use netdev::{NetlinkError, NetlinkSnapshot, Sysfs};
 
 use crate::{
     attributes,
@@ -17,6 +13,7 @@ use crate::{
 
 /// What a scan needs: whose devices, where sysfs is, which devices to publish.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct InventoryConfig {
     /// The DRA driver name; also the domain of the driver's own attributes.
     pub driver: String,
@@ -26,8 +23,21 @@ pub struct InventoryConfig {
     pub filter: DeviceFilter,
 }
 
+impl InventoryConfig {
+    /// The devices of the DRA driver `driver`, read from `sysfs`, published when `filter`
+    /// selects them.
+    pub fn new(driver: impl Into<String>, sysfs: Sysfs, filter: DeviceFilter) -> Self {
+        Self {
+            driver: driver.into(),
+            sysfs,
+            filter,
+        }
+    }
+}
+
 /// The result of one scan.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Scan {
     /// Every interface of the namespace.
     pub devices: Vec<NetDevice>,
@@ -106,7 +116,7 @@ impl Inventory {
     /// block).
     pub async fn scan(&self) -> Result<Scan, NetlinkError> {
         let config = self.config.clone();
-        tokio::task::spawn_blocking(move || Ok(select(&netlink::snapshot()?, &config)))
+        tokio::task::spawn_blocking(move || Ok(select(&netdev::snapshot()?, &config)))
             .await
             .map_err(NetlinkError::Task)?
     }

@@ -1,5 +1,5 @@
 //! Keeping the published devices current: a rescan on netlink link, address and route
-//! notifications ([`netdev::changes`], coalesced and rate-limited), a periodic full resync,
+//! notifications ([`netdev::Changes`], coalesced and rate-limited), a periodic full resync,
 //! and holds that keep an allocated device published while it sits in a pod's namespace.
 //!
 //! Why a full rescan per burst instead of applying each notification: a scan of 1,000
@@ -18,7 +18,7 @@ use std::{
 };
 
 use k8s_openapi::api::resource::v1::Device;
-use netdev::{changes::Changes, netlink::NetlinkError};
+use netdev::{Changes, NetlinkError};
 use parking_lot::Mutex;
 use tokio::{
     sync::{Notify, watch},
@@ -29,6 +29,7 @@ use crate::inventory::{Inventory, Scan};
 
 /// How the watcher paces its scans.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct WatchOptions {
     /// Quiet time gathered after a notification before scanning, so a burst costs one scan.
     pub settle: Duration,
@@ -154,7 +155,7 @@ impl Drop for Subscription {
     }
 }
 
-/// Subscribes to link, address and route notifications (see [`netdev::changes`]).
+/// Subscribes to link, address and route notifications (see [`netdev::Changes`]).
 fn subscribe() -> Result<Subscription, NetlinkError> {
     let mut changes = Changes::subscribe()?;
     let changed = Arc::new(Notify::new());

@@ -9,12 +9,9 @@ use std::{
 };
 
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
-use kubeletplugin::slices::{PoolSpec, SliceOp, plan};
-use netdev::{
-    Sysfs,
-    link::{AddressFacts, LinkFacts, NetlinkSnapshot},
-};
-use netdev_k8s::{DeviceFilter, InventoryConfig, inventory::select};
+use kubeletplugin::{PoolSpec, SliceOp, plan_slices};
+use netdev::{AddressFacts, LinkFacts, NetlinkSnapshot, Sysfs};
+use netdev_k8s::{DeviceFilter, InventoryConfig, select};
 
 const DRIVER: &str = "netdra.example.com";
 
@@ -201,11 +198,11 @@ fn node() -> (Tree, NetlinkSnapshot) {
 }
 
 fn config(tree: &Tree, filter: Option<&str>) -> InventoryConfig {
-    InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::new(tree.root()),
-        filter: DeviceFilter::parse(filter).expect("filter parses"),
-    }
+    InventoryConfig::new(
+        DRIVER,
+        Sysfs::new(tree.root()),
+        DeviceFilter::parse(filter).expect("filter parses"),
+    )
 }
 
 fn attr<'a>(d: &'a Device, name: &str) -> &'a k8s_openapi::api::resource::v1::DeviceAttribute {
@@ -324,7 +321,7 @@ fn veth_and_a_name_that_is_no_dns_label() {
         .find(|d| s(d, "ifName") == "Storage_VLAN")
         .expect("VLAN published");
     assert!(vlan.name.starts_with("storage-vlan-"), "{}", vlan.name);
-    assert!(netdev_k8s::names::is_dns_label(&vlan.name));
+    assert!(k8snames::is_dns_label(&vlan.name));
     assert_eq!(s(vlan, "kind"), "virtual");
     assert_eq!(s(vlan, "linkType"), "vlan");
     assert!(b(vlan, "virtual"));
@@ -386,13 +383,8 @@ fn cel_filter_selects_instead_of_the_default_and_sees_the_default_verdict() {
 fn rendered_resource_slice_matches_the_snapshot() {
     let (tree, snapshot) = node();
     let scan = select(&snapshot, &config(&tree, None));
-    let pool = PoolSpec {
-        driver: DRIVER.into(),
-        node_name: "node-a".into(),
-        pool: "node-a".into(),
-        owner: None,
-    };
-    let slices: Vec<ResourceSlice> = plan(&pool, &scan.published, &[])
+    let pool = PoolSpec::new(DRIVER, "node-a");
+    let slices: Vec<ResourceSlice> = plan_slices(&pool, &scan.published, &[])
         .into_iter()
         .filter_map(|op| match op {
             SliceOp::Create(s) => Some(s),
@@ -417,12 +409,15 @@ fn a_value_over_the_limit_is_cut_and_reported() {
     snapshot.links[5].alias = Some(long.into());
     let scan = select(&snapshot, &config(&tree, None));
     let nic = scan.published("pci-0000-af-00-0").expect("RDMA NIC published");
-    assert_eq!(s(nic, "alias"), &long[..netdev_k8s::attributes::MAX_VALUE]);
+    assert_eq!(
+        s(nic, "alias"),
+        &long[..64] /* the API's longest string attribute */
+    );
     assert_eq!(
         scan.limited,
         [(
             "pci-0000-af-00-0".to_owned(),
-            netdev_k8s::attributes::LimitAction::Cut {
+            netdev_k8s::LimitAction::Cut {
                 name: "alias".into(),
                 length: long.len()
             }

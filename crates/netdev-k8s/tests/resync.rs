@@ -9,15 +9,13 @@ use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, Wat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resyncs_happen_without_notifications() {
-    let inventory = Inventory::new(InventoryConfig {
-        driver: "netdra.test".into(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(None).unwrap(),
-    });
-    let options = WatchOptions {
-        resync: Duration::from_millis(200),
-        ..WatchOptions::default()
-    };
+    let inventory = Inventory::new(InventoryConfig::new(
+        "netdra.test",
+        Sysfs::default(),
+        DeviceFilter::parse(None).unwrap(),
+    ));
+    let mut options = WatchOptions::default();
+    options.resync = Duration::from_millis(200);
     let watcher = InventoryWatcher::start(inventory, options).await.unwrap();
     assert_eq!(watcher.scans(), 1, "the first scan happens at start");
     tokio::time::sleep(Duration::from_millis(1100)).await;

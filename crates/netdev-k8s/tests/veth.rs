@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kubeletplugin::{publisher::SlicePublisher, slices::PoolSpec};
+use kubeletplugin::{PoolSpec, SlicePublisher};
 use netdev::Sysfs;
 use netdev_k8s::{DeviceFilter, Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use testkit::{FakeApiServer, RESOURCE_SLICES};
@@ -44,28 +44,16 @@ async fn host_interfaces_are_published_and_unpublished_and_held_ones_stay() {
     let mut created = Created::default();
 
     let api = FakeApiServer::start().await.unwrap();
-    let inventory = Inventory::new(InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::default(),
-        // Only this test's interfaces: other tests and the host's own links stay out.
-        filter: DeviceFilter::parse(Some(&format!(
-            r#"device.attributes["{DRIVER}"].ifName.startsWith("{p}")"#
-        )))
-        .unwrap(),
-    });
+    // Only this test's interfaces: other tests and the host's own links stay out.
+    let filter = DeviceFilter::parse(Some(&format!(
+        r#"device.attributes["{DRIVER}"].ifName.startsWith("{p}")"#
+    )))
+    .unwrap();
+    let inventory = Inventory::new(InventoryConfig::new(DRIVER, Sysfs::default(), filter));
     let watcher = InventoryWatcher::start(inventory, WatchOptions::default())
         .await
         .unwrap();
-    let publisher = SlicePublisher::start(
-        api.client(),
-        PoolSpec {
-            driver: DRIVER.into(),
-            node_name: "veth-node".into(),
-            pool: "veth-node".into(),
-            owner: None,
-        },
-    )
-    .await;
+    let publisher = SlicePublisher::start(api.client(), PoolSpec::new(DRIVER, "veth-node")).await;
     let publishing = tokio::spawn(publisher.run(watcher.devices()));
 
     // Created on the host: published within 1 s.

@@ -101,6 +101,7 @@ use crate::sysfs::Sysfs;
 /// Where the pod's interface comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
+#[non_exhaustive]
 pub enum Placement {
     /// The host interface itself moves into the pod.
     #[default]
@@ -147,6 +148,7 @@ impl<'a> AttachRequest<'a> {
 /// An attach that did not happen. Every variant leaves the host as it was, except
 /// [`AttachError::Failed`] whose [`Rollback`] says whether that held.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttachError {
     /// No interface of that name on the host.
     #[error("attach {device}: no such interface on the host")]
@@ -242,6 +244,7 @@ pub enum AttachError {
 
 /// Why one kernel step of an attach failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StepError {
     /// Routing netlink failed: the socket, the kernel's answer, or its decoding.
     #[error(transparent)]
@@ -288,6 +291,7 @@ impl StepError {
 
 /// How the rollback after a failed attach went.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rollback {
     /// Every interface is back on the host as it was, and every subinterface deleted.
     Restored,

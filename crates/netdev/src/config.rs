@@ -81,9 +81,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use link::{ETH_GSTRING_LEN, MAX_GRO_SIZE, MAX_GSO_SIZE};
-pub use sysctl::{AllowedSysctl, SYSCTL_ALLOW_LIST};
-
 /// Longest interface name the kernel accepts (`IFNAMSIZ` less the terminating NUL).
 pub const MAX_INTERFACE_NAME: usize = 15;
 /// Smallest MTU accepted: IPv4's minimum.
@@ -95,6 +92,10 @@ pub const MAX_MTU: u32 = 65535;
 
 /// An interface's configuration inside a pod, as written by a user. Every field is optional:
 /// an empty configuration moves the interface and brings it up under its own name.
+///
+/// Not `#[non_exhaustive]`, nor are its parts: they are the versioned wire format (a field is
+/// added only with a new `apiVersion`), and a literal written with `..Default::default()`
+/// survives the addition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InterfaceConfig {
@@ -123,7 +124,7 @@ pub struct InterfaceConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<NeighbourConfig>,
     /// Per-interface sysctls, `"ipv4.arp_ignore": 1`, from the allow-list
-    /// ([`SYSCTL_ALLOW_LIST`]) (`netdra.dev/v1alpha2`).
+    /// (listed in the module rules above) (`netdra.dev/v1alpha2`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, i64>,
     /// Ethtool settings (`netdra.dev/v1alpha2`).
@@ -215,6 +216,7 @@ pub struct RouteConfig {
 /// A configuration that passed every rule, in typed form. Plain data: a caller may persist it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ValidConfig {
     /// The name inside the pod; the host name when absent.
     pub name: Option<String>,
@@ -288,6 +290,7 @@ impl fmt::Display for IpFamily {
 /// A validated policy routing rule: traffic matching `from` and `to` looks up `table`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Rule {
     /// The rule's priority; the kernel picks one when absent.
     pub priority: Option<u32>,
@@ -321,6 +324,7 @@ impl fmt::Display for Rule {
 /// A validated permanent neighbour entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Neighbour {
     /// The neighbour's IP address.
     pub address: IpAddr,
@@ -491,6 +495,7 @@ impl<'de> Deserialize<'de> for Mac {
 /// A rule a configuration broke, naming the field: `routes[1].gateway: …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The field, as a path into the configuration: `mtu`, `addresses[0]`, `routes[1].gateway`.
     pub field: String,
@@ -806,6 +811,8 @@ fn parse_unicast_mac(field: &str, text: &str, who: &str) -> Result<Mac, ConfigEr
 
 #[cfg(test)]
 mod tests {
+    use super::link::MAX_GSO_SIZE;
+    use super::sysctl::SYSCTL_ALLOW_LIST;
     use super::*;
 
     fn route(destination: &str, gateway: Option<&str>) -> RouteConfig {

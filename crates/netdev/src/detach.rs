@@ -37,6 +37,9 @@ use crate::rtnl::{Rtnl, RtnlError};
 use crate::subinterface::{DeleteOutcome, SubinterfaceError, delete_in, delete_on_host};
 
 /// Where the interface was found.
+///
+/// Exhaustive on purpose: every caller must handle each outcome, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetachOutcome {
     /// In the pod, and moved back.
@@ -54,6 +57,7 @@ pub enum DetachOutcome {
 
 /// A detach that happened, possibly with parts that could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Detached {
     /// Where the interface was found.
     pub outcome: DetachOutcome,
@@ -62,8 +66,17 @@ pub struct Detached {
     pub incomplete: Vec<String>,
 }
 
+impl Detached {
+    /// A detach found at `outcome`, with the restore steps that failed (none: `vec![]`), for
+    /// implementations of a kernel seam other than this crate's.
+    pub fn new(outcome: DetachOutcome, incomplete: Vec<String>) -> Self {
+        Self { outcome, incomplete }
+    }
+}
+
 /// A detach that could not bring the interface back.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DetachError {
     /// The host's own namespace or netlink could not be used.
     #[error("detach {device}: {source}")]

@@ -102,6 +102,7 @@ pub struct FeatureState {
 
 /// An ethtool request that did not happen or did not take.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EthtoolError {
     /// The generic netlink socket failed.
     #[error("ethtool netlink socket: {0}")]

@@ -39,6 +39,7 @@ use crate::rtnl::{Rtnl, RtnlError};
 
 /// A link's operational state (RFC 2863, the kernel's `IF_OPER_*` in `IFLA_OPERSTATE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum OperState {
     /// Not reported: what virtual drivers say, and any state newer than this crate.
     #[default]
@@ -97,6 +98,9 @@ impl From<LinkView> for LinkState {
 }
 
 /// A device's health, as the kubelet takes it.
+///
+/// Exhaustive on purpose: every caller must handle each verdict, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Health {
     /// The link works.
@@ -118,6 +122,7 @@ pub struct Verdict {
 
 /// Where an interface is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Place {
     /// On the host: published and not in use, and an operator may keep it administratively down.
     Host,
@@ -156,6 +161,7 @@ pub fn judge(state: &LinkState, place: Place) -> Verdict {
 
 /// Reading link states failed; what was read says nothing about their health.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HealthError {
     /// The host's links could not be dumped.
     #[error("link health on the host: {source}")]

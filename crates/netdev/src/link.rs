@@ -15,7 +15,7 @@ pub struct LinkFacts {
     /// The MTU.
     pub mtu: Option<u32>,
     /// The operational state: one of `up`, `down`, `dormant`, `lowerlayerdown`, `notpresent`,
-    /// `testing`, `unknown` (see [`crate::netlink::oper_state_name`]).
+    /// `testing`, `unknown` (the kernel's `IF_OPER_*` names).
     pub oper_state: String,
     /// The link kind from `IFLA_INFO_KIND` (`veth`, `bridge`, `vlan`…); physical NICs have none.
     pub info_kind: Option<String>,

@@ -25,6 +25,9 @@ use crate::subinterface::dump_macvlans;
 use crate::sysfs::Sysfs;
 
 /// Where a recorded interface is now.
+///
+/// Exhaustive on purpose: every caller must handle each place, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// In its pod's namespace.
@@ -43,6 +46,7 @@ pub enum Location {
 
 /// Looking for an interface failed; what was read says nothing about where it is.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocateError {
     /// The pod's namespace exists but could not be entered.
     #[error("locate {device}: {source}")]

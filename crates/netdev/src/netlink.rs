@@ -72,6 +72,7 @@ const WANTED_LINK_ATTRIBUTES: &[u16] = &[
 
 /// Reading the netlink state failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetlinkError {
     /// The netlink socket could not be opened or used.
     #[error("routing netlink socket: {0}")]

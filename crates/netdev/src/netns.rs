@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 
 /// Why a namespace could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetnsError {
     /// The path does not exist (any more).
     #[error("network namespace {path}: does not exist")]

@@ -38,6 +38,7 @@ pub(crate) fn new_socket() -> std::io::Result<Socket> {
 
 /// What the kernel answered a request with: its errno and, when it gave one, its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KernelError {
     /// The errno.
     pub errno: Errno,
@@ -59,6 +60,7 @@ impl std::error::Error for KernelError {}
 
 /// A request could not be made, or its answer was not understood.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RtnlError {
     /// The socket failed.
     #[error("routing netlink socket: {0}")]

@@ -64,6 +64,7 @@ pub(crate) const MAX_TAG: usize = 255;
 /// How a macvlan reaches its siblings and the outside (`IFLA_MACVLAN_MODE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum MacvlanMode {
     /// Siblings on the same parent talk to each other directly (`MACVLAN_MODE_BRIDGE`).
     #[default]
@@ -200,6 +201,7 @@ impl SubinterfaceRecord {
 
 /// A subinterface [`create`] made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CreatedSubinterface {
     /// Its index in the pod's namespace.
     pub index: u32,
@@ -208,6 +210,9 @@ pub struct CreatedSubinterface {
 }
 
 /// What [`delete`] or [`delete_on_host`] found.
+///
+/// Exhaustive on purpose: every caller must handle each outcome, so a new one should
+/// fail their build rather than fall into a wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteOutcome {
     /// The tagged link was there and is deleted.
@@ -218,6 +223,7 @@ pub enum DeleteOutcome {
 
 /// A link on the host carrying a tag with the caller's prefix (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Leftover {
     /// Its index on the host.
     pub index: u32,
@@ -229,6 +235,7 @@ pub struct Leftover {
 
 /// A subinterface operation that did not happen.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubinterfaceError {
     /// The spec breaks a rule; nothing was asked of the kernel.
     #[error("subinterface {name}: {field}: {reason}")]
@@ -425,7 +432,7 @@ pub(crate) fn prefix_of(tag: &str) -> Option<&str> {
     tag.find(':').map(|end| &tag[..=end])
 }
 
-/// The host's `macvlan` links whose alias is a tag of `tag_prefix` (non-empty) by [`is_tag`]:
+/// The host's `macvlan` links whose alias is a tag of `tag_prefix` (non-empty) by `is_tag`:
 /// subinterfaces someone moved to the host (see the module documentation), for a sweep with
 /// [`delete_on_host`]. No other link is listed, whatever its alias.
 pub fn leftovers(tag_prefix: &str) -> Result<Vec<Leftover>, SubinterfaceError> {

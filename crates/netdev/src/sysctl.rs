@@ -20,6 +20,7 @@ const NET_ROOT: &str = "/proc/sys/net";
 
 /// A sysctl that could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SysctlError {
     /// The interface or setting name is not a single path component.
     #[error("sysctl {path}: {what} {name:?} is not a plain name")]

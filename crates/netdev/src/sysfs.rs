@@ -19,6 +19,7 @@ pub struct Sysfs {
 
 /// The facts sysfs holds about one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SysfsFacts {
     /// The interface has a parent device (`device` link): it is backed by hardware or a
     /// hypervisor's device. False for software interfaces (under `devices/virtual/net`).

@@ -27,6 +27,7 @@ use crate::rtnl::{Rtnl, RtnlError};
 
 /// A link's tuning could not be read or set.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TuningError {
     /// No interface of that index in the calling thread's namespace.
     #[error("link tuning of interface {index}: no such interface")]

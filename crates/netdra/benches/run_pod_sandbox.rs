@@ -72,9 +72,9 @@ fn config() -> InterfaceConfig {
         routes: vec![RouteConfig {
             destination: "10.20.0.0/16".into(),
             gateway: Some("10.10.0.1".into()),
-            ..Default::default()
+            ..RouteConfig::default()
         }],
-        ..Default::default()
+        ..InterfaceConfig::default()
     }
 }
 
@@ -178,14 +178,14 @@ async fn run() {
     plugin.plugin_dir = dir.path().join("plugins");
     let mut nri = StubOptions::new("netdra", "10");
     nri.socket = nri_socket;
-    let inventory = InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(Some(&format!(
+    let inventory = InventoryConfig::new(
+        DRIVER,
+        Sysfs::default(),
+        DeviceFilter::parse(Some(&format!(
             "device.attributes[\"{DRIVER}\"].ifName.startsWith(\"ndrbh\")"
         )))
         .unwrap(),
-    };
+    );
     let dra_socket = plugin.dra_socket();
     let options = netdra::AgentOptions::new(plugin, nri, NODE, inventory);
     let agent = netdra::start(options, netdra::HostDevice, api.client()).await.unwrap();

@@ -83,11 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let mut nri = StubOptions::new("netdra", &args.nri_plugin_index);
     nri.socket = args.nri_socket;
     let filter = DeviceFilter::parse(args.device_filter.as_deref()).context("--device-filter")?;
-    let inventory = InventoryConfig {
-        driver: args.driver_name.clone(),
-        sysfs: Sysfs::default(),
-        filter,
-    };
+    let inventory = InventoryConfig::new(args.driver_name.clone(), Sysfs::default(), filter);
     let options = netdra::AgentOptions::new(plugin, nri, &args.node_name, inventory);
     let stall = std::env::var("NETDRA_E2E_STALL")
         .ok()

@@ -48,11 +48,7 @@ impl NetworkDriver for SriovVfs {
             mtu: Some(self.mtu),
             ..Default::default()
         };
-        Ok(InterfacePlan {
-            config: config.validate()?,
-            carry_host_addresses: false,
-            placement: Default::default(),
-        })
+        Ok(InterfacePlan::new(config.validate()?))
     }
 }
 
@@ -86,11 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .context("--kubeconfig")?,
         None => kube::Config::incluster().context("no --kubeconfig and no in-cluster configuration")?,
     };
-    let inventory = InventoryConfig {
-        driver: args.driver_name.clone(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::Default,
-    };
+    let inventory = InventoryConfig::new(args.driver_name.clone(), Sysfs::default(), DeviceFilter::Default);
     let mut plugin = PluginOptions::new(&args.driver_name);
     plugin.claim_cache = kubeletplugin::ClaimCacheMode::Node {
         node_name: args.node_name.clone(),
@@ -136,13 +128,7 @@ mod tests {
             uid: "u".into(),
         };
         let vf = device("sriov-vf");
-        let request = |config| InterfaceRequest {
-            claim: &claim,
-            request: "vf",
-            device: &vf,
-            host_interface: "eth3",
-            config,
-        };
+        let request = |config| InterfaceRequest::new(&claim, "vf", &vf, "eth3", config);
         let plan = driver.plan_interface(&request(None)).unwrap();
         assert_eq!(
             (plan.config.name.as_deref(), plan.config.mtu),

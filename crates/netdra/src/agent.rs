@@ -5,11 +5,7 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use k8s_openapi::api::resource::v1::Device;
-use kubeletplugin::{
-    PluginHandle, PluginOptions, RegistrationState,
-    publisher::{PublishStatus, SlicePublisher},
-    slices::PoolSpec,
-};
+use kubeletplugin::{PluginHandle, PluginOptions, PoolSpec, PublishStatus, RegistrationState, SlicePublisher};
 use netdev_k8s::{Inventory, InventoryConfig, InventoryWatcher, WatchOptions};
 use nri::{ConnectionState, Stub, StubOptions};
 use serde_json::Value;
@@ -33,6 +29,7 @@ use crate::{
 
 /// Everything the agent needs to know to start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct AgentOptions {
     /// The kubelet plugin's settings (driver name, socket directories, claim cache).
     pub plugin: PluginOptions,
@@ -98,13 +95,14 @@ impl Readiness {
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The journal could not be read or started.
     #[error(transparent)]
     Journal(#[from] JournalError),
     /// The inventory could not be scanned.
     #[error("scanning the node's interfaces: {0}")]
-    Inventory(#[from] netdev::netlink::NetlinkError),
+    Inventory(#[from] netdev::NetlinkError),
     /// The NRI plugin's settings were refused.
     #[error("NRI plugin settings: {0}")]
     Nri(#[from] nri::ConfigError),
@@ -304,12 +302,7 @@ pub async fn start_with_kernel<D: NetworkDriver, K: Kernel>(
             every,
         ))
     });
-    let pool = PoolSpec {
-        driver: driver_name.clone(),
-        node_name: options.node_name.clone(),
-        pool: options.node_name.clone(),
-        owner: None,
-    };
+    let pool = PoolSpec::new(driver_name.clone(), options.node_name.clone());
     let publisher = SlicePublisher::start(client, pool).await;
     let publish_status = publisher.status();
     let mut followed = publisher.status();

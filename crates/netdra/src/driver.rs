@@ -16,6 +16,7 @@ use crate::plan::PodRef;
 
 /// One allocated device to plan for, with everything the framework knows of it.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct InterfaceRequest<'a> {
     /// The claim.
     pub claim: &'a ClaimRef,
@@ -30,9 +31,31 @@ pub struct InterfaceRequest<'a> {
     pub config: Option<&'a InterfaceConfig>,
 }
 
+impl<'a> InterfaceRequest<'a> {
+    /// A request for `device` (the host's `host_interface`), allocated for `request` of `claim`,
+    /// with its merged configuration if any: what the framework passes to
+    /// [`NetworkDriver::plan_interface`], for a driver's own tests.
+    pub fn new(
+        claim: &'a ClaimRef,
+        request: &'a str,
+        device: &'a Device,
+        host_interface: &'a str,
+        config: Option<&'a InterfaceConfig>,
+    ) -> Self {
+        Self {
+            claim,
+            request,
+            device,
+            host_interface,
+            config,
+        }
+    }
+}
+
 /// What the pod gets for one device, decided at Prepare and applied at RunPodSandbox.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct InterfacePlan {
     /// The validated configuration inside the pod.
     pub config: ValidConfig,
@@ -43,6 +66,18 @@ pub struct InterfacePlan {
     /// plans written before this field mean), or a subinterface of it made for the pod.
     #[serde(default)]
     pub placement: Placement,
+}
+
+impl InterfacePlan {
+    /// The host interface itself moved into the pod and configured with `config`, without its
+    /// host addresses; set the public fields for the rest.
+    pub fn new(config: ValidConfig) -> Self {
+        Self {
+            config,
+            carry_host_addresses: false,
+            placement: Placement::default(),
+        }
+    }
 }
 
 /// A Kubernetes DRA network driver's own decisions; the framework does the rest.

@@ -87,6 +87,7 @@ pub(crate) type Change = (String, Option<String>);
 
 /// Why the journal could not be read or written. Every variant names the file.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum JournalError {
     /// Reading or writing failed.
     #[error("state file {path}: {source}")]

@@ -16,6 +16,7 @@ use crate::lifecycle::NetnsRef;
 
 /// One interface to attach: the host interface and how it is configured in the pod.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct AttachSpec {
     /// The interface's name on the host.
     pub device: String,
@@ -44,6 +45,7 @@ pub use netdev::Location;
 
 /// Why a kernel operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KernelError {
     /// The pod's namespace could not be used.
     #[error(transparent)]

@@ -20,6 +20,7 @@ use crate::{
 
 /// Why Prepare refused a claim before planning it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrepareError {
     /// The runtime's NRI connection is down: a pod started now would get no interface.
     #[error(
@@ -52,6 +53,7 @@ pub enum PrepareError {
 
 /// Why the kubelet plugin's batch could not be committed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The journal write failed: nothing changed.
     #[error(transparent)]

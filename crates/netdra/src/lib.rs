@@ -11,7 +11,7 @@
 //! driver (whole host interfaces moved into pods).
 //!
 //! The flow, and where each piece lives:
-//! - Prepare (`plan`, [`opaque`]): the claim's results for this driver, its class and claim
+//! - Prepare (`plan`, `opaque`: the [`CONFIG_KIND`] configuration): the claim's results for this driver, its class and claim
 //!   configuration merged and validated, the pod from `status.reservedFor`. Refused while the
 //!   runtime's hook is not connected.
 //! - A claim's life on the node is a state machine (`lifecycle`: prepared → attaching →
@@ -43,9 +43,9 @@ mod kubelet;
 mod lifecycle;
 mod locks;
 mod metadata;
-pub mod metrics;
+mod metrics;
 mod node;
-pub mod opaque;
+mod opaque;
 mod plan;
 mod reconcile;
 mod runtime;
@@ -62,6 +62,7 @@ pub use kubelet::{PrepareError, StoreError};
 pub use lifecycle::NetnsRef;
 pub use metrics::Metrics;
 pub use node::{NodeError, OpError};
+pub use opaque::{API_VERSION as CONFIG_API_VERSION, KIND as CONFIG_KIND, OpaqueError};
 pub use plan::{ClaimPlan, DevicePlan, PlanError, PodRef};
 pub use runtime::HookError;
 

@@ -75,6 +75,7 @@ const HOOK_SHARE: f64 = 0.75;
 /// Why a hook or the kubelet's call could not have what it asked for. Every variant names the
 /// pod or claim.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// A claim the pod uses is held by another pod (or being returned, or stranded).
     #[error("pod {pod}: claim {claim}: {refusal}")]

@@ -21,8 +21,8 @@
 use std::fmt;
 
 use kubeletplugin::{AllocatedDevice, ClaimRef, ConfigSource, ResolvedClaim};
+use netdev::EthtoolConfig;
 use netdev::InterfaceConfig;
-use netdev::config::EthtoolConfig;
 use serde_json::Value;
 
 /// The `apiVersion` of netdra's opaque configuration.
@@ -47,6 +47,7 @@ pub const KIND: &str = "InterfaceConfig";
 /// A configuration that cannot be used, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("request {request:?}: {source_name} config: {field}: {message}")]
+#[non_exhaustive]
 pub struct OpaqueError {
     /// The claim.
     pub claim: ClaimRef,

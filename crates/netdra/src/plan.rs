@@ -40,6 +40,7 @@ impl std::fmt::Display for PodRef {
 /// One device of a claim, planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct DevicePlan {
     /// The claim request it satisfies.
     pub request: String,
@@ -63,6 +64,7 @@ pub struct DevicePlan {
 
 /// A claim's plan: one pod, its devices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClaimPlan {
     /// The claim.
     pub claim: ClaimRef,
@@ -92,6 +94,7 @@ pub fn describe(plans: &[ClaimPlan]) -> String {
 /// Why a claim cannot be prepared. Every variant carries the claim; the message leaves it out
 /// because the kubelet plugin SDK prefixes every per-claim error with it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// An opaque configuration is malformed or names a missing request.
     #[error(transparent)]

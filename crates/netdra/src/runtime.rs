@@ -30,6 +30,7 @@ use crate::{
 
 /// Why a hook failed the pod or its container.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HookError {
     /// The node refused, or the attach failed.
     #[error(transparent)]

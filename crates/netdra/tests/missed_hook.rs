@@ -111,14 +111,14 @@ async fn create_container_catches_a_missed_run_pod_sandbox() {
     let dra_socket = plugin.dra_socket();
     let mut nri = StubOptions::new("netdra", "10");
     nri.socket = dir.path().join("nri.sock");
-    let inventory = InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(Some(&format!(
+    let inventory = InventoryConfig::new(
+        DRIVER,
+        Sysfs::default(),
+        DeviceFilter::parse(Some(&format!(
             "device.attributes[\"{DRIVER}\"].ifName in [\"ndmh0\", \"ndmh1\"]"
         )))
         .unwrap(),
-    };
+    );
     let agent = netdra::start(
         netdra::AgentOptions::new(plugin, nri, NODE, inventory),
         netdra::HostDevice,

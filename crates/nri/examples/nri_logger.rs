@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 match &*state.borrow() {
                     ConnectionState::Connected { session, runtime } => println!("connected session={session} runtime={}", runtime.name),
                     ConnectionState::Disconnected { reason } => println!("disconnected reason={reason:?}"),
-                    ConnectionState::Connecting | ConnectionState::Stopped => {}
+                    _ => {}
                 }
             }
             _ = &mut signal => break,

@@ -69,7 +69,7 @@ impl EventSet {
 
 /// The events a runtime accepts, from the NRI version it reports in `ConfigureRequest`
 /// (`NRI_version`, sent since v0.12). An absent or unparsable version means an older runtime,
-/// which accepts only [`LEGACY_VALID_EVENTS`].
+/// which accepts only the events NRI had before v0.12.
 pub fn valid_events(nri_version: &str) -> EventSet {
     let v = nri_version.trim_start_matches('v');
     let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());

@@ -32,7 +32,7 @@
 //! It knows nothing of Kubernetes or netlink. See `examples/nri_logger.rs`.
 
 mod endpoint;
-pub mod events;
+mod events;
 mod frame;
 mod plugin;
 pub mod proto;

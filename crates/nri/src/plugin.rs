@@ -17,6 +17,7 @@ pub type HandlerError = Box<dyn Error + Send + Sync>;
 
 /// What the runtime said about itself in `Configure`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RuntimeInfo {
     /// Runtime name, e.g. `containerd`.
     pub name: String,

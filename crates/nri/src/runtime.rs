@@ -33,6 +33,7 @@ use crate::{
 
 /// How the simulated runtime behaves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeOptions {
     /// Reported runtime name.
     pub name: String,
@@ -72,6 +73,7 @@ impl Default for RuntimeOptions {
 
 /// Why a plugin could not be set up by the simulated runtime.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// Accepting the connection failed.
     #[error("accept failed: {0}")]

@@ -27,6 +27,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The plugin's settings were rejected before connecting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The name is empty or has characters outside `[a-zA-Z0-9_.+-]` (the runtime checks this).
     #[error("invalid NRI plugin name {0:?}: use 1 or more of the characters a-z A-Z 0-9 _ . + -")]
@@ -38,6 +39,7 @@ pub enum ConfigError {
 
 /// Settings of a plugin connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StubOptions {
     /// Plugin name, as the runtime logs it.
     pub name: String,
@@ -82,6 +84,7 @@ impl StubOptions {
 
 /// Where the plugin's connection to the runtime stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Connecting or registering (initially, and between reconnects).
     Connecting,

@@ -101,10 +101,11 @@ async fn registers_configures_and_synchronizes() {
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
     let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let runtime = listener
-        .accept(RuntimeOptions {
-            pods: vec![pod("a"), pod("b")],
-            request_timeout: Duration::from_millis(1500),
-            ..Default::default()
+        .accept({
+            let mut options = RuntimeOptions::default();
+            options.pods = vec![pod("a"), pod("b")];
+            options.request_timeout = Duration::from_millis(1500);
+            options
         })
         .await
         .unwrap();
@@ -124,10 +125,8 @@ async fn configure_may_arrive_before_the_register_reply() {
     let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
     let recorder = Recorder::with_events(EventSet::pod_lifecycle());
     let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
-    let options = RuntimeOptions {
-        configure_before_register_reply: true,
-        ..Default::default()
-    };
+    let mut options = RuntimeOptions::default();
+    options.configure_before_register_reply = true;
     let runtime = tokio::time::timeout(T, listener.accept(options))
         .await
         .unwrap()
@@ -146,10 +145,11 @@ async fn split_synchronize_is_joined() {
     let handle = nri::connect(options(listener.path()), recorder.clone()).unwrap();
     let pods = (0..5).map(|i| pod(&format!("p{i}"))).collect();
     listener
-        .accept(RuntimeOptions {
-            pods,
-            sync_chunk_pods: Some(2),
-            ..Default::default()
+        .accept({
+            let mut options = RuntimeOptions::default();
+            options.pods = pods;
+            options.sync_chunk_pods = Some(2);
+            options
         })
         .await
         .unwrap();
@@ -272,9 +272,10 @@ async fn event_mask_never_holds_bits_the_runtime_rejects() {
         let listener = RuntimeListener::bind(dir.path().join("nri.sock")).unwrap();
         let handle = nri::connect(options(listener.path()), Recorder::with_events(wanted)).unwrap();
         let runtime = listener
-            .accept(RuntimeOptions {
-                nri_version: nri_version.into(),
-                ..Default::default()
+            .accept({
+                let mut options = RuntimeOptions::default();
+                options.nri_version = nri_version.into();
+                options
             })
             .await
             .unwrap();
@@ -304,9 +305,10 @@ async fn reconnects_after_the_runtime_goes_away_and_resynchronizes() {
     let listener = RuntimeListener::bind(&path).unwrap();
     let started = std::time::Instant::now();
     let runtime = listener
-        .accept(RuntimeOptions {
-            pods: vec![pod("survivor")],
-            ..Default::default()
+        .accept({
+            let mut options = RuntimeOptions::default();
+            options.pods = vec![pod("survivor")];
+            options
         })
         .await
         .unwrap();

@@ -62,9 +62,10 @@ async fn slow_handlers_are_logged_with_their_duration() {
     options.socket = listener.path().to_path_buf();
     let handle = nri::connect(options, Slow::default()).unwrap();
     let runtime = listener
-        .accept(RuntimeOptions {
-            request_timeout: Duration::from_millis(1000),
-            ..Default::default()
+        .accept({
+            let mut options = RuntimeOptions::default();
+            options.request_timeout = Duration::from_millis(1000);
+            options
         })
         .await
         .unwrap();

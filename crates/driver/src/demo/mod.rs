@@ -277,11 +277,11 @@ impl Demo {
             "device.attributes[\"{driver}\"].ifName in [{}]",
             NICS.map(|n| format!("\"{n}\"")).join(", ")
         );
-        let inventory = InventoryConfig {
-            driver: driver.clone(),
-            sysfs: Sysfs::default(),
-            filter: DeviceFilter::parse(Some(&filter)).context("the demo's device filter")?,
-        };
+        let inventory = InventoryConfig::new(
+            driver.clone(),
+            Sysfs::default(),
+            DeviceFilter::parse(Some(&filter)).context("the demo's device filter")?,
+        );
         let mut options = netdra::AgentOptions::new(plugin, nri, NODE, inventory);
         options.state_file = self.dir.path().join("netdra-state");
         let agent = netdra::start(options, crate::template::Driver::default(), self.api.client())
@@ -346,8 +346,8 @@ impl Demo {
         let config = json!([{
             "requests": ["nic"],
             "opaque": {"driver": driver, "parameters": {
-                "apiVersion": netdra::opaque::API_VERSION,
-                "kind": netdra::opaque::KIND,
+                "apiVersion": netdra::CONFIG_API_VERSION,
+                "kind": netdra::CONFIG_KIND,
                 "name": "net1",
                 "addresses": ["10.199.0.2/24"],
                 "routes": [{"destination": "10.198.0.0/16", "gateway": "10.199.0.1"}],

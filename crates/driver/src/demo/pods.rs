@@ -109,10 +109,8 @@ impl PodRuntime {
     /// harness accepts it; containerd's side is followed through the agent's readiness).
     pub async fn accept_plugin(&mut self) -> anyhow::Result<()> {
         if let Self::Harness(h) = self {
-            let options = RuntimeOptions {
-                request_timeout: Duration::from_secs(4),
-                ..RuntimeOptions::default()
-            };
+            let mut options = RuntimeOptions::default();
+            options.request_timeout = Duration::from_secs(4);
             let plugin = tokio::time::timeout(Duration::from_secs(20), h.listener.accept(options))
                 .await
                 .context("the agent's NRI plugin did not connect to the harness in 20 s")?

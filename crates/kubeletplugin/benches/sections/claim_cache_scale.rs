@@ -84,6 +84,7 @@ async fn measure(api: &FakeApiServer, dir: &std::path::Path, mode: ClaimCacheMod
         ClaimCacheMode::Node { .. } => ON_THIS_NODE,
         ClaimCacheMode::Watch => scale,
         ClaimCacheMode::GetOnly => 0,
+        other => panic!("no expected cache size for the claim cache mode {other:?}"),
     };
     api.clear_requests();
     let bytes_before = api.bytes_sent();

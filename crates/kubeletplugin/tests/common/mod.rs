@@ -163,6 +163,7 @@ pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running
         ClaimCacheMode::Watch => wait_for_cache(&plugin, api.objects(&RESOURCE_CLAIMS).len()).await,
         ClaimCacheMode::Node { .. } => wait_for_cache(&plugin, 0).await,
         ClaimCacheMode::GetOnly => {}
+        other => panic!("start_plugin: no wait for the claim cache mode {other:?}"),
     }
     let channel = uds_channel(plugin.dra_socket()).await;
     Running {

@@ -209,21 +209,22 @@ pub async fn run() {
     let dra_socket = plugin.dra_socket();
     let mut nri = StubOptions::new("netdra", "10");
     nri.socket = nri_socket;
-    let inventory = InventoryConfig {
-        driver: DRIVER.into(),
-        sysfs: Sysfs::default(),
-        filter: DeviceFilter::parse(Some(&format!(
+    let inventory = InventoryConfig::new(
+        DRIVER,
+        Sysfs::default(),
+        DeviceFilter::parse(Some(&format!(
             "device.attributes[\"{DRIVER}\"].ifName.startsWith(\"ndbbh\")"
         )))
         .unwrap(),
-    };
+    );
     let options = netdra::AgentOptions::new(plugin, nri, NODE, inventory);
     let agent = netdra::start(options, netdra::HostDevice, api.client()).await.unwrap();
     let runtime = Arc::new(
         listener
-            .accept(RuntimeOptions {
-                request_timeout: BUDGET,
-                ..Default::default()
+            .accept({
+                let mut options = RuntimeOptions::default();
+                options.request_timeout = BUDGET;
+                options
             })
             .await
             .unwrap(),

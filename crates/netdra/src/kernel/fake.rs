@@ -12,9 +12,8 @@ use std::{
 };
 
 use netdev::{
-    AttachError, DetachError, DetachOutcome, Detached, LinkState, Location, NetnsError, OperState, RestoreRecord,
-    Rollback, RtnlError,
-    record::{HostAddress, HostInterface},
+    AttachError, DetachError, DetachOutcome, Detached, HostAddress, HostInterface, LinkState, Location, NetnsError,
+    OperState, RestoreRecord, Rollback, RtnlError,
 };
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -424,10 +423,7 @@ impl Kernel for FakeKernel {
         if let Some(Fault::Stall { gate, before: false }) = fault {
             gate.wait().await;
         }
-        Ok(Detached {
-            outcome,
-            incomplete: vec![],
-        })
+        Ok(Detached::new(outcome, vec![]))
     }
 
     async fn locate(&self, record: RestoreRecord) -> Result<Location, KernelError> {

@@ -44,6 +44,7 @@ const HOOK_GET: Duration = Duration::from_millis(500);
 /// Why an operation on a pod's interfaces did not succeed. Cheap to clone: every hook waiting
 /// for the operation gets it.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpError {
     /// The attach failed (what is left of it is returned).
     #[error("pod {pod}: cannot attach {what}: {source}")]

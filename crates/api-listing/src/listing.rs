@@ -1,0 +1,435 @@
+//! A crate's public items, from its rustdoc JSON, one line each.
+//!
+//! Rules:
+//! - The walk starts at the crate root and follows public modules and `pub use` re-exports, so
+//!   an item is listed at every path a user can name it by, and not at a path inside a private
+//!   module.
+//! - Structs, enums and traits bring their public fields, variants, inherent methods, associated
+//!   items, and the traits they implement by hand or by derive. Blanket and auto-trait impls are
+//!   left out: they follow from the rest.
+//! - `#[non_exhaustive]` is written before the item it marks: adding it, or taking it off, is a
+//!   change of promise too.
+//! - Items hidden with `#[doc(hidden)]` are absent from rustdoc's JSON and so from the listing.
+//! - The lines are sorted and unique, so a listing is the same for the same API whatever the
+//!   order of the source.
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde_json::{Map, Value};
+
+use crate::render::{self, tagged};
+
+/// The rustdoc JSON format this reducer was written against; another may name things otherwise.
+pub const FORMAT_VERSION: u64 = 57;
+
+/// Why a rustdoc JSON document could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    /// The document is not rustdoc JSON of the expected shape.
+    #[error("not rustdoc JSON: {0}")]
+    Malformed(&'static str),
+    /// The document is rustdoc JSON of another format version.
+    #[error(
+        "rustdoc JSON format {found}, but this reducer reads format {FORMAT_VERSION}: check the rules in \
+         crates/api-listing against the new format, then update FORMAT_VERSION and the listings"
+    )]
+    Format {
+        /// The format version the document declares.
+        found: u64,
+    },
+}
+
+/// The public items of the crate `doc` describes, sorted, one line each.
+pub fn list(doc: &Value) -> Result<Vec<String>, ListingError> {
+    let found = doc["format_version"]
+        .as_u64()
+        .ok_or(ListingError::Malformed("no format_version"))?;
+    if found != FORMAT_VERSION {
+        return Err(ListingError::Format { found });
+    }
+    let index = doc["index"].as_object().ok_or(ListingError::Malformed("no index"))?;
+    let root = lookup(index, &doc["root"]).ok_or(ListingError::Malformed("the root module is not in the index"))?;
+    let name = root["name"]
+        .as_str()
+        .ok_or(ListingError::Malformed("the root module has no name"))?;
+    let mut lister = Lister {
+        index,
+        lines: BTreeSet::new(),
+        walking: HashSet::new(),
+    };
+    lister.module(root, name);
+    Ok(lister.lines.into_iter().collect())
+}
+
+fn lookup<'a>(index: &'a Map<String, Value>, id: &Value) -> Option<&'a Value> {
+    index.get(&id.as_u64()?.to_string())
+}
+
+struct Lister<'a> {
+    index: &'a Map<String, Value>,
+    lines: BTreeSet<String>,
+    /// The modules being walked, by id: a glob re-export of an ancestor would loop.
+    walking: HashSet<u64>,
+}
+
+impl<'a> Lister<'a> {
+    fn item_of(&self, id: &Value) -> Option<&'a Value> {
+        lookup(self.index, id)
+    }
+
+    fn line(&mut self, line: String) {
+        self.lines.insert(line);
+    }
+
+    /// The items of `module`, at `path`.
+    fn module(&mut self, module: &'a Value, path: &str) {
+        let Some(id) = module["id"].as_u64() else { return };
+        if !self.walking.insert(id) {
+            return;
+        }
+        let children = module["inner"]["module"]["items"].as_array().into_iter().flatten();
+        for child in children {
+            let Some(item) = self.item_of(child) else { continue };
+            if item["visibility"] != "public" {
+                continue;
+            }
+            if let Some(import) = item["inner"].get("use") {
+                self.reexport(import, path);
+            } else if let Some(name) = item["name"].as_str() {
+                self.item(item, &format!("{path}::{name}"));
+            }
+        }
+        self.walking.remove(&id);
+    }
+
+    fn reexport(&mut self, import: &'a Value, path: &str) {
+        let source = import["source"].as_str().unwrap_or("?");
+        let target = self.item_of(&import["id"]);
+        if import["is_glob"].as_bool() == Some(true) {
+            match target {
+                Some(module) if module["inner"].get("module").is_some() => self.module(module, path),
+                _ => self.line(format!("pub use {path}::* (from {source})")),
+            }
+            return;
+        }
+        let name = import["name"].as_str().unwrap_or("?");
+        match target {
+            Some(item) => self.item(item, &format!("{path}::{name}")),
+            // An item of another crate, re-exported.
+            None => self.line(format!("pub use {path}::{name} = {source}")),
+        }
+    }
+
+    fn item(&mut self, item: &'a Value, path: &str) {
+        let mark = if non_exhaustive(item) { "#[non_exhaustive] " } else { "" };
+        let Some((kind, data)) = tagged(&item["inner"]) else {
+            self.line(format!("pub ? {path}"));
+            return;
+        };
+        match kind {
+            "module" => {
+                self.line(format!("pub mod {path}"));
+                self.module(item, path);
+            }
+            "function" => self.line(format!("pub {}", function(data, path))),
+            "struct" | "union" => {
+                self.line(format!(
+                    "{mark}pub {kind} {path}{}{}",
+                    render::generics(&data["generics"]),
+                    self.shape(data)
+                ));
+                self.fields(data, path);
+                self.impls(data, path);
+            }
+            "enum" => {
+                self.line(format!("{mark}pub enum {path}{}", render::generics(&data["generics"])));
+                for variant in data["variants"].as_array().into_iter().flatten() {
+                    if let Some(variant) = self.item_of(variant) {
+                        self.variant(variant, path);
+                    }
+                }
+                self.impls(data, path);
+            }
+            "trait" => {
+                let bounds = data["bounds"]
+                    .as_array()
+                    .map(|b| b.iter().map(render::bound).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let supertraits = if bounds.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", bounds.join(" + "))
+                };
+                let safety = if data["is_unsafe"].as_bool() == Some(true) {
+                    "unsafe "
+                } else {
+                    ""
+                };
+                self.line(format!(
+                    "pub {safety}trait {path}{}{supertraits}",
+                    render::generics(&data["generics"])
+                ));
+                for member in data["items"].as_array().into_iter().flatten() {
+                    if let Some(member) = self.item_of(member) {
+                        self.associated(member, path, true);
+                    }
+                }
+            }
+            "constant" => self.line(format!("pub const {path}: {}", render::ty(&data["type"]))),
+            "static" => self.line(format!("pub static {path}: {}", render::ty(&data["type"]))),
+            "type_alias" => self.line(format!(
+                "pub type {path}{} = {}",
+                render::generics(&data["generics"]),
+                render::ty(&data["type"])
+            )),
+            "macro" | "proc_macro" => self.line(format!("macro {path}")),
+            other => self.line(format!("pub {other} {path}")),
+        }
+    }
+
+    /// A tuple struct's field types after its name; nothing for the other shapes.
+    fn shape(&self, data: &Value) -> String {
+        let Some((kind, fields)) = tagged(&data["kind"]) else {
+            return String::new();
+        };
+        if kind != "tuple" {
+            return String::new();
+        }
+        let fields: Vec<String> = fields
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|field| match self.item_of(field) {
+                Some(field) => format!("pub {}", render::ty(&field["inner"]["struct_field"])),
+                None => "_".to_owned(),
+            })
+            .collect();
+        format!("({})", fields.join(", "))
+    }
+
+    fn fields(&mut self, data: &'a Value, path: &str) {
+        let Some(("plain", plain)) = tagged(&data["kind"]) else {
+            return;
+        };
+        for field in plain["fields"].as_array().into_iter().flatten() {
+            if let Some(field) = self.item_of(field) {
+                let name = field["name"].as_str().unwrap_or("?");
+                self.line(format!(
+                    "pub {path}.{name}: {}",
+                    render::ty(&field["inner"]["struct_field"])
+                ));
+            }
+        }
+    }
+
+    fn variant(&mut self, variant: &'a Value, path: &str) {
+        let name = variant["name"].as_str().unwrap_or("?");
+        let mark = if non_exhaustive(variant) {
+            "#[non_exhaustive] "
+        } else {
+            ""
+        };
+        let kind = &variant["inner"]["variant"]["kind"];
+        let field = |id: &Value, named: bool| match self.item_of(id) {
+            Some(f) if named => format!(
+                "{}: {}",
+                f["name"].as_str().unwrap_or("?"),
+                render::ty(&f["inner"]["struct_field"])
+            ),
+            Some(f) => render::ty(&f["inner"]["struct_field"]),
+            None => "_".to_owned(),
+        };
+        let shape = match tagged(kind) {
+            Some(("tuple", fields)) => {
+                format!(
+                    "({})",
+                    fields
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|f| field(f, false))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            Some(("struct", data)) => {
+                let fields: Vec<String> = data["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| field(f, true))
+                    .collect();
+                let rest = if data["has_stripped_fields"].as_bool() == Some(true) {
+                    ", .."
+                } else {
+                    ""
+                };
+                format!(" {{ {}{rest} }}", fields.join(", "))
+            }
+            _ => String::new(),
+        };
+        self.line(format!("{mark}{path}::{name}{shape}"));
+    }
+
+    fn impls(&mut self, data: &'a Value, path: &str) {
+        for id in data["impls"].as_array().into_iter().flatten() {
+            let Some(block) = self.item_of(id).and_then(|i| i["inner"].get("impl")) else {
+                continue;
+            };
+            if block["is_synthetic"].as_bool() == Some(true) || !block["blanket_impl"].is_null() {
+                continue;
+            }
+            match block.get("trait").filter(|t| !t.is_null()) {
+                Some(t) if t["path"] == "StructuralPartialEq" => {}
+                Some(t) => {
+                    let negative = if block["is_negative"].as_bool() == Some(true) {
+                        "!"
+                    } else {
+                        ""
+                    };
+                    self.line(format!(
+                        "impl{} {negative}{} for {path}{}",
+                        render::generics(&block["generics"]),
+                        render::path(t),
+                        render::where_clause(&block["generics"])
+                    ));
+                }
+                None => {
+                    for member in block["items"].as_array().into_iter().flatten() {
+                        if let Some(member) = self.item_of(member).filter(|m| m["visibility"] == "public") {
+                            self.associated(member, path, false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A method, associated constant or associated type of `owner`.
+    fn associated(&mut self, member: &Value, owner: &str, in_trait: bool) {
+        let name = member["name"].as_str().unwrap_or("?");
+        let path = format!("{owner}::{name}");
+        let visibility = if in_trait { "" } else { "pub " };
+        let Some((kind, data)) = tagged(&member["inner"]) else {
+            return;
+        };
+        let line = match kind {
+            "function" => {
+                let provided = if in_trait && data["has_body"].as_bool() == Some(true) {
+                    " (provided)"
+                } else {
+                    ""
+                };
+                format!("{visibility}{}{provided}", function(data, &path))
+            }
+            "assoc_const" | "constant" => format!("{visibility}const {path}: {}", render::ty(&data["type"])),
+            "assoc_type" => {
+                let bounds = data["bounds"]
+                    .as_array()
+                    .map(|b| b.iter().map(render::bound).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let bounds = if bounds.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", bounds.join(" + "))
+                };
+                format!("type {path}{bounds}")
+            }
+            other => format!("{visibility}{other} {path}"),
+        };
+        self.line(line);
+    }
+}
+
+fn function(data: &Value, path: &str) -> String {
+    format!(
+        "{}fn {path}{}{}{}",
+        render::qualifiers(&data["header"]),
+        render::generics(&data["generics"]),
+        render::signature(&data["sig"]),
+        render::where_clause(&data["generics"])
+    )
+}
+
+fn non_exhaustive(item: &Value) -> bool {
+    item["attrs"].as_array().into_iter().flatten().any(|attr| match attr {
+        Value::String(s) => s == "non_exhaustive",
+        other => other
+            .get("other")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with("#[non_exhaustive")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A crate `demo` with a private module whose struct is re-exported at the root, a public
+    /// module with a function, and an enum marked `#[non_exhaustive]`.
+    fn demo() -> Value {
+        json!({
+            "format_version": FORMAT_VERSION,
+            "root": 0,
+            "index": {
+                "0": {"id": 0, "name": "demo", "visibility": "public", "attrs": [],
+                      "inner": {"module": {"is_crate": true, "items": [1, 2, 3, 6]}}},
+                "1": {"id": 1, "name": null, "visibility": "public", "attrs": [],
+                      "inner": {"use": {"source": "private::Thing", "name": "Thing", "id": 4, "is_glob": false}}},
+                "2": {"id": 2, "name": "open", "visibility": "public", "attrs": [],
+                      "inner": {"module": {"is_crate": false, "items": [5]}}},
+                "3": {"id": 3, "name": "Mode", "visibility": "public", "attrs": ["non_exhaustive"],
+                      "inner": {"enum": {"generics": {"params": [], "where_predicates": []}, "variants": [7], "impls": []}}},
+                "4": {"id": 4, "name": "Thing", "visibility": "public", "attrs": [],
+                      "inner": {"struct": {"kind": {"plain": {"fields": [8], "has_stripped_fields": true}},
+                                           "generics": {"params": [], "where_predicates": []}, "impls": []}}},
+                "5": {"id": 5, "name": "run", "visibility": "public", "attrs": [],
+                      "inner": {"function": {"sig": {"inputs": [["n", {"primitive": "u8"}]], "output": null},
+                                             "generics": {"params": [], "where_predicates": []},
+                                             "header": {"is_const": false, "is_async": false, "is_unsafe": false}}}},
+                "6": {"id": 6, "name": "hidden_helper", "visibility": "crate", "attrs": [],
+                      "inner": {"function": {"sig": {"inputs": [], "output": null},
+                                             "generics": {"params": [], "where_predicates": []}, "header": {}}}},
+                "7": {"id": 7, "name": "Fast", "visibility": "default", "attrs": [],
+                      "inner": {"variant": {"kind": "plain", "discriminant": null}}},
+                "8": {"id": 8, "name": "size", "visibility": "public", "attrs": [],
+                      "inner": {"struct_field": {"primitive": "u32"}}}
+            }
+        })
+    }
+
+    #[test]
+    fn lists_items_at_the_paths_users_name_them_by() {
+        let lines = list(&demo()).expect("listable");
+        assert_eq!(
+            lines,
+            [
+                "#[non_exhaustive] pub enum demo::Mode",
+                "demo::Mode::Fast",
+                "pub demo::Thing.size: u32",
+                "pub fn demo::open::run(n: u8)",
+                "pub mod demo::open",
+                "pub struct demo::Thing",
+            ]
+        );
+    }
+
+    #[test]
+    fn another_format_version_is_refused() {
+        let mut doc = demo();
+        doc["format_version"] = json!(FORMAT_VERSION + 1);
+        assert!(matches!(list(&doc), Err(ListingError::Format { found }) if found == FORMAT_VERSION + 1));
+    }
+
+    #[test]
+    fn a_glob_reexport_of_an_ancestor_does_not_loop() {
+        let mut doc = demo();
+        doc["index"]["9"] = json!({"id": 9, "name": null, "visibility": "public", "attrs": [],
+            "inner": {"use": {"source": "crate", "name": "demo", "id": 0, "is_glob": true}}});
+        doc["index"]["2"]["inner"]["module"]["items"] = json!([5, 9]);
+        let lines = list(&doc).expect("listable");
+        assert!(lines.contains(&"pub fn demo::open::run(n: u8)".to_owned()));
+    }
+}
