@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
 use kubeletplugin::{DriverError, PluginOptions};
@@ -77,15 +76,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let args = Args::parse();
-    let config = match &args.kubeconfig {
-        Some(path) => kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(path).context("--kubeconfig")?,
-            &Default::default(),
-        )
-        .await
-        .context("--kubeconfig")?,
-        None => kube::Config::incluster().context("no --kubeconfig and no in-cluster configuration")?,
-    };
+    let client = kubeletplugin::api_client(args.kubeconfig.as_deref()).await?;
     let inventory = InventoryConfig {
         driver: args.driver_name.clone(),
         sysfs: Sysfs::default(),
@@ -101,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         &args.node_name,
         inventory,
     );
-    let agent = netdra::start(options, SriovVfs { mtu: args.mtu }, kube::Client::try_from(config)?).await?;
+    let agent = netdra::start(options, SriovVfs { mtu: args.mtu }, client).await?;
     kubeletplugin::shutdown_signal().await?;
     agent.shutdown().await;
     Ok(())
