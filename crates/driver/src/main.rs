@@ -208,20 +208,6 @@ fn inventory_config(flags: &Flags) -> anyhow::Result<InventoryConfig> {
     ))
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("--kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::incluster().context("no --kubeconfig (KUBECONFIG) and no in-cluster configuration")?,
-    };
-    kube::Client::try_from(config).context("cannot build the API client")
-}
-
 async fn inventory(flags: &Flags) -> anyhow::Result<()> {
     use netdra::NetworkDriver;
     let node = node_name(flags)?;
@@ -260,7 +246,7 @@ async fn run(flags: &Flags) -> anyhow::Result<()> {
         CacheFlag::GetOnly => ClaimCacheMode::GetOnly,
     };
     plugin.device_metadata = flags.device_metadata.then(|| flags.cdi_dir.clone());
-    let client = client(flags.kubeconfig.as_ref()).await?;
+    let client = kubeletplugin::api_client(flags.kubeconfig.as_deref()).await?;
     let mut options = netdra::AgentOptions::new(plugin, nri, &node, inventory);
     if let Some(dir) = &flags.state_dir {
         options.state_file = dir.join("netdra-state");

@@ -29,7 +29,7 @@ struct Args {
     /// Parent of the per-driver plugin directory (holds dra.sock and the checkpoint).
     #[arg(long, env = "PLUGINS_DIR", default_value = kubeletplugin::DEFAULT_PLUGINS_DIR)]
     plugins_dir: PathBuf,
-    /// Kubeconfig file; without it, in-cluster configuration or ~/.kube/config is tried.
+    /// Kubeconfig file; in-cluster configuration when absent.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Claim lookup: a cluster-wide watch cache, or one GET per claim.
@@ -56,30 +56,13 @@ impl DraDriver for MinimalDriver {
     }
 }
 
-/// The API client, from `--kubeconfig` or else the environment (in-cluster, `KUBECONFIG`).
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).with_context(|| format!("kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no API server configuration (use --kubeconfig, KUBECONFIG or run in a cluster)")?,
-    };
-    kube::Client::try_from(config).context("cannot build the API client")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = kubeletplugin::api_client(args.kubeconfig.as_deref()).await?;
     let mut options = PluginOptions::new(&args.driver_name);
     options.registry_dir = args.registry_dir;
     options.plugin_dir = args.plugins_dir.join(&args.driver_name);

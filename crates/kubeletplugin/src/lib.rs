@@ -41,7 +41,8 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = kube::Client::try_default().await?;
+//! // --kubeconfig, else KUBECONFIG, else in-cluster: the order every netdra program uses.
+//! let client = kubeletplugin::api_client(None).await?;
 //! let plugin = kubeletplugin::start(PluginOptions::new("net.example.com"), MyDriver, client).await?;
 //! kubeletplugin::shutdown_signal().await?;
 //! plugin.shutdown().await;
@@ -53,6 +54,7 @@
 mod authority;
 mod checkpoint;
 mod claims;
+mod client;
 mod driver;
 mod health;
 mod metadata;
@@ -71,6 +73,7 @@ mod store;
 
 pub use checkpoint::{CheckpointError, FileCheckpoint};
 pub use claims::{ClaimCacheMode, ClaimError, resolve_for_driver};
+pub use client::{ClientError, api_client};
 pub use driver::{
     AllocatedDevice, ClaimRef, ConfigSource, DeviceConfig, DraDriver, DriverError, Preparation, PreparedClaim,
     PreparedDevice, ResolvedClaim,

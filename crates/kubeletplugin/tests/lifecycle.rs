@@ -1,6 +1,6 @@
 //! Acceptance: checkpoint across restarts, damaged checkpoints, and the socket lifecycle
 //! (SIGTERM removes both sockets, a stale socket does not block start, a deleted registration
-//! socket comes back).
+//! socket comes back), and registration as the tests' kubelet performs it.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -9,10 +9,10 @@ use std::{path::PathBuf, sync::atomic::Ordering, time::Duration};
 
 use common::*;
 use kubeletplugin::{
-    CheckpointError, ClaimCacheMode, PluginError,
+    CheckpointError, ClaimCacheMode, PluginError, RegistrationState,
     proto::pluginregistration::{InfoRequest, registration_client::RegistrationClient},
 };
-use testkit::{FakeApiServer, RESOURCE_CLAIMS};
+use testkit::{FakeApiServer, RESOURCE_CLAIMS, RegistrationError, register_plugin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_state_survives_a_restart() {
@@ -246,4 +246,40 @@ async fn a_dropped_handle_stops_serving_and_removes_both_sockets() {
         || !registration.exists() && !dra.exists(),
     )
     .await;
+}
+
+/// `testkit::register_plugin`, which the end-to-end tests and the demo use as their kubelet:
+/// GetInfo answers with the plugin's name, type and DRA socket, and the plugin records the
+/// verdict NotifyRegistrationStatus brings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_kubelet_registers_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), ClaimCacheMode::GetOnly);
+    let mut plugin = kubeletplugin::start(opts.clone(), RecordingDriver::default(), unreachable_client())
+        .await
+        .unwrap();
+    let info = register_plugin(&opts.registration_socket(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(info.name, DRIVER);
+    assert_eq!(info.r#type, "DRAPlugin");
+    assert_eq!(PathBuf::from(&info.endpoint), opts.dra_socket());
+    assert_eq!(plugin.wait_for_verdict().await, RegistrationState::Registered);
+    plugin.shutdown().await;
+}
+
+/// A registration socket nobody serves is named once the wait is over.
+#[tokio::test]
+async fn the_test_kubelet_names_an_unserved_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join(format!("{DRIVER}-reg.sock"));
+    let err = register_plugin(&socket, Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, RegistrationError::NotServed { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the registration socket {} did not answer GetInfo within 200ms",
+            socket.display()
+        )
+    );
 }

@@ -31,7 +31,7 @@ struct Args {
     /// This node's name.
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
-    /// Kubeconfig file; without it, in-cluster configuration or ~/.kube/config is tried.
+    /// Kubeconfig file; in-cluster configuration when absent.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Directory the kubelet watches for registration sockets.
@@ -51,22 +51,6 @@ struct Args {
     device_filter: Option<String>,
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).with_context(|| format!("kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no API server configuration (use --kubeconfig, KUBECONFIG or run in a cluster)")?,
-    };
-    kube::Client::try_from(config).context("cannot build the API client")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -74,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = kubeletplugin::api_client(args.kubeconfig.as_deref()).await?;
     let mut plugin = PluginOptions::new(&args.driver_name);
     // The e2e tests' fake API server holds claims, not pods: the claims are watched.
     plugin.claim_cache = kubeletplugin::ClaimCacheMode::Watch;

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
 use kubeletplugin::{DriverError, PluginOptions};
@@ -73,15 +72,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let args = Args::parse();
-    let config = match &args.kubeconfig {
-        Some(path) => kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(path).context("--kubeconfig")?,
-            &Default::default(),
-        )
-        .await
-        .context("--kubeconfig")?,
-        None => kube::Config::incluster().context("no --kubeconfig and no in-cluster configuration")?,
-    };
+    let client = kubeletplugin::api_client(args.kubeconfig.as_deref()).await?;
     let inventory = InventoryConfig::new(args.driver_name.clone(), Sysfs::default(), DeviceFilter::Default);
     let mut plugin = PluginOptions::new(&args.driver_name);
     plugin.claim_cache = kubeletplugin::ClaimCacheMode::Node {
@@ -93,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         &args.node_name,
         inventory,
     );
-    let agent = netdra::start(options, SriovVfs { mtu: args.mtu }, kube::Client::try_from(config)?).await?;
+    let agent = netdra::start(options, SriovVfs { mtu: args.mtu }, client).await?;
     kubeletplugin::shutdown_signal().await?;
     agent.shutdown().await;
     Ok(())

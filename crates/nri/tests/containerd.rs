@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
@@ -19,7 +18,7 @@ use nri::{
     EventSet, HandlerError, Plugin, StubOptions,
     proto::api::{Container, ContainerUpdate, PodSandbox},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -73,16 +72,7 @@ impl Containerd {
 }
 
 async fn cri(path: &Path) -> RuntimeServiceClient<Channel> {
-    let path = path.to_path_buf();
-    let channel = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap();
-    RuntimeServiceClient::new(channel)
+    RuntimeServiceClient::new(testkit::unix_channel(path).await.unwrap())
 }
 
 fn sandbox_config(name: &str, logs: &Path) -> PodSandboxConfig {

@@ -4,9 +4,8 @@
 //! It runs the `ip` command rather than netlink: the demo shows the reader what `ip` shows, and
 //! the commands it prints are the ones the reader can run afterwards.
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
+use testkit::try_ip;
 
 /// Host ends of the demo's veth pairs; the peer of `ndemoN` is `ndemoNp`.
 pub const NICS: [&str; 2] = ["ndemo0", "ndemo1"];
@@ -23,22 +22,6 @@ pub fn require_root() -> anyhow::Result<()> {
         bail!("netdra demo needs root: it creates veth pairs and network namespaces (run it with sudo)");
     }
     Ok(())
-}
-
-/// Runs `ip args…`; its standard output, or an error with what it printed.
-pub fn ip(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (install iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether a link of that name exists in the host namespace.
@@ -72,8 +55,8 @@ impl Created {
             }
         }
         self.veths.push(name.to_owned());
-        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
-        ip(&["link", "set", &peer, "up"])?;
+        try_ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+        try_ip(&["link", "set", &peer, "up"])?;
         Ok(())
     }
 
@@ -86,7 +69,7 @@ impl Created {
             );
         }
         self.namespaces.push(name.to_owned());
-        ip(&["netns", "add", name])?;
+        try_ip(&["netns", "add", name])?;
         Ok(())
     }
 
@@ -95,7 +78,7 @@ impl Created {
         let mut failed = Vec::new();
         for name in self.namespaces.drain(..) {
             if netns_exists(&name)
-                && let Err(e) = ip(&["netns", "del", &name])
+                && let Err(e) = try_ip(&["netns", "del", &name])
             {
                 failed.push(format!("{e:#}"));
             }
@@ -109,7 +92,7 @@ impl Created {
         let mut failed = self.remove_namespaces();
         for name in self.veths.drain(..) {
             if link_exists(&name)
-                && let Err(e) = ip(&["link", "del", &name])
+                && let Err(e) = try_ip(&["link", "del", &name])
             {
                 failed.push(format!("{e:#}"));
             }

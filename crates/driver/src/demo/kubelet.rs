@@ -7,54 +7,19 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use hyper_util::rt::TokioIo;
-use kubeletplugin::proto::{
-    dra::v1 as dra,
-    pluginregistration::{InfoRequest, PluginInfo, RegistrationStatus, registration_client::RegistrationClient},
-};
-use tonic::transport::{Channel, Endpoint};
+use kubeletplugin::proto::{dra::v1 as dra, pluginregistration::PluginInfo};
+use tonic::transport::Channel;
 
 /// How long the kubelet side waits for the plugin's sockets and for the runtime hook.
 const PLUGIN_WAIT: Duration = Duration::from_secs(20);
-
-/// A gRPC channel over a Unix socket. The kubelet sends the socket path as `:authority`;
-/// `localhost` is what any other client sends, and netdra accepts both.
-pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://localhost")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .with_context(|| format!("connecting to {}", socket.display()))
-}
 
 /// Registers the plugin as the kubelet does on seeing its socket: `GetInfo`, then
 /// `NotifyRegistrationStatus`. Returns what the plugin said about itself.
 pub async fn register(registry_dir: &Path, driver: &str) -> anyhow::Result<PluginInfo> {
     let socket = registry_dir.join(format!("{driver}-reg.sock"));
-    let start = Instant::now();
-    let info = loop {
-        let attempt = async {
-            let mut client = RegistrationClient::new(channel(&socket).await?);
-            let info = client.get_info(InfoRequest {}).await?.into_inner();
-            client
-                .notify_registration_status(RegistrationStatus {
-                    plugin_registered: true,
-                    error: String::new(),
-                })
-                .await?;
-            anyhow::Ok(info)
-        };
-        match attempt.await {
-            Ok(info) => break info,
-            Err(e) if start.elapsed() > PLUGIN_WAIT => {
-                return Err(e).with_context(|| format!("registering the plugin at {}", socket.display()));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let info = testkit::register_plugin(&socket, PLUGIN_WAIT)
+        .await
+        .context("registering the plugin")?;
     if info.name != driver || info.r#type != "DRAPlugin" {
         bail!(
             "the plugin registered as {:?} of type {:?}, not {driver:?} DRAPlugin",
@@ -80,7 +45,7 @@ impl DraPlugin {
 
     async fn client(&self) -> anyhow::Result<dra::dra_plugin_client::DraPluginClient<Channel>> {
         Ok(dra::dra_plugin_client::DraPluginClient::new(
-            channel(&self.endpoint).await?,
+            testkit::unix_channel(&self.endpoint).await?,
         ))
     }
 

@@ -158,8 +158,8 @@ impl Demo {
         for nic in NICS {
             self.created.veth(nic)?;
         }
-        print_indented(&host::ip(&["-br", "link", "show", "dev", NICS[0]])?);
-        print_indented(&host::ip(&["-br", "link", "show", "dev", NICS[1]])?);
+        print_indented(&testkit::try_ip(&["-br", "link", "show", "dev", NICS[0]])?);
+        print_indented(&testkit::try_ip(&["-br", "link", "show", "dev", NICS[1]])?);
 
         self.step("driver: the netdra agent starts and the kubelet registers it")
             .await;
@@ -202,10 +202,10 @@ impl Demo {
             self.pod.namespace, self.pod.name
         );
         println!("    $ ip -n {netns} addr");
-        print_indented(&host::ip(&["-n", &netns, "addr"])?);
+        print_indented(&testkit::try_ip(&["-n", &netns, "addr"])?);
         println!("    $ ip -n {netns} route");
-        print_indented(&host::ip(&["-n", &netns, "route"])?);
-        if host::ip(&["-n", &netns, "link", "show", "dev", "net1"]).is_err() {
+        print_indented(&testkit::try_ip(&["-n", &netns, "route"])?);
+        if testkit::try_ip(&["-n", &netns, "link", "show", "dev", "net1"]).is_err() {
             bail!("the pod started without its interface net1");
         }
         if host::link_exists(NICS[0]) {
@@ -224,7 +224,7 @@ impl Demo {
             bail!("{} did not come back to the host when the pod stopped", NICS[0]);
         }
         println!("    $ ip -br link show dev {}", NICS[0]);
-        print_indented(&host::ip(&["-br", "link", "show", "dev", NICS[0]])?);
+        print_indented(&testkit::try_ip(&["-br", "link", "show", "dev", NICS[0]])?);
         runtime.remove_pod(&self.pod, &mut self.created).await?;
 
         self.step("unprepare: the kubelet calls NodeUnprepareResources; the claim's status is cleared")

@@ -67,7 +67,7 @@ pub struct Harness {
 impl PodRuntime {
     /// containerd at `socket`; its sandboxes are labelled with `run` and log under `log_dir`.
     pub async fn containerd(socket: &Path, run: &str, log_dir: PathBuf) -> anyhow::Result<Self> {
-        let channel = super::kubelet::channel(socket).await?;
+        let channel = testkit::unix_channel(socket).await?;
         let mut cri = RuntimeServiceClient::new(channel);
         let version = tokio::time::timeout(CALL_TIMEOUT, cri.version(VersionRequest::default()))
             .await

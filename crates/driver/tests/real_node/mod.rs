@@ -77,10 +77,8 @@ pub fn built() -> bool {
     out.status.success()
 }
 
-/// `ip ARGS`; its output, or the test fails.
-pub fn ip(args: &[&str]) -> String {
-    testkit::command_output(Command::new("ip").args(args))
-}
+/// `ip ARGS`; its output, or the test fails with its stderr.
+pub use testkit::ip;
 
 /// The running cluster: stopped (every process, mount and cgroup) when dropped.
 pub struct Cluster {
@@ -192,11 +190,7 @@ pub async fn admin(cluster: &Cluster) -> Client {
 
 /// A client from a kubeconfig file.
 pub async fn kubeconfig_client(path: &Path) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
+    kubeletplugin::api_client(Some(path)).await.unwrap()
 }
 
 /// Every document of a deploy manifest.
@@ -258,19 +252,10 @@ pub fn if_name(device: &k8s_openapi::api::resource::v1::Device) -> Option<&str> 
 
 /// The pod sandbox's network namespace name, through CRI.
 pub async fn pod_netns(cri_socket: &str, pod_uid: &str) -> String {
-    use hyper_util::rt::TokioIo;
     use k8s_cri::v1::{
         ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient,
     };
-    let socket = PathBuf::from(cri_socket);
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .unwrap();
+    let channel = testkit::unix_channel(Path::new(cri_socket)).await.unwrap();
     let mut cri = RuntimeServiceClient::new(channel);
     let filter = PodSandboxFilter {
         label_selector: [("io.kubernetes.pod.uid".to_owned(), pod_uid.to_owned())].into(),

@@ -11,15 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
 use kubeletplugin::{
     ClaimCacheMode, DraDriver, DriverError, PluginHandle, PluginOptions, Preparation, PreparedClaim, ResolvedClaim,
     proto::dra,
 };
 use serde_json::{Value, json};
 use testkit::{FakeApiServer, RESOURCE_CLAIMS};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub const DRIVER: &str = "net.example.com";
 
@@ -174,17 +172,9 @@ pub async fn start_plugin(api: &FakeApiServer, cache: ClaimCacheMode) -> Running
     }
 }
 
-/// A gRPC channel over a unix socket (tonic client; authority `localhost`).
+/// A gRPC channel over a unix socket (tonic client; authority `localhost`), or the test fails.
 pub async fn uds_channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap()
+    testkit::unix_channel(path).await.unwrap()
 }
 
 pub fn claim(ns: &str, name: &str, uid: &str) -> dra::v1::Claim {

@@ -19,15 +19,7 @@ pub fn privileged(what: &str) -> bool {
 }
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
+pub use testkit::ip;
 
 /// Feeds `commands` to `ip -batch -` (one process for many links).
 pub fn ip_batch(commands: &str) {
@@ -91,7 +83,9 @@ impl Created {
     pub fn veth(&mut self, name: &str, peer: &str, peer_netns: Option<&str>) {
         self.links.push((name.to_owned(), peer_netns.map(str::to_owned)));
         match peer_netns {
-            Some(ns) => ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", ns]),
+            Some(ns) => {
+                ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", ns]);
+            }
             None => {
                 self.links.push((peer.to_owned(), None));
                 ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);

@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
     ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
@@ -20,7 +19,7 @@ use k8s_cri::v1::{
 use kubeletplugin::proto::dra::v1 as dra;
 use serde_json::{Value, json};
 use testkit::{FakeApiServer, RESOURCE_CLAIMS, RESOURCE_SLICES};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub const DRIVER: &str = "e2e.netdra.dev";
 pub const NODE: &str = "e2e-node";
@@ -55,9 +54,8 @@ pub fn script(args: &[&str]) -> String {
     )
 }
 
-pub fn ip(args: &[&str]) -> String {
-    testkit::command_output(Command::new("ip").args(args))
-}
+/// Runs `ip ARGS`; its output, or the test fails with its stderr.
+pub use testkit::ip;
 
 pub fn ip_ok(args: &[&str]) -> bool {
     Command::new("ip")
@@ -133,18 +131,6 @@ impl Containerd {
     pub fn restart(&self) {
         script(&["restart", self.flavor]);
     }
-}
-
-pub async fn uds_channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap()
 }
 
 /// A TCP proxy in front of the fake API server that a test can cut (connections closed, the
@@ -429,53 +415,16 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        dra::dra_plugin_client::DraPluginClient::new(uds_channel(&socket).await)
+        dra_client(&socket).await
     }
 
     /// Registers as the kubelet does: GetInfo on the registration socket (the name, the DRA
     /// socket and the versions must be right), then NotifyRegistrationStatus.
     pub async fn register(&self) {
-        use kubeletplugin::proto::pluginregistration::{
-            InfoRequest, RegistrationStatus, registration_client::RegistrationClient,
-        };
         let socket = self.registry_dir().join(format!("{DRIVER}-reg.sock"));
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no registration socket: {}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // A SIGKILLed agent leaves its socket file behind until the next one replaces it.
-        let (mut client, info) = loop {
-            let channel =
-                Endpoint::try_from("http://localhost")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn({
-                        let socket = socket.clone();
-                        move |_| {
-                            let socket = socket.clone();
-                            async move {
-                                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
-                            }
-                        }
-                    }))
-                    .await;
-            if let Ok(channel) = channel {
-                let mut client = RegistrationClient::new(channel);
-                if let Ok(info) = client.get_info(InfoRequest {}).await {
-                    break (client, info.into_inner());
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registration socket not served: {}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let info = testkit::register_plugin(&socket, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{:#}\n{}", anyhow::Error::from(e), self.agent_log()));
         assert_eq!(info.name, DRIVER);
         assert_eq!(info.r#type, "DRAPlugin");
         assert_eq!(
@@ -487,13 +436,6 @@ impl Env {
             "{:?}",
             info.supported_versions
         );
-        client
-            .notify_registration_status(RegistrationStatus {
-                plugin_registered: true,
-                error: String::new(),
-            })
-            .await
-            .unwrap();
     }
 
     /// The published device whose interface is `ifname` (waits for it).
@@ -898,11 +840,11 @@ pub async fn wait_published(api: &FakeApiServer, count: usize) -> std::collectio
 
 /// A DRA client on the plugin's socket, as the kubelet dials it.
 pub async fn dra_client(socket: &Path) -> dra::dra_plugin_client::DraPluginClient<Channel> {
-    dra::dra_plugin_client::DraPluginClient::new(uds_channel(socket).await)
+    dra::dra_plugin_client::DraPluginClient::new(testkit::unix_channel(socket).await.unwrap())
 }
 
 pub async fn connect_cri(path: &Path) -> RuntimeServiceClient<Channel> {
-    RuntimeServiceClient::new(uds_channel(path).await)
+    RuntimeServiceClient::new(testkit::unix_channel(path).await.unwrap())
 }
 
 /// Runs `body` with containerd `flavor` up, alone, and tears containerd down afterwards, also
