@@ -10,6 +10,7 @@ use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigErro
 
 /// No API client could be built; the message names the source that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The kubeconfig file given by `--kubeconfig` could not be read or used.
     #[error("--kubeconfig {}", path.display())]

@@ -118,6 +118,7 @@ pub enum Placement {
 
 /// One interface to attach, and how to configure it.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct AttachRequest<'a> {
     /// The interface's name on the host.
     pub device: &'a str,
@@ -142,6 +143,20 @@ impl<'a> AttachRequest<'a> {
             carry_host_addresses: false,
             placement: &Placement::Move,
         }
+    }
+
+    /// The same request, carrying the interface's host addresses and routes into the pod or
+    /// not (see [`AttachRequest::carry_host_addresses`]).
+    pub fn carrying_host_addresses(self, carry: bool) -> Self {
+        Self {
+            carry_host_addresses: carry,
+            ..self
+        }
+    }
+
+    /// The same request, with the interface placed in the pod as `placement` says.
+    pub fn placed(self, placement: &'a Placement) -> Self {
+        Self { placement, ..self }
     }
 }
 

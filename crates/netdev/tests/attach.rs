@@ -393,12 +393,9 @@ fn host_addresses_and_routes_are_carried_into_the_pod_and_back() {
     .validate()
     .unwrap();
     let netns = Netns::open(netns_path(&ns)).unwrap();
-    let request = AttachRequest {
-        device: &host,
-        config: &config,
-        carry_host_addresses: true,
-        placement: &netdev::Placement::Move,
-    };
+    let request = AttachRequest::new(&host, &config)
+        .carrying_host_addresses(true)
+        .placed(&netdev::Placement::Move);
     let record = attach_all(&netns, &[request]).unwrap().pop().unwrap();
     let inside: Vec<String> = ip_json(&["-n", &ns, "addr", "show", "dev", "net1"])[0]["addr_info"]
         .as_array()

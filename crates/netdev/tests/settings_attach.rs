@@ -411,10 +411,7 @@ fn carry_over_takes_host_rules_neighbours_and_table_routes_and_brings_them_back(
     // Write-ahead, as a driver does it: record, persist, attach from the persisted records.
     let config = config_from(serde_json::json!({"name": "net1"}));
     let netns = Netns::open(netns_path(&ns)).unwrap();
-    let requests = [AttachRequest {
-        carry_host_addresses: true,
-        ..AttachRequest::new(&host, &config)
-    }];
+    let requests = [AttachRequest::new(&host, &config).carrying_host_addresses(true)];
     let records = record_all(&netns, &requests).unwrap();
     assert_eq!(host_snapshot(&host), before, "recording changed nothing");
     let json = serde_json::to_string(&records).unwrap();

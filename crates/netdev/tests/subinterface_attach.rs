@@ -109,10 +109,7 @@ fn two_pods_share_a_parent_through_attach_and_detach() {
     let (placement_a, placement_b) = (macvlan("claim-a:net1"), macvlan("claim-b:net1"));
     let netns_a = Netns::open(netns_path(&ns_a)).unwrap();
     let netns_b = Netns::open(netns_path(&ns_b)).unwrap();
-    let request = |config, placement| AttachRequest {
-        placement,
-        ..AttachRequest::new(&par, config)
-    };
+    let request = |config, placement| AttachRequest::new(&par, config).placed(placement);
     let record_a = attach_all(&netns_a, &[request(&config_a, &placement_a)])
         .unwrap()
         .pop()
@@ -250,14 +247,8 @@ fn a_failing_attach_deletes_its_subinterfaces_and_returns_what_moved() {
     let (placement_1, placement_2) = (macvlan("claim:net1"), macvlan("claim:net2"));
     let requests = [
         AttachRequest::new(&moved, &moved_config),
-        AttachRequest {
-            placement: &placement_1,
-            ..AttachRequest::new(&par, &good)
-        },
-        AttachRequest {
-            placement: &placement_2,
-            ..AttachRequest::new(&par, &bad)
-        },
+        AttachRequest::new(&par, &good).placed(&placement_1),
+        AttachRequest::new(&par, &bad).placed(&placement_2),
     ];
     let err = attach_all(&netns, &requests).unwrap_err();
     let AttachError::Failed {
@@ -278,10 +269,7 @@ fn a_failing_attach_deletes_its_subinterfaces_and_returns_what_moved() {
     ip(&[
         "-n", &ns, "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
     ]);
-    let taken = [AttachRequest {
-        placement: &placement_1,
-        ..AttachRequest::new(&par, &good)
-    }];
+    let taken = [AttachRequest::new(&par, &good).placed(&placement_1)];
     let err = attach_all(&netns, &taken).unwrap_err();
     assert!(matches!(err, AttachError::NameTaken { .. }), "{err}");
     assert_eq!(
@@ -292,11 +280,9 @@ fn a_failing_attach_deletes_its_subinterfaces_and_returns_what_moved() {
 
     // Carrying the parent's addresses, a missing parent, a tag without a prefix: refused
     // before anything is read or made.
-    let carry = [AttachRequest {
-        carry_host_addresses: true,
-        placement: &placement_1,
-        ..AttachRequest::new(&par, &good)
-    }];
+    let carry = [AttachRequest::new(&par, &good)
+        .carrying_host_addresses(true)
+        .placed(&placement_1)];
     let err = attach_all(&netns, &carry).unwrap_err();
     assert!(matches!(err, AttachError::CarryWithSubinterface { .. }), "{err}");
     assert_eq!(
@@ -307,41 +293,20 @@ fn a_failing_attach_deletes_its_subinterfaces_and_returns_what_moved() {
         )
     );
     let missing = format!("{p}none");
-    let err = attach_all(
-        &netns,
-        &[AttachRequest {
-            placement: &placement_2,
-            ..AttachRequest::new(&missing, &bad)
-        }],
-    )
-    .unwrap_err();
+    let err = attach_all(&netns, &[AttachRequest::new(&missing, &bad).placed(&placement_2)]).unwrap_err();
     assert!(matches!(err, AttachError::NoSuchDevice { .. }), "{err}");
     let untagged = Placement::Macvlan {
         mode: MacvlanMode::Bridge,
         tag: "no-prefix".into(),
     };
-    let err = attach_all(
-        &netns,
-        &[AttachRequest {
-            placement: &untagged,
-            ..AttachRequest::new(&par, &bad)
-        }],
-    )
-    .unwrap_err();
+    let err = attach_all(&netns, &[AttachRequest::new(&par, &bad).placed(&untagged)]).unwrap_err();
     assert!(matches!(err, AttachError::InvalidSubinterface { .. }), "{err}");
     // Passthru would change the parent: refused before anything is read or made.
     let passthru = Placement::Macvlan {
         mode: MacvlanMode::Passthru,
         tag: tag("claim:passthru"),
     };
-    let err = attach_all(
-        &netns,
-        &[AttachRequest {
-            placement: &passthru,
-            ..AttachRequest::new(&par, &bad)
-        }],
-    )
-    .unwrap_err();
+    let err = attach_all(&netns, &[AttachRequest::new(&par, &bad).placed(&passthru)]).unwrap_err();
     assert!(matches!(err, AttachError::InvalidSubinterface { .. }), "{err}");
     assert!(err.to_string().contains("passthru is not supported"), "{err}");
     assert_eq!(
@@ -369,10 +334,7 @@ fn a_journaled_subinterface_gone_with_its_namespace_is_never_taken_for_its_paren
     let netns = Netns::open(netns_path(&ns)).unwrap();
     let good = config("net1", None);
     let placement = macvlan("claim:net1");
-    let requests = [AttachRequest {
-        placement: &placement,
-        ..AttachRequest::new(&par, &good)
-    }];
+    let requests = [AttachRequest::new(&par, &good).placed(&placement)];
     let records = record_all(&netns, &requests).unwrap();
     assert_eq!(pod_links(&ns), only_lo(), "recording changes nothing");
     let journaled: Vec<RestoreRecord> = serde_json::from_str(&serde_json::to_string(&records).unwrap()).unwrap();
@@ -423,16 +385,10 @@ fn a_subinterface_moved_to_the_host_is_located_there_and_deleted_by_its_tag() {
     let netns = Netns::open(netns_path(&ns)).unwrap();
     let good = config(&moved, None);
     let placement = macvlan("claim:leftover");
-    let record = attach_all(
-        &netns,
-        &[AttachRequest {
-            placement: &placement,
-            ..AttachRequest::new(&par, &good)
-        }],
-    )
-    .unwrap()
-    .pop()
-    .unwrap();
+    let record = attach_all(&netns, &[AttachRequest::new(&par, &good).placed(&placement)])
+        .unwrap()
+        .pop()
+        .unwrap();
 
     // Someone moves it to the host (our own namespace, by this process's ID).
     created.record_link(&moved, None);
@@ -467,10 +423,7 @@ fn a_subinterface_left_under_its_temporary_name_is_located_and_detached() {
     let netns = Netns::open(netns_path(&ns)).unwrap();
     let good = config("net1", None);
     let placement = macvlan("0d:net1");
-    let requests = [AttachRequest {
-        placement: &placement,
-        ..AttachRequest::new(&par, &good)
-    }];
+    let requests = [AttachRequest::new(&par, &good).placed(&placement)];
     let record = record_all(&netns, &requests).unwrap().pop().unwrap();
 
     // A crash between the creation and the rename: an untagged macvlan, temporary name.

@@ -31,12 +31,9 @@ pub struct AttachSpec {
 
 impl AttachSpec {
     fn request(&self) -> AttachRequest<'_> {
-        AttachRequest {
-            device: &self.device,
-            config: &self.config,
-            carry_host_addresses: self.carry_host_addresses,
-            placement: &self.placement,
-        }
+        AttachRequest::new(&self.device, &self.config)
+            .carrying_host_addresses(self.carry_host_addresses)
+            .placed(&self.placement)
     }
 }
 
