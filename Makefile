@@ -14,6 +14,7 @@ test:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/api-listings.sh --check
 	cargo deny check licenses bans
 
 bench:

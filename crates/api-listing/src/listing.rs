@@ -6,18 +6,23 @@
 //!   module.
 //! - Structs, enums and traits bring their public fields, variants, inherent methods, associated
 //!   items, and the traits they implement by hand or by derive. Blanket and auto-trait impls are
-//!   left out: they follow from the rest.
+//!   left out: they follow from the rest. A trait impl is listed once, for the type as the
+//!   listing names it, with the associated types it chooses. A struct with private fields is
+//!   marked `{ .. }`: users cannot build it with a literal.
+//! - Types in signatures, fields and impls are named by the shortest path the listing gives
+//!   them; a type of the crate that no public path reaches is refused (`Unnameable`): a user
+//!   could receive it but not name it. Types of other crates are named by their full path.
 //! - `#[non_exhaustive]` is written before the item it marks: adding it, or taking it off, is a
 //!   change of promise too.
 //! - Items hidden with `#[doc(hidden)]` are absent from rustdoc's JSON and so from the listing.
 //! - The lines are sorted and unique, so a listing is the same for the same API whatever the
 //!   order of the source.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::render::{self, tagged};
+use crate::render::{self, Render, UNNAMEABLE, tagged};
 
 /// The rustdoc JSON format this reducer was written against; another may name things otherwise.
 pub const FORMAT_VERSION: u64 = 57;
@@ -28,6 +33,10 @@ pub enum ListingError {
     /// The document is not rustdoc JSON of the expected shape.
     #[error("not rustdoc JSON: {0}")]
     Malformed(&'static str),
+    /// A public item uses a type of the crate that users cannot name (its module is private
+    /// and it is not re-exported).
+    #[error("public items use types users cannot name; re-export them or make them private:\n{}", .0.join("\n"))]
+    Unnameable(Vec<String>),
     /// The document is rustdoc JSON of another format version.
     #[error(
         "rustdoc JSON format {found}, but this reducer reads format {FORMAT_VERSION}: check the rules in \
@@ -39,8 +48,9 @@ pub enum ListingError {
     },
 }
 
-/// The public items of the crate `doc` describes, sorted, one line each.
-pub fn list(doc: &Value) -> Result<Vec<String>, ListingError> {
+/// The public items of the crate `doc` describes, sorted, one line each; an error when a public
+/// item uses a type of the crate users cannot name, unless `allow_unnameable`.
+pub fn list(doc: &Value, allow_unnameable: bool) -> Result<Vec<String>, ListingError> {
     let found = doc["format_version"]
         .as_u64()
         .ok_or(ListingError::Malformed("no format_version"))?;
@@ -52,12 +62,35 @@ pub fn list(doc: &Value) -> Result<Vec<String>, ListingError> {
     let name = root["name"]
         .as_str()
         .ok_or(ListingError::Malformed("the root module has no name"))?;
-    let mut lister = Lister {
-        index,
-        lines: BTreeSet::new(),
-        walking: HashSet::new(),
+    let paths = doc["paths"].as_object();
+    // Two walks: the first finds the path the listing gives each item, the second writes the
+    // lines with every type named by those paths.
+    let walk = |listed| {
+        let render = Render {
+            listed,
+            paths,
+            index: Some(index),
+        };
+        let mut lister = Lister {
+            index,
+            render,
+            names: HashMap::new(),
+            lines: BTreeSet::new(),
+            walking: HashSet::new(),
+        };
+        lister.module(root, name);
+        lister
     };
-    lister.module(root, name);
+    let lister = walk(walk(HashMap::new()).names);
+    let unnameable: Vec<String> = lister
+        .lines
+        .iter()
+        .filter(|l| l.contains(UNNAMEABLE))
+        .cloned()
+        .collect();
+    if !unnameable.is_empty() && !allow_unnameable {
+        return Err(ListingError::Unnameable(unnameable));
+    }
     Ok(lister.lines.into_iter().collect())
 }
 
@@ -67,6 +100,9 @@ fn lookup<'a>(index: &'a Map<String, Value>, id: &Value) -> Option<&'a Value> {
 
 struct Lister<'a> {
     index: &'a Map<String, Value>,
+    render: Render<'a>,
+    /// The shortest path of each item walked so far, by id.
+    names: HashMap<u64, String>,
     lines: BTreeSet<String>,
     /// The modules being walked, by id: a glob re-export of an ancestor would loop.
     walking: HashSet<u64>,
@@ -121,6 +157,12 @@ impl<'a> Lister<'a> {
     }
 
     fn item(&mut self, item: &'a Value, path: &str) {
+        if let Some(id) = item["id"].as_u64() {
+            let name = self.names.entry(id).or_insert_with(|| path.to_owned());
+            if (path.len(), path) < (name.len(), name.as_str()) {
+                *name = path.to_owned();
+            }
+        }
         let mark = if non_exhaustive(item) { "#[non_exhaustive] " } else { "" };
         let Some((kind, data)) = tagged(&item["inner"]) else {
             self.line(format!("pub ? {path}"));
@@ -131,18 +173,21 @@ impl<'a> Lister<'a> {
                 self.line(format!("pub mod {path}"));
                 self.module(item, path);
             }
-            "function" => self.line(format!("pub {}", function(data, path))),
+            "function" => self.line(format!("pub {}", function(&self.render, data, path))),
             "struct" | "union" => {
                 self.line(format!(
                     "{mark}pub {kind} {path}{}{}",
-                    render::generics(&data["generics"]),
+                    self.render.generics(&data["generics"]),
                     self.shape(data)
                 ));
                 self.fields(data, path);
                 self.impls(data, path);
             }
             "enum" => {
-                self.line(format!("{mark}pub enum {path}{}", render::generics(&data["generics"])));
+                self.line(format!(
+                    "{mark}pub enum {path}{}",
+                    self.render.generics(&data["generics"])
+                ));
                 for variant in data["variants"].as_array().into_iter().flatten() {
                     if let Some(variant) = self.item_of(variant) {
                         self.variant(variant, path);
@@ -153,7 +198,7 @@ impl<'a> Lister<'a> {
             "trait" => {
                 let bounds = data["bounds"]
                     .as_array()
-                    .map(|b| b.iter().map(render::bound).collect::<Vec<_>>())
+                    .map(|b| b.iter().map(|b| self.render.bound(b)).collect::<Vec<_>>())
                     .unwrap_or_default();
                 let supertraits = if bounds.is_empty() {
                     String::new()
@@ -167,7 +212,7 @@ impl<'a> Lister<'a> {
                 };
                 self.line(format!(
                     "pub {safety}trait {path}{}{supertraits}",
-                    render::generics(&data["generics"])
+                    self.render.generics(&data["generics"])
                 ));
                 for member in data["items"].as_array().into_iter().flatten() {
                     if let Some(member) = self.item_of(member) {
@@ -175,23 +220,28 @@ impl<'a> Lister<'a> {
                     }
                 }
             }
-            "constant" => self.line(format!("pub const {path}: {}", render::ty(&data["type"]))),
-            "static" => self.line(format!("pub static {path}: {}", render::ty(&data["type"]))),
+            "constant" => self.line(format!("pub const {path}: {}", self.render.ty(&data["type"]))),
+            "static" => self.line(format!("pub static {path}: {}", self.render.ty(&data["type"]))),
             "type_alias" => self.line(format!(
                 "pub type {path}{} = {}",
-                render::generics(&data["generics"]),
-                render::ty(&data["type"])
+                self.render.generics(&data["generics"]),
+                self.render.ty(&data["type"])
             )),
             "macro" | "proc_macro" => self.line(format!("macro {path}")),
             other => self.line(format!("pub {other} {path}")),
         }
     }
 
-    /// A tuple struct's field types after its name; nothing for the other shapes.
+    /// A tuple struct's field types after its name, `{ .. }` after a struct with private fields.
     fn shape(&self, data: &Value) -> String {
         let Some((kind, fields)) = tagged(&data["kind"]) else {
             return String::new();
         };
+        if kind == "plain" {
+            // Private fields: users cannot build it with a literal.
+            let stripped = fields["has_stripped_fields"].as_bool() == Some(true);
+            return if stripped { " { .. }".to_owned() } else { String::new() };
+        }
         if kind != "tuple" {
             return String::new();
         }
@@ -200,7 +250,7 @@ impl<'a> Lister<'a> {
             .into_iter()
             .flatten()
             .map(|field| match self.item_of(field) {
-                Some(field) => format!("pub {}", render::ty(&field["inner"]["struct_field"])),
+                Some(field) => format!("pub {}", self.render.ty(&field["inner"]["struct_field"])),
                 None => "_".to_owned(),
             })
             .collect();
@@ -216,7 +266,7 @@ impl<'a> Lister<'a> {
                 let name = field["name"].as_str().unwrap_or("?");
                 self.line(format!(
                     "pub {path}.{name}: {}",
-                    render::ty(&field["inner"]["struct_field"])
+                    self.render.ty(&field["inner"]["struct_field"])
                 ));
             }
         }
@@ -234,9 +284,9 @@ impl<'a> Lister<'a> {
             Some(f) if named => format!(
                 "{}: {}",
                 f["name"].as_str().unwrap_or("?"),
-                render::ty(&f["inner"]["struct_field"])
+                self.render.ty(&f["inner"]["struct_field"])
             ),
-            Some(f) => render::ty(&f["inner"]["struct_field"]),
+            Some(f) => self.render.ty(&f["inner"]["struct_field"]),
             None => "_".to_owned(),
         };
         let shape = match tagged(kind) {
@@ -287,12 +337,22 @@ impl<'a> Lister<'a> {
                     } else {
                         ""
                     };
-                    self.line(format!(
-                        "impl{} {negative}{} for {path}{}",
-                        render::generics(&block["generics"]),
-                        render::path(t),
-                        render::where_clause(&block["generics"])
-                    ));
+                    let head = format!(
+                        "impl{} {negative}{} for {}{}",
+                        self.render.generics(&block["generics"]),
+                        self.render.path(t),
+                        self.render.ty(&block["for"]),
+                        self.render.where_clause(&block["generics"])
+                    );
+                    // The associated types an impl chooses (`type Err = ...`) are part of it.
+                    for member in block["items"].as_array().into_iter().flatten() {
+                        let Some(member) = self.item_of(member) else { continue };
+                        if let Some(chosen) = member["inner"]["assoc_type"].get("type").filter(|t| !t.is_null()) {
+                            let name = member["name"].as_str().unwrap_or("?");
+                            self.line(format!("{head}: type {name} = {}", self.render.ty(chosen)));
+                        }
+                    }
+                    self.line(head);
                 }
                 None => {
                     for member in block["items"].as_array().into_iter().flatten() {
@@ -320,13 +380,13 @@ impl<'a> Lister<'a> {
                 } else {
                     ""
                 };
-                format!("{visibility}{}{provided}", function(data, &path))
+                format!("{visibility}{}{provided}", function(&self.render, data, &path))
             }
-            "assoc_const" | "constant" => format!("{visibility}const {path}: {}", render::ty(&data["type"])),
+            "assoc_const" | "constant" => format!("{visibility}const {path}: {}", self.render.ty(&data["type"])),
             "assoc_type" => {
                 let bounds = data["bounds"]
                     .as_array()
-                    .map(|b| b.iter().map(render::bound).collect::<Vec<_>>())
+                    .map(|b| b.iter().map(|b| self.render.bound(b)).collect::<Vec<_>>())
                     .unwrap_or_default();
                 let bounds = if bounds.is_empty() {
                     String::new()
@@ -341,13 +401,13 @@ impl<'a> Lister<'a> {
     }
 }
 
-fn function(data: &Value, path: &str) -> String {
+fn function(render: &Render<'_>, data: &Value, path: &str) -> String {
     format!(
         "{}fn {path}{}{}{}",
         render::qualifiers(&data["header"]),
-        render::generics(&data["generics"]),
-        render::signature(&data["sig"]),
-        render::where_clause(&data["generics"])
+        render.generics(&data["generics"]),
+        render.signature(&data["sig"]),
+        render.where_clause(&data["generics"])
     )
 }
 
@@ -402,7 +462,7 @@ mod tests {
 
     #[test]
     fn lists_items_at_the_paths_users_name_them_by() {
-        let lines = list(&demo()).expect("listable");
+        let lines = list(&demo(), false).expect("listable");
         assert_eq!(
             lines,
             [
@@ -411,8 +471,37 @@ mod tests {
                 "pub demo::Thing.size: u32",
                 "pub fn demo::open::run(n: u8)",
                 "pub mod demo::open",
-                "pub struct demo::Thing",
+                "pub struct demo::Thing { .. }",
             ]
+        );
+    }
+
+    #[test]
+    fn a_type_users_cannot_name_is_refused() {
+        let mut doc = demo();
+        // `open::make() -> Hidden`, where `Hidden` sits in a private module, not re-exported.
+        doc["index"]["10"] = json!({"id": 10, "name": "Hidden", "visibility": "public", "attrs": [],
+            "inner": {"struct": {"kind": "unit", "generics": {"params": [], "where_predicates": []}, "impls": []}}});
+        doc["index"]["11"] = json!({"id": 11, "name": "make", "visibility": "public", "attrs": [],
+            "inner": {"function": {"sig": {"inputs": [], "output": {"resolved_path": {"path": "Hidden", "id": 10, "args": null}}},
+                                   "generics": {"params": [], "where_predicates": []}, "header": {}}}});
+        doc["index"]["2"]["inner"]["module"]["items"] = json!([5, 11]);
+        doc["paths"] = json!({"10": {"crate_id": 0, "path": ["demo", "private", "Hidden"], "kind": "struct"}});
+        let Err(ListingError::Unnameable(lines)) = list(&doc, false) else {
+            panic!("an unnameable return type must be refused");
+        };
+        assert_eq!(
+            lines,
+            ["pub fn demo::open::make() -> <unnameable demo::private::Hidden>"]
+        );
+        // Re-exported, it is named by its public path.
+        doc["index"]["0"]["inner"]["module"]["items"] = json!([1, 2, 3, 6, 12]);
+        doc["index"]["12"] = json!({"id": 12, "name": null, "visibility": "public", "attrs": [],
+            "inner": {"use": {"source": "private::Hidden", "name": "Hidden", "id": 10, "is_glob": false}}});
+        let lines = list(&doc, false).expect("nameable now");
+        assert!(
+            lines.contains(&"pub fn demo::open::make() -> demo::Hidden".to_owned()),
+            "{lines:?}"
         );
     }
 
@@ -420,7 +509,7 @@ mod tests {
     fn another_format_version_is_refused() {
         let mut doc = demo();
         doc["format_version"] = json!(FORMAT_VERSION + 1);
-        assert!(matches!(list(&doc), Err(ListingError::Format { found }) if found == FORMAT_VERSION + 1));
+        assert!(matches!(list(&doc, false), Err(ListingError::Format { found }) if found == FORMAT_VERSION + 1));
     }
 
     #[test]
@@ -429,7 +518,7 @@ mod tests {
         doc["index"]["9"] = json!({"id": 9, "name": null, "visibility": "public", "attrs": [],
             "inner": {"use": {"source": "crate", "name": "demo", "id": 0, "is_glob": true}}});
         doc["index"]["2"]["inner"]["module"]["items"] = json!([5, 9]);
-        let lines = list(&doc).expect("listable");
+        let lines = list(&doc, false).expect("listable");
         assert!(lines.contains(&"pub fn demo::open::run(n: u8)".to_owned()));
     }
 }

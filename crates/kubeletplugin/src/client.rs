@@ -45,8 +45,9 @@ pub enum ClientError {
 /// 3. the in-cluster configuration (the pod's service account).
 ///
 /// A source that is given but fails is an error: the next one is not tried. A program whose
-/// flag falls back to `KUBECONFIG` itself (clap's `env`) gets the variable's value as
-/// `kubeconfig`, read as one file like any flag value. Needs a Tokio runtime.
+/// flag falls back to `KUBECONFIG` itself (clap's `env`) passes the variable's value as
+/// `kubeconfig`: a value equal to the variable's is read as the variable (a list of files,
+/// named `KUBECONFIG` in errors). Needs a Tokio runtime.
 pub async fn api_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
     let env = std::env::var_os("KUBECONFIG");
     let config = config_from(kubeconfig, env.as_deref(), kube::Config::incluster).await?;
@@ -60,6 +61,8 @@ async fn config_from(
     env: Option<&OsStr>,
     in_cluster: impl FnOnce() -> Result<kube::Config, InClusterError>,
 ) -> Result<kube::Config, ClientError> {
+    // A flag that only repeats the variable (clap's `env` fallback) is the variable.
+    let flag = flag.filter(|path| env != Some(path.as_os_str()));
     if let Some(path) = flag {
         let from_file = async {
             let kubeconfig = Kubeconfig::read_from(path)?;
@@ -139,6 +142,12 @@ mod tests {
         // Several files merge: the first to name the current context wins.
         let list = std::env::join_paths([&env, &flag]).expect("joinable paths");
         assert_eq!(of(None, Some(list.as_os_str())).await, "https://127.0.0.1:2/");
+        // A flag filled from the variable by clap is the variable: its list is merged.
+        let from_env = PathBuf::from(&list);
+        assert_eq!(
+            of(Some(&from_env), Some(list.as_os_str())).await,
+            "https://127.0.0.1:2/"
+        );
     }
 
     #[tokio::test]
@@ -155,6 +164,12 @@ mod tests {
         let err = config_from(None, Some(missing.as_os_str()), in_cluster)
             .await
             .expect_err("a missing KUBECONFIG file");
+        assert_eq!(err.to_string(), format!("KUBECONFIG={}", missing.display()));
+
+        // The same through a flag clap filled from the variable: named as the variable.
+        let err = config_from(Some(&missing), Some(missing.as_os_str()), in_cluster)
+            .await
+            .expect_err("a missing KUBECONFIG file given as the flag's value");
         assert_eq!(err.to_string(), format!("KUBECONFIG={}", missing.display()));
     }
 

@@ -98,6 +98,20 @@ pub struct PreparedDevice {
     pub share_id: Option<String>,
 }
 
+impl PreparedDevice {
+    /// The device `device` of `pool`, prepared for `requests` (empty: every request of the
+    /// claim), with no CDI IDs and no share; set the public fields for the rest.
+    pub fn new(requests: Vec<String>, pool: impl Into<String>, device: impl Into<String>) -> Self {
+        Self {
+            requests,
+            pool: pool.into(),
+            device: device.into(),
+            cdi_device_ids: Vec::new(),
+            share_id: None,
+        }
+    }
+}
+
 /// What a driver returns from [`DraDriver::prepare`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -89,4 +89,5 @@ pub use plugin::{
 pub use publisher::{PublishError, PublishStatus, Published, SlicePublisher};
 pub use services::{DRA_PLUGIN_TYPE, RegistrationState, SUPPORTED_VERSIONS};
 pub use slices::{PoolSpec, SliceOp, plan as plan_slices};
+pub use sockets::SocketError;
 pub use store::{PreparedChange, PreparedStore};

@@ -1,9 +1,6 @@
 //! Publishing a node's devices as ResourceSlices, and keeping them published.
 //!
-//! The publisher watches its own slices (field selectors `spec.nodeName` and `spec.driver`)
-//! and re-plans whenever the desired devices change or its slices change behind its back: the
-//! kubelet deletes a driver's slices while no plugin of it is connected, and at kubelet start.
-//! Plans come from [`crate::slices::plan`], so an unchanged state costs no write.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::time::Duration;
 
@@ -67,6 +64,13 @@ pub struct PublishStatus {
 }
 
 /// Keeps one pool's ResourceSlices equal to the devices it is given.
+///
+/// Publishing a node's devices as ResourceSlices, and keeping them published.
+///
+/// The publisher watches its own slices (field selectors `spec.nodeName` and `spec.driver`)
+/// and re-plans whenever the desired devices change or its slices change behind its back: the
+/// kubelet deletes a driver's slices while no plugin of it is connected, and at kubelet start.
+/// Plans come from [`crate::slices::plan`], so an unchanged state costs no write.
 pub struct SlicePublisher {
     api: Api<ResourceSlice>,
     status: watch::Sender<PublishStatus>,

@@ -1,11 +1,6 @@
 //! Planning the ResourceSlices of one pool: a pure function from the devices a node should
-//! publish and the slices that exist to the writes that make them agree.
 //!
-//! Rules (`resource.k8s.io/v1`): a slice holds at most 128 devices, 64 when any device uses
-//! taints or consumes counters; all slices of a pool carry the same `generation` and
-//! `resourceSliceCount`; the generation goes up on every change, so the scheduler never mixes
-//! slices of two states. When the existing slices already hold exactly the desired devices,
-//! the plan is empty: an unchanged re-scan writes nothing.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::collections::BTreeMap;
 
@@ -104,6 +99,15 @@ fn sorted_devices(slice: &ResourceSlice) -> Vec<Device> {
 
 /// The writes that turn `existing` (any slices; those of other pools are ignored) into the
 /// publication of `devices` for `pool`. Empty when nothing changed.
+///
+/// Planning the ResourceSlices of one pool: a pure function from the devices a node should
+/// publish and the slices that exist to the writes that make them agree.
+///
+/// Rules (`resource.k8s.io/v1`): a slice holds at most 128 devices, 64 when any device uses
+/// taints or consumes counters; all slices of a pool carry the same `generation` and
+/// `resourceSliceCount`; the generation goes up on every change, so the scheduler never mixes
+/// slices of two states. When the existing slices already hold exactly the desired devices,
+/// the plan is empty: an unchanged re-scan writes nothing.
 pub fn plan(pool: &PoolSpec, devices: &[Device], existing: &[ResourceSlice]) -> Vec<SliceOp> {
     let chunks = chunk_devices(devices);
     let mut ours: Vec<&ResourceSlice> = existing.iter().filter(|s| belongs_to(pool, s)).collect();

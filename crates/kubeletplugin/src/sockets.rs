@@ -26,6 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A socket could not be set up. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SocketError {
     /// The path is too long for a unix socket address.
     #[error("socket path {path} is {len} bytes; unix sockets allow at most {MAX_SOCKET_PATH}")]

@@ -1,19 +1,6 @@
 //! A [`NetDevice`] as a `resource.k8s.io/v1` `Device`, within the API's per-device limits.
 //!
-//! Attribute names without a domain belong to the driver's own domain (the driver name), as
-//! the API defines; topology uses the standard `resource.kubernetes.io/` names so claims can
-//! align a NIC with GPUs of other drivers.
-//!
-//! Limits (`resource.k8s.io/v1`) and what [`enforce_limits`] does when a device breaks one:
-//! - an attribute or capacity name must be a C identifier of at most 32 characters, with an
-//!   optional DNS-subdomain prefix of at most 63: a name that is not is **dropped** (a name
-//!   cannot be shortened without changing what a selector matches);
-//! - a string value is at most 64 characters: it is **cut** to 64 (at a character boundary);
-//!   a version value over 64 is **dropped** (a cut semantic version is not one). The address
-//!   lists are cut earlier, at a whole address (see [`join_within`]);
-//! - at most 32 attributes and capacities together: attributes are **dropped** from the end of
-//!   [`ATTRIBUTE_ORDER`] (identity first, addresses and alias last), attributes not in that
-//!   list before those in it, by name from Z to A; capacities are kept.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::collections::BTreeMap;
 
@@ -184,6 +171,23 @@ pub fn render(device: &NetDevice) -> (Device, Vec<LimitAction>) {
 }
 
 /// What keeping a device within the API's limits changed (see [`Scan::limited`](crate::Scan::limited)).
+///
+/// A [`NetDevice`] as a `resource.k8s.io/v1` `Device`, within the API's per-device limits.
+///
+/// Attribute names without a domain belong to the driver's own domain (the driver name), as
+/// the API defines; topology uses the standard `resource.kubernetes.io/` names so claims can
+/// align a NIC with GPUs of other drivers.
+///
+/// Limits (`resource.k8s.io/v1`) and what `enforce_limits` does when a device breaks one:
+/// - an attribute or capacity name must be a C identifier of at most 32 characters, with an
+///   optional DNS-subdomain prefix of at most 63: a name that is not is **dropped** (a name
+///   cannot be shortened without changing what a selector matches);
+/// - a string value is at most 64 characters: it is **cut** to 64 (at a character boundary);
+///   a version value over 64 is **dropped** (a cut semantic version is not one). The address
+///   lists are cut earlier, at a whole address (see `join_within`);
+/// - at most 32 attributes and capacities together: attributes are **dropped** from the end of
+///   `ATTRIBUTE_ORDER` (identity first, addresses and alias last), attributes not in that
+///   list before those in it, by name from Z to A; capacities are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitAction {

@@ -78,7 +78,23 @@ impl std::fmt::Display for Exclusion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NetDevice {
-    /// The DRA device name (stable DNS labels; the rules are in `names.rs`).
+    /// The DRA device name.
+    ///
+    /// DRA device names for interfaces: valid DNS labels, unique on the node, and stable across
+    /// reboots where the hardware allows.
+    ///
+    /// The rule, in order:
+    /// 1. An interface on a PCI function is named after the function: `pci-0000-3b-00-0`. PCI
+    ///    addresses do not change across reboots, while interface names can (udev renames, driver
+    ///    load order). When several interfaces share one function (multi-port cards, switchdev
+    ///    representors), each gets a suffix from its `phys_port_name` or else its `dev_port`:
+    ///    `pci-0000-3b-00-0-p1`.
+    /// 2. Any other interface whose name is a DNS label keeps its name (`veth0`, `ib0`).
+    /// 3. Any other name (`eth_0`, `Uplink`, `bond.100`) becomes a DNS label: lower case, every run
+    ///    of other characters replaced by `-`, then `-` and eight hex digits of the name's CRC-32,
+    ///    so two names that clean up alike (`eth_0`, `eth.0`) stay apart: `eth-0-1a2b3c4d`.
+    /// 4. A name still used twice (an interface literally named like another's derived name) gets
+    ///    `-` and the interface index appended on all but the lowest index.
     pub name: String,
     /// The interface name.
     pub if_name: String,

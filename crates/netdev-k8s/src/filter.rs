@@ -1,21 +1,6 @@
 //! Which interfaces are published: the default rule, or a CEL expression instead of it.
 //!
-//! The expression sees one variable, `device`, shaped like the `device` of a DeviceClass
-//! selector, so what an administrator writes here reads like what they write there:
-//!
-//! ```text
-//! device.driver                              the driver name
-//! device.name                                the DRA device name
-//! device.attributes["<domain>"].<name>       attribute values; the driver's own attributes
-//!                                            are under the driver name, the standard ones
-//!                                            under "resource.kubernetes.io"
-//! device.selectedByDefault                   the default rule's verdict, to extend it
-//! ```
-//!
-//! For example `device.selectedByDefault || device.attributes["netdra.dev"].ifName == "veth7"`.
-//! An expression that fails to parse is a start-up error carrying the parser's message; one
-//! that fails on a device (a missing attribute without `has()` or `in`, a non-boolean result)
-//! leaves that device out and says so at debug level.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,6 +24,25 @@ pub enum FilterError {
 }
 
 /// Which devices are published.
+///
+/// Which interfaces are published: the default rule, or a CEL expression instead of it.
+///
+/// The expression sees one variable, `device`, shaped like the `device` of a DeviceClass
+/// selector, so what an administrator writes here reads like what they write there:
+///
+/// ```text
+/// device.driver                              the driver name
+/// device.name                                the DRA device name
+/// device.attributes["<domain>"].<name>       attribute values; the driver's own attributes
+///                                            are under the driver name, the standard ones
+///                                            under "resource.kubernetes.io"
+/// device.selectedByDefault                   the default rule's verdict, to extend it
+/// ```
+///
+/// For example `device.selectedByDefault || device.attributes["netdra.dev"].ifName == "veth7"`.
+/// An expression that fails to parse is a start-up error carrying the parser's message; one
+/// that fails on a device (a missing attribute without `has()` or `in`, a non-boolean result)
+/// leaves that device out and says so at debug level.
 #[non_exhaustive]
 pub enum DeviceFilter {
     /// The default rule: everything backed by a device, except the uplinks and pod networking

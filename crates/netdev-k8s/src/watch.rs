@@ -1,12 +1,6 @@
 //! Keeping the published devices current: a rescan on netlink link, address and route
-//! notifications ([`netdev::Changes`], coalesced and rate-limited), a periodic full resync,
-//! and holds that keep an allocated device published while it sits in a pod's namespace.
 //!
-//! Why a full rescan per burst instead of applying each notification: a scan of 1,000
-//! interfaces costs about 20 milliseconds, a burst of notifications (a pod start moves a
-//! link, adds addresses and routes) becomes one scan, and the result cannot drift from the
-//! kernel the way an incrementally patched cache can after a lost notification (a multicast
-//! socket drops messages when it overflows).
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::{
     collections::BTreeMap,
@@ -126,6 +120,16 @@ impl DeviceHolds {
 }
 
 /// Watches the namespace and keeps a `watch` channel of the devices to publish current.
+///
+/// Keeping the published devices current: a rescan on netlink link, address and route
+/// notifications ([`netdev::Changes`], coalesced and rate-limited), a periodic full resync,
+/// and holds that keep an allocated device published while it sits in a pod's namespace.
+///
+/// Why a full rescan per burst instead of applying each notification: a scan of 1,000
+/// interfaces costs about 20 milliseconds, a burst of notifications (a pod start moves a
+/// link, adds addresses and routes) becomes one scan, and the result cannot drift from the
+/// kernel the way an incrementally patched cache can after a lost notification (a multicast
+/// socket drops messages when it overflows).
 pub struct InventoryWatcher {
     devices: watch::Receiver<Vec<Device>>,
     holds: DeviceHolds,

@@ -1,74 +1,6 @@
 //! Moving host interfaces into a pod's network namespace and configuring them there, all or
-//! none.
 //!
-//! The kernel work per interface, in order:
-//! 1. On the host socket: read the link, its PCI function (sysfs), its addresses and its
-//!    routes ([`crate::record`]).
-//! 2. On a socket inside the pod: check that the name it will take is free there (and whether
-//!    its index is).
-//! 3. On the host socket, **one** `RTM_SETLINK` by index carrying `IFLA_NET_NS_FD`, the new
-//!    name, the MTU, the MAC address and `IFF_UP`: the kernel moves the link first and applies
-//!    the rest inside the pod's namespace (`do_setlink`). When the interface's index is free in
-//!    the pod, the message asks to keep it (`IFLA_NEW_IFINDEX`), so it is known without a
-//!    lookup.
-//! 4. Once every interface has moved, on the pod socket, one datagram with every address and
-//!    then every route; the kernel answers each message on its own. IPv6 addresses are added
-//!    without duplicate address
-//!    detection (`IFA_F_NODAD`): they were assigned, and a tentative address would hold up the
-//!    pod's first packets and the routes that use it as source.
-//!
-//! Policy rules belong to the namespace, not to an interface: a rule given twice in one call
-//! (by two interfaces' configurations, or carried from the host and configured both) is added
-//! once.
-//!
-//! Any failure after step 3 returns every interface of the call to the host under its own name,
-//! MTU, MAC and up/down state, with its addresses and routes, deletes the rules the call added
-//! in the pod (a retry would otherwise meet them, `EEXIST`), and the error names the step that
-//! failed and how the rollback went.
-//!
-//! The work comes in two halves, for a caller that journals before it changes anything
-//! (write-ahead): [`record_all`] is step 1, reads only, and returns the restore records with
-//! the namespace's path and inode; the caller persists them, so that after a crash in the middle
-//! of the move it knows what to look for and how to put it back ([`locate`](crate::locate()),
-//! [`detach`](crate::detach())); then [`attach_recorded`] checks that each recorded index still
-//! names its interface on the host and does steps 2 to 4 (and the rollback) from those records.
-//! [`attach_all`] is both in one call.
-//!
-//! # Shared NICs: a macvlan subinterface instead of the interface
-//!
-//! A request whose [`Placement`] is [`Placement::Macvlan`] leaves its host interface (the
-//! parent) where and as it is, and gives the pod a `macvlan` subinterface of it, created
-//! directly in the pod's namespace ([`crate::create_subinterface`]). One record type and one
-//! set of calls serve both placements; only these steps differ:
-//! - **Record** (changes nothing): the parent must exist on the host ([`AttachError::NoSuchDevice`]
-//!   otherwise). The record's `host` is the parent's link state (name, index, MTU, MAC, PCI
-//!   function…) with no addresses, routes or settings: nothing of the parent is touched, so
-//!   nothing of it is restored. `mac_in_pod` is the configured MAC, else one derived from the
-//!   tag (see [`SubinterfaceSpec::mac_in_pod`]), so it is known before the kernel acts, and
-//!   `subinterface` holds the mode and tag. Carrying the host addresses is refused
-//!   ([`AttachError::CarryWithSubinterface`]): they belong to the parent, which keeps them. The
-//!   subinterface's spec is checked here too ([`AttachError::InvalidSubinterface`]): its tag
-//!   must start with a prefix ending in the first `:` (`netdra:` of
-//!   `netdra:<claim>:<request>`), which is the prefix the tag is checked against: the caller
-//!   chooses it with the tag; `passthru` mode is refused (it changes the parent).
-//! - **Attach** ([`attach_recorded`]): the parent must still exist under its recorded name
-//!   (its index is not compared: it is not moved, and may be re-created); the name the
-//!   subinterface takes must be free in the pod, as for a moved interface. Instead of step 3,
-//!   one `RTM_NEWLINK` creates the macvlan in the pod, down under a temporary name, with its
-//!   mode, MAC and MTU, then one `RTM_SETLINK` there names it, tags it and brings it up as
-//!   configured; the configuration's addresses,
-//!   routes, rules, neighbours, tuning, features and sysctls follow exactly as for a moved
-//!   interface.
-//! - **Rollback**: a subinterface is deleted (by its tag, in the pod), never returned; its
-//!   parent is not touched and nothing is restored on the host for it.
-//!
-//! Everything here blocks and must run in the host namespace: a caller on an async runtime uses
-//! a blocking thread (`spawn_blocking`). Attaches into different namespaces can run in
-//! parallel (each call has its own sockets; the kernel serialises the moves themselves under
-//! its rtnl lock). Two calls working on the **same** interface at once — an attach racing a
-//! detach — are the caller's to prevent: each call re-reads the kernel's state rather than
-//! trusting a cache, so neither corrupts the other's record, but the interface ends wherever
-//! the later call left it.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -111,7 +43,7 @@ pub enum Placement {
     Macvlan {
         /// The macvlan mode.
         mode: MacvlanMode,
-        /// The subinterface's tag, `<prefix>:<claim>:<request>`: see the module documentation.
+        /// The subinterface's tag, `<prefix>:<claim>:<request>`: see the documentation of [`attach_all`].
         tag: String,
     },
 }
@@ -335,6 +267,78 @@ pub fn attach(netns: &Netns, device: &str, config: &ValidConfig) -> Result<Resto
 /// moved. The records, in request order, are what [`detach`](crate::detach()) needs; persist them before
 /// anything else can fail. This is [`record_all`] then [`attach_recorded`] in one call, for a
 /// caller that need not persist the records before the move.
+///
+/// Moving host interfaces into a pod's network namespace and configuring them there, all or
+/// none.
+///
+/// The kernel work per interface, in order:
+/// 1. On the host socket: read the link, its PCI function (sysfs), its addresses and its
+///    routes ([`RestoreRecord`](crate::RestoreRecord)).
+/// 2. On a socket inside the pod: check that the name it will take is free there (and whether
+///    its index is).
+/// 3. On the host socket, **one** `RTM_SETLINK` by index carrying `IFLA_NET_NS_FD`, the new
+///    name, the MTU, the MAC address and `IFF_UP`: the kernel moves the link first and applies
+///    the rest inside the pod's namespace (`do_setlink`). When the interface's index is free in
+///    the pod, the message asks to keep it (`IFLA_NEW_IFINDEX`), so it is known without a
+///    lookup.
+/// 4. Once every interface has moved, on the pod socket, one datagram with every address and
+///    then every route; the kernel answers each message on its own. IPv6 addresses are added
+///    without duplicate address
+///    detection (`IFA_F_NODAD`): they were assigned, and a tentative address would hold up the
+///    pod's first packets and the routes that use it as source.
+///
+/// Policy rules belong to the namespace, not to an interface: a rule given twice in one call
+/// (by two interfaces' configurations, or carried from the host and configured both) is added
+/// once.
+///
+/// Any failure after step 3 returns every interface of the call to the host under its own name,
+/// MTU, MAC and up/down state, with its addresses and routes, deletes the rules the call added
+/// in the pod (a retry would otherwise meet them, `EEXIST`), and the error names the step that
+/// failed and how the rollback went.
+///
+/// The work comes in two halves, for a caller that journals before it changes anything
+/// (write-ahead): [`record_all`] is step 1, reads only, and returns the restore records with
+/// the namespace's path and inode; the caller persists them, so that after a crash in the middle
+/// of the move it knows what to look for and how to put it back ([`locate`](crate::locate()),
+/// [`detach`](crate::detach())); then [`attach_recorded`] checks that each recorded index still
+/// names its interface on the host and does steps 2 to 4 (and the rollback) from those records.
+/// [`attach_all`] is both in one call.
+///
+/// # Shared NICs: a macvlan subinterface instead of the interface
+///
+/// A request whose [`Placement`] is [`Placement::Macvlan`] leaves its host interface (the
+/// parent) where and as it is, and gives the pod a `macvlan` subinterface of it, created
+/// directly in the pod's namespace ([`crate::create_subinterface`]). One record type and one
+/// set of calls serve both placements; only these steps differ:
+/// - **Record** (changes nothing): the parent must exist on the host ([`AttachError::NoSuchDevice`]
+///   otherwise). The record's `host` is the parent's link state (name, index, MTU, MAC, PCI
+///   function…) with no addresses, routes or settings: nothing of the parent is touched, so
+///   nothing of it is restored. `mac_in_pod` is the configured MAC, else one derived from the
+///   tag (see [`SubinterfaceSpec::mac_in_pod`]), so it is known before the kernel acts, and
+///   `subinterface` holds the mode and tag. Carrying the host addresses is refused
+///   ([`AttachError::CarryWithSubinterface`]): they belong to the parent, which keeps them. The
+///   subinterface's spec is checked here too ([`AttachError::InvalidSubinterface`]): its tag
+///   must start with a prefix ending in the first `:` (`netdra:` of
+///   `netdra:<claim>:<request>`), which is the prefix the tag is checked against: the caller
+///   chooses it with the tag; `passthru` mode is refused (it changes the parent).
+/// - **Attach** ([`attach_recorded`]): the parent must still exist under its recorded name
+///   (its index is not compared: it is not moved, and may be re-created); the name the
+///   subinterface takes must be free in the pod, as for a moved interface. Instead of step 3,
+///   one `RTM_NEWLINK` creates the macvlan in the pod, down under a temporary name, with its
+///   mode, MAC and MTU, then one `RTM_SETLINK` there names it, tags it and brings it up as
+///   configured; the configuration's addresses,
+///   routes, rules, neighbours, tuning, features and sysctls follow exactly as for a moved
+///   interface.
+/// - **Rollback**: a subinterface is deleted (by its tag, in the pod), never returned; its
+///   parent is not touched and nothing is restored on the host for it.
+///
+/// Everything here blocks and must run in the host namespace: a caller on an async runtime uses
+/// a blocking thread (`spawn_blocking`). Attaches into different namespaces can run in
+/// parallel (each call has its own sockets; the kernel serialises the moves themselves under
+/// its rtnl lock). Two calls working on the **same** interface at once — an attach racing a
+/// detach — are the caller's to prevent: each call re-reads the kernel's state rather than
+/// trusting a cache, so neither corrupts the other's record, but the interface ends wherever
+/// the later call left it.
 pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {
     check_requests(requests)?;
     // One host socket for both halves: nothing happens between them here.
@@ -345,7 +349,7 @@ pub fn attach_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<R
 }
 
 /// The first half of [`attach_all`], which changes nothing: checks the requests and reads
-/// each interface's host state (step 1 of the module documentation).
+/// each interface's host state (step 1 of [`attach_all`]).
 /// The records, in request order, carry the namespace's path and inode; the caller persists
 /// them, then hands them to [`attach_recorded`].
 pub fn record_all(netns: &Netns, requests: &[AttachRequest<'_>]) -> Result<Vec<RestoreRecord>, AttachError> {

@@ -1,14 +1,6 @@
 //! Notifications that the namespace's links, addresses or routes changed, from the routing
-//! netlink's multicast groups, as a plain "something changed": the reader rescans what it
-//! needs instead of patching a copy of the kernel's tables, so the messages are not parsed.
 //!
-//! The rules:
-//! - One `netlink-sys` socket, joined to the link, IPv4/IPv6 address and IPv4/IPv6 route groups
-//!   (`RTNLGRP_*`, kernel ABI); it is never sent to, so every datagram on it is a notification.
-//! - It is read without blocking through the tokio reactor (`netlink-sys`'s tokio socket), so
-//!   it needs no thread of its own; dropping [`Changes`] closes the socket.
-//! - A read error ends the notifications: an overflowed socket (`ENOBUFS`) has lost some, and
-//!   the caller subscribes again and rescans rather than trusting the rest.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket, protocols::NETLINK_ROUTE};
 
@@ -33,6 +25,18 @@ pub const GROUPS: [u32; 5] = [
 
 /// A subscription to the link, address and route change notifications of the namespace it was
 /// made in.
+///
+/// Notifications that the namespace's links, addresses or routes changed, from the routing
+/// netlink's multicast groups, as a plain "something changed": the reader rescans what it
+/// needs instead of patching a copy of the kernel's tables, so the messages are not parsed.
+///
+/// The rules:
+/// - One `netlink-sys` socket, joined to the link, IPv4/IPv6 address and IPv4/IPv6 route groups
+///   (`RTNLGRP_*`, kernel ABI); it is never sent to, so every datagram on it is a notification.
+/// - It is read without blocking through the tokio reactor (`netlink-sys`'s tokio socket), so
+///   it needs no thread of its own; dropping [`Changes`] closes the socket.
+/// - A read error ends the notifications: an overflowed socket (`ENOBUFS`) has lost some, and
+///   the caller subscribes again and rescans rather than trusting the rest.
 pub struct Changes {
     socket: TokioSocket,
     buffer: Vec<u8>,

@@ -1,74 +1,6 @@
 //! The configuration of one interface inside a pod, and the pure rules that validate it.
 //!
-//! [`InterfaceConfig`] is what a user writes (strings, as in JSON or on a command line);
-//! [`InterfaceConfig::validate`] turns it into a [`ValidConfig`] of typed values, or names the
-//! first field that is wrong: `routes[1].gateway: 10.30.0.1 is not inside any address's subnet`.
-//! Nothing here touches the kernel, so every rule is checked before anything changes.
-//!
-//! The rules:
-//! - `name`: what the kernel accepts as an interface name: 1–15 bytes, not `.` or `..`, no `/`,
-//!   `:` or whitespace.
-//! - `mtu`: 68 (IPv4's minimum) to 65535; at least 1280 when an IPv6 address, route,
-//!   neighbour or `ipv6.*` sysctl is given, since the kernel turns IPv6 off on a link below
-//!   that (and the interface's `ipv6` sysctl directory goes with it). IPv6 rules are fine: they
-//!   belong to the namespace.
-//! - `hardwareAddress`: six hex octets separated by `:`, unicast (the low bit of the first octet
-//!   clear) and not all zero.
-//! - `addresses`: CIDR form (`10.10.0.2/24`, `fd00::2/64`); not multicast, loopback or
-//!   unspecified; each IP at most once.
-//! - `routes`: `destination` is `default` or a CIDR whose host bits are zero; the gateway, when
-//!   given, is of the destination's family and inside the subnet of a configured address of
-//!   that family (an IPv6 link-local gateway, `fe80::/10`, needs no subnet: it is on-link by
-//!   definition); `source` is one of the configured addresses; `scope` is `global`, `link` or
-//!   `host` (`host` takes no gateway).
-//! - `routes[].table`: the routing table the route goes to; the main table (254) when absent.
-//!   0 (`RT_TABLE_UNSPEC`), 253 (`default`) and 255 (`local`) are refused: the kernel fills
-//!   `local` itself, 0 means "unspecified", and `default` is the last resort of the kernel's own
-//!   rules. No two routes share destination, metric and table.
-//! - `up: false` with routes or neighbours is refused: the kernel drops a link's routes and
-//!   neighbour entries when it goes down.
-//!
-//! Since `netdra.dev/v1alpha2` (every field below is optional):
-//! - `rules`: policy routing rules, `{priority, from, to, table, ipFamily}`. `from` and `to` are
-//!   prefixes in CIDR form with the host bits zero, or a bare IP (a /32 or /128), both of one
-//!   family; `ipFamily` (`IPv4` or `IPv6`) is needed only when neither is given and must agree
-//!   with them when both are; `table` is required, with the reserved tables of routes refused
-//!   (254, the main table, is fine); `priority` 0 is refused (the kernel's own rule that looks up
-//!   the local table; a rule before it hides local delivery); no rule is given twice (same
-//!   priority, from, to, table and family). Rules are not tied to the interface: they apply to the
-//!   whole pod namespace.
-//! - `neighbours`: permanent ARP/NDP entries `{address, hardwareAddress}` on the interface. The
-//!   address is unicast (not unspecified, loopback, multicast or `255.255.255.255`), not one of
-//!   the interface's own addresses, and given once; the MAC follows the rules of
-//!   `hardwareAddress`. An address of a family the interface has no address of is accepted: the
-//!   kernel keeps the entry, it is only used if a route sends traffic that way.
-//! - `sysctls`: `{"ipv4.arp_ignore": 1, "ipv6.accept_ra": 0}`, per-interface settings under
-//!   `/proc/sys/net/{ipv4,ipv6}/conf/<interface>/`, each from the allow-list
-//!   [`SYSCTL_ALLOW_LIST`] and inside its range (the ranges of `Documentation/networking/ip-sysctl.rst`,
-//!   which the kernel itself mostly does not enforce). Everything else is refused: keys of
-//!   `conf/all`, `conf/default` and outside `conf/` act on the whole namespace, not this
-//!   interface; some per-interface keys are security-relevant (`route_localnet` exposes
-//!   services bound to 127.0.0.0/8 to the link, `accept_source_route` obeys source routing,
-//!   `disable_policy`/`disable_xfrm` bypass IPsec policy, `stable_secret` is a secret and no
-//!   integer); others would undo what netdra configures (`ipv6.mtu` beside `mtu`,
-//!   `keep_addr_on_down`). `ipv6.disable_ipv6: 1` is refused when the configuration gives IPv6
-//!   addresses, routes or neighbours (the kernel deletes them and refuses new ones).
-//! - `ethtool.features`: `{"tx-checksum-ip-generic": false, "rx-gro-list": true}`, by the
-//!   kernel's feature names (`netdev_features_strings`, what the ethtool netlink API and the
-//!   indented lines of `ethtool -k` show). Only the syntax is checked: 1–31 bytes
-//!   (`ETH_GSTRING_LEN` less the NUL) of lowercase letters, digits, `-` and `_`; whether the device
-//!   can change a feature is the kernel's answer at attach. The legacy names of the `ethtool`
-//!   command (`generic-receive-offload`, `tx-checksumming`) are refused with the kernel's name(s)
-//!   they stand for. Private flags (`ethtool --show-priv-flags`) are not supported.
-//! - `gsoMaxSize`, `groMaxSize`, `gsoIPv4MaxSize`, `groIPv4MaxSize`: 1 to 524280 bytes, the
-//!   kernel's `GSO_MAX_SIZE` and `GRO_MAX_SIZE` (`8 * GSO_MAX_SEGS`, `8 * 65535`, in
-//!   `include/linux/netdevice.h`; TCP's smallest MSS is 8 and the segment count is 16 bits). The
-//!   device's own limit on the GSO sizes (`tso_max_size`, 65536 without BIG TCP) is checked at
-//!   attach, on the host before the move.
-//! - `txQueueLen`: 1 to 2³²−1 (`IFLA_TXQLEN` is a u32; `ip link set txqueuelen` refuses only
-//!   what is no u32). The kernel takes 0 on the link, but the default queueing discipline
-//!   refuses a zero-length queue (`pfifo_fast_init` answers `EINVAL`) and `pfifo`, sized by it,
-//!   holds no packet: 0 is refused rather than leave the link without a working queue.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 mod link;
 mod policy;
@@ -96,6 +28,80 @@ pub const MAX_MTU: u32 = 65535;
 /// Not `#[non_exhaustive]`, nor are its parts: they are the versioned wire format (a field is
 /// added only with a new `apiVersion`), and a literal written with `..Default::default()`
 /// survives the addition.
+///
+/// # Rules
+///
+/// The configuration of one interface inside a pod, and the pure rules that validate it.
+///
+/// [`InterfaceConfig`] is what a user writes (strings, as in JSON or on a command line);
+/// [`InterfaceConfig::validate`] turns it into a [`ValidConfig`] of typed values, or names the
+/// first field that is wrong: `routes[1].gateway: 10.30.0.1 is not inside any address's subnet`.
+/// Nothing here touches the kernel, so every rule is checked before anything changes.
+///
+/// The rules:
+/// - `name`: what the kernel accepts as an interface name: 1–15 bytes, not `.` or `..`, no `/`,
+///   `:` or whitespace.
+/// - `mtu`: 68 (IPv4's minimum) to 65535; at least 1280 when an IPv6 address, route,
+///   neighbour or `ipv6.*` sysctl is given, since the kernel turns IPv6 off on a link below
+///   that (and the interface's `ipv6` sysctl directory goes with it). IPv6 rules are fine: they
+///   belong to the namespace.
+/// - `hardwareAddress`: six hex octets separated by `:`, unicast (the low bit of the first octet
+///   clear) and not all zero.
+/// - `addresses`: CIDR form (`10.10.0.2/24`, `fd00::2/64`); not multicast, loopback or
+///   unspecified; each IP at most once.
+/// - `routes`: `destination` is `default` or a CIDR whose host bits are zero; the gateway, when
+///   given, is of the destination's family and inside the subnet of a configured address of
+///   that family (an IPv6 link-local gateway, `fe80::/10`, needs no subnet: it is on-link by
+///   definition); `source` is one of the configured addresses; `scope` is `global`, `link` or
+///   `host` (`host` takes no gateway).
+/// - `routes[].table`: the routing table the route goes to; the main table (254) when absent.
+///   0 (`RT_TABLE_UNSPEC`), 253 (`default`) and 255 (`local`) are refused: the kernel fills
+///   `local` itself, 0 means "unspecified", and `default` is the last resort of the kernel's own
+///   rules. No two routes share destination, metric and table.
+/// - `up: false` with routes or neighbours is refused: the kernel drops a link's routes and
+///   neighbour entries when it goes down.
+///
+/// Since `netdra.dev/v1alpha2` (every field below is optional):
+/// - `rules`: policy routing rules, `{priority, from, to, table, ipFamily}`. `from` and `to` are
+///   prefixes in CIDR form with the host bits zero, or a bare IP (a /32 or /128), both of one
+///   family; `ipFamily` (`IPv4` or `IPv6`) is needed only when neither is given and must agree
+///   with them when both are; `table` is required, with the reserved tables of routes refused
+///   (254, the main table, is fine); `priority` 0 is refused (the kernel's own rule that looks up
+///   the local table; a rule before it hides local delivery); no rule is given twice (same
+///   priority, from, to, table and family). Rules are not tied to the interface: they apply to the
+///   whole pod namespace.
+/// - `neighbours`: permanent ARP/NDP entries `{address, hardwareAddress}` on the interface. The
+///   address is unicast (not unspecified, loopback, multicast or `255.255.255.255`), not one of
+///   the interface's own addresses, and given once; the MAC follows the rules of
+///   `hardwareAddress`. An address of a family the interface has no address of is accepted: the
+///   kernel keeps the entry, it is only used if a route sends traffic that way.
+/// - `sysctls`: `{"ipv4.arp_ignore": 1, "ipv6.accept_ra": 0}`, per-interface settings under
+///   `/proc/sys/net/{ipv4,ipv6}/conf/<interface>/`, each from the allow-list
+///   (its names and ranges are in `config/sysctl.rs`) and inside its range (the ranges of `Documentation/networking/ip-sysctl.rst`,
+///   which the kernel itself mostly does not enforce). Everything else is refused: keys of
+///   `conf/all`, `conf/default` and outside `conf/` act on the whole namespace, not this
+///   interface; some per-interface keys are security-relevant (`route_localnet` exposes
+///   services bound to 127.0.0.0/8 to the link, `accept_source_route` obeys source routing,
+///   `disable_policy`/`disable_xfrm` bypass IPsec policy, `stable_secret` is a secret and no
+///   integer); others would undo what netdra configures (`ipv6.mtu` beside `mtu`,
+///   `keep_addr_on_down`). `ipv6.disable_ipv6: 1` is refused when the configuration gives IPv6
+///   addresses, routes or neighbours (the kernel deletes them and refuses new ones).
+/// - `ethtool.features`: `{"tx-checksum-ip-generic": false, "rx-gro-list": true}`, by the
+///   kernel's feature names (`netdev_features_strings`, what the ethtool netlink API and the
+///   indented lines of `ethtool -k` show). Only the syntax is checked: 1–31 bytes
+///   (`ETH_GSTRING_LEN` less the NUL) of lowercase letters, digits, `-` and `_`; whether the device
+///   can change a feature is the kernel's answer at attach. The legacy names of the `ethtool`
+///   command (`generic-receive-offload`, `tx-checksumming`) are refused with the kernel's name(s)
+///   they stand for. Private flags (`ethtool --show-priv-flags`) are not supported.
+/// - `gsoMaxSize`, `groMaxSize`, `gsoIPv4MaxSize`, `groIPv4MaxSize`: 1 to 524280 bytes, the
+///   kernel's `GSO_MAX_SIZE` and `GRO_MAX_SIZE` (`8 * GSO_MAX_SEGS`, `8 * 65535`, in
+///   `include/linux/netdevice.h`; TCP's smallest MSS is 8 and the segment count is 16 bits). The
+///   device's own limit on the GSO sizes (`tso_max_size`, 65536 without BIG TCP) is checked at
+///   attach, on the host before the move.
+/// - `txQueueLen`: 1 to 2³²−1 (`IFLA_TXQLEN` is a u32; `ip link set txqueuelen` refuses only
+///   what is no u32). The kernel takes 0 on the link, but the default queueing discipline
+///   refuses a zero-length queue (`pfifo_fast_init` answers `EINVAL`) and `pfifo`, sized by it,
+///   holds no packet: 0 is refused rather than leave the link without a working queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InterfaceConfig {
@@ -124,7 +130,7 @@ pub struct InterfaceConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<NeighbourConfig>,
     /// Per-interface sysctls, `"ipv4.arp_ignore": 1`, from the allow-list
-    /// (listed in the module rules above) (`netdra.dev/v1alpha2`).
+    /// (listed in [`InterfaceConfig`]'s rules) (`netdra.dev/v1alpha2`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, i64>,
     /// Ethtool settings (`netdra.dev/v1alpha2`).
@@ -567,7 +573,7 @@ fn check_mtu_keeps_ipv6(
 }
 
 impl InterfaceConfig {
-    /// Applies every rule (see the module documentation); the first broken one is the error.
+    /// Applies every rule (see [`InterfaceConfig`]); the first broken one is the error.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         if let Some(name) = &self.name {
             check_interface_name(name).map_err(|m| ConfigError::new("name", m))?;

@@ -1,29 +1,6 @@
 //! Bringing an interface back from a pod to the host, as it was before the attach.
 //!
-//! Best effort and idempotent. The interface is looked for in the pod's namespace first (under
-//! its pod name, else by identity), which is opened by its recorded inode when there is one:
-//! a namespace whose path was unmounted, or now names another namespace, is still found while
-//! a bind mount elsewhere or a process holds it ([`Netns::open_expecting`]). If it is there, one `RTM_SETLINK` on a socket inside the pod
-//! moves it to the host under its original name with its MTU, MAC and up/down state. If the
-//! namespace is gone, or the interface is not in it, it is looked for on the host: the kernel
-//! returns a physical interface to the host when its namespace is destroyed, under a name of
-//! its own choosing (`dev7`), so it is found by its recorded identity (PCI function, else
-//! permanent MAC, else the MAC it had) and given back its name and settings. Either way its
-//! addresses, routes and recorded settings are added again, to the interface found by that
-//! identity: never to another interface that took its name on the host meanwhile. A veth dies
-//! with its namespace: then there is nothing to bring back, which is not an error.
-//!
-//! A subinterface (a record with [`RestoreRecord::subinterface`]: a macvlan made for the pod
-//! on a parent that never moved) is deleted, never returned, and its parent is never looked
-//! for nor touched (the record's host state is the parent's, and nothing of it is restored):
-//! - in the pod's namespace, wherever it is still held, the link under its pod name carrying
-//!   its tag, else any link carrying the tag, else an untagged `macvlan` under the tag's
-//!   temporary name (left by a crash before its rename), is deleted: [`DetachOutcome::Deleted`];
-//! - else, a host `macvlan` carrying exactly the tag (someone moved it there) is deleted by it,
-//!   the parent excepted: [`DetachOutcome::Deleted`] too;
-//! - else it went with its namespace: [`DetachOutcome::Vanished`].
-//!
-//! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::path::PathBuf;
 
@@ -120,7 +97,34 @@ pub enum DetachError {
     },
 }
 
-/// Brings the recorded interface back to the host (see the module documentation).
+/// Brings the recorded interface back to the host.
+///
+/// Bringing an interface back from a pod to the host, as it was before the attach.
+///
+/// Best effort and idempotent. The interface is looked for in the pod's namespace first (under
+/// its pod name, else by identity), which is opened by its recorded inode when there is one:
+/// a namespace whose path was unmounted, or now names another namespace, is still found while
+/// a bind mount elsewhere or a process holds it ([`Netns::open_expecting`]). If it is there, one `RTM_SETLINK` on a socket inside the pod
+/// moves it to the host under its original name with its MTU, MAC and up/down state. If the
+/// namespace is gone, or the interface is not in it, it is looked for on the host: the kernel
+/// returns a physical interface to the host when its namespace is destroyed, under a name of
+/// its own choosing (`dev7`), so it is found by its recorded identity (PCI function, else
+/// permanent MAC, else the MAC it had) and given back its name and settings. Either way its
+/// addresses, routes and recorded settings are added again, to the interface found by that
+/// identity: never to another interface that took its name on the host meanwhile. A veth dies
+/// with its namespace: then there is nothing to bring back, which is not an error.
+///
+/// A subinterface (a record with [`RestoreRecord::subinterface`]: a macvlan made for the pod
+/// on a parent that never moved) is deleted, never returned, and its parent is never looked
+/// for nor touched (the record's host state is the parent's, and nothing of it is restored):
+/// - in the pod's namespace, wherever it is still held, the link under its pod name carrying
+///   its tag, else any link carrying the tag, else an untagged `macvlan` under the tag's
+///   temporary name (left by a crash before its rename), is deleted: [`DetachOutcome::Deleted`];
+/// - else, a host `macvlan` carrying exactly the tag (someone moved it there) is deleted by it,
+///   the parent excepted: [`DetachOutcome::Deleted`] too;
+/// - else it went with its namespace: [`DetachOutcome::Vanished`].
+///
+/// Like [`attach_all`](crate::attach_all), this blocks and runs in the host namespace.
 pub fn detach(record: &RestoreRecord) -> Result<Detached, DetachError> {
     // Before anything looks for the recorded host interface: for a subinterface that is the
     // parent, which must not be "restored".

@@ -1,32 +1,6 @@
 //! Whether an interface's link works: what a node agent reports for each published device as
-//! its DRA device health (KEP-4680), Healthy, Unhealthy or Unknown, with a message a user can act
-//! on.
 //!
-//! [`judge`] is pure. It reads a [`LinkState`] — the administrative flag (`IFF_UP`), the carrier
-//! (`IFF_LOWER_UP`) and the RFC 2863 operational state (`IFLA_OPERSTATE`) — and where the
-//! interface is ([`Place`]). The first row that matches decides:
-//!
-//! | Admin | Carrier | Operational state | On the host | In a pod |
-//! |---|---|---|---|---|
-//! | down | any | any | Unknown: administratively down, cannot be checked | Unhealthy: set down inside the pod |
-//! | up | any | `Up` | Healthy: link up | Healthy: link up |
-//! | up | any | `NotPresent` | Unhealthy: hardware not present | Unhealthy: hardware not present |
-//! | up | any | `Dormant`, `Testing` | Unhealthy, naming the state | Unhealthy, naming the state |
-//! | up | no | `Unknown`, `Down`, `LowerLayerDown` | Unhealthy: no carrier | Unhealthy: no carrier |
-//! | up | yes | `Down`, `LowerLayerDown` | Unhealthy: no carrier | Unhealthy: no carrier |
-//! | up | yes | `Unknown` | Healthy: carrier up | Healthy: carrier up |
-//!
-//! Admin down comes first because the kernel then reports the operational state as down
-//! whatever the link, so nothing else says anything about the link. On the host a published
-//! interface is not in use and an operator may keep it down, so its health is unknown, not bad;
-//! in a pod netdra brought it up, so down there means something in the pod set it down. The last
-//! row is for virtual drivers (tap, some veths) that never report an operational state and say
-//! `UNKNOWN` while they work. Every message names the interface and is one short sentence (the
-//! kubelet truncates messages above 1024 characters).
-//!
-//! [`host_link_states`] and [`pod_link_state`] read the states. Like [`locate`](mod@crate::locate),
-//! they block and run in the host namespace: a caller on an async runtime uses
-//! `spawn_blocking`.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::path::PathBuf;
 
@@ -130,7 +104,37 @@ pub enum Place {
     Pod,
 }
 
-/// The health of `state`'s link at `place` (see the module documentation for the rules).
+/// The health of `state`'s link at `place`, by the rules below.
+///
+/// Whether an interface's link works: what a node agent reports for each published device as
+/// its DRA device health (KEP-4680), Healthy, Unhealthy or Unknown, with a message a user can act
+/// on.
+///
+/// [`judge`] is pure. It reads a [`LinkState`] — the administrative flag (`IFF_UP`), the carrier
+/// (`IFF_LOWER_UP`) and the RFC 2863 operational state (`IFLA_OPERSTATE`) — and where the
+/// interface is ([`Place`]). The first row that matches decides:
+///
+/// | Admin | Carrier | Operational state | On the host | In a pod |
+/// |---|---|---|---|---|
+/// | down | any | any | Unknown: administratively down, cannot be checked | Unhealthy: set down inside the pod |
+/// | up | any | `Up` | Healthy: link up | Healthy: link up |
+/// | up | any | `NotPresent` | Unhealthy: hardware not present | Unhealthy: hardware not present |
+/// | up | any | `Dormant`, `Testing` | Unhealthy, naming the state | Unhealthy, naming the state |
+/// | up | no | `Unknown`, `Down`, `LowerLayerDown` | Unhealthy: no carrier | Unhealthy: no carrier |
+/// | up | yes | `Down`, `LowerLayerDown` | Unhealthy: no carrier | Unhealthy: no carrier |
+/// | up | yes | `Unknown` | Healthy: carrier up | Healthy: carrier up |
+///
+/// Admin down comes first because the kernel then reports the operational state as down
+/// whatever the link, so nothing else says anything about the link. On the host a published
+/// interface is not in use and an operator may keep it down, so its health is unknown, not bad;
+/// in a pod netdra brought it up, so down there means something in the pod set it down. The last
+/// row is for virtual drivers (tap, some veths) that never report an operational state and say
+/// `UNKNOWN` while they work. Every message names the interface and is one short sentence (the
+/// kubelet truncates messages above 1024 characters).
+///
+/// [`host_link_states`] and [`pod_link_state`] read the states. Like [`locate`](crate::locate()),
+/// they block and run in the host namespace: a caller on an async runtime uses
+/// `spawn_blocking`.
 pub fn judge(state: &LinkState, place: Place) -> Verdict {
     let name = &state.name;
     let verdict = |health, message: String| Verdict { health, message };

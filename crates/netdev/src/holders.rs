@@ -1,21 +1,6 @@
 //! Who holds a network namespace alive: finding one by its identity when its path is gone.
 //!
-//! A namespace lives as long as something refers to it: a bind mount of its nsfs file (what
-//! `ip netns add` makes at `/var/run/netns/NAME`, and what a runtime or an operator can make
-//! anywhere else), a process in it, or an open descriptor. After a crash, the path recorded at
-//! attach may be unmounted while the namespace lives on through another holder, or may name
-//! another namespace altogether (a new pod's, under a reused name). A namespace's identity is
-//! the inode of its nsfs file ([`Netns::inode`](crate::Netns::inode)); [`find_netns`] turns one
-//! back into a path that opens it: a mount point in `/proc/self/mountinfo`, else
-//! `/proc/PID/ns/net` of a process in it.
-//!
-//! What it cannot see: mounts in other mount namespaces (the host's, when this process runs in
-//! a container the host's mounts do not propagate to), a namespace only a thread other than a
-//! process's main thread is in, or one held only by an open descriptor.
-//!
-//! An inode names a namespace only while it lives: the kernel may give a dead namespace's
-//! number to the next one created. Whoever finds an interface through it still checks the
-//! interface's own identity ([`RestoreRecord::identifies`](crate::RestoreRecord)).
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -65,11 +50,30 @@ fn unescape(field: &[u8]) -> PathBuf {
 }
 
 /// A path that opens the network namespace whose inode is `inode`, if any mount in this
-/// process's mount namespace or any process still holds it (see the module documentation).
+/// process's mount namespace or any process still holds it (see below).
 /// Mounts come first: a process may leave its namespace at any moment.
 ///
 /// Every candidate is checked with `stat`; entries that cannot be read (a process that ended,
 /// one this process may not inspect) are skipped.
+///
+/// Who holds a network namespace alive: finding one by its identity when its path is gone.
+///
+/// A namespace lives as long as something refers to it: a bind mount of its nsfs file (what
+/// `ip netns add` makes at `/var/run/netns/NAME`, and what a runtime or an operator can make
+/// anywhere else), a process in it, or an open descriptor. After a crash, the path recorded at
+/// attach may be unmounted while the namespace lives on through another holder, or may name
+/// another namespace altogether (a new pod's, under a reused name). A namespace's identity is
+/// the inode of its nsfs file ([`Netns::inode`](crate::Netns::inode)); [`find_netns`] turns one
+/// back into a path that opens it: a mount point in `/proc/self/mountinfo`, else
+/// `/proc/PID/ns/net` of a process in it.
+///
+/// What it cannot see: mounts in other mount namespaces (the host's, when this process runs in
+/// a container the host's mounts do not propagate to), a namespace only a thread other than a
+/// process's main thread is in, or one held only by an open descriptor.
+///
+/// An inode names a namespace only while it lives: the kernel may give a dead namespace's
+/// number to the next one created. Whoever finds an interface through it still checks the
+/// interface's own identity ([`RestoreRecord::identifies`](crate::RestoreRecord)).
 pub fn find_netns(inode: u64) -> Option<PathBuf> {
     // Every nsfs file lives on the one nsfs super block: same device as our own namespace.
     let nsfs = std::fs::metadata("/proc/self/ns/net").ok()?.dev();

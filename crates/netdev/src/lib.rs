@@ -67,8 +67,8 @@ pub use attach::{
 };
 pub use changes::Changes;
 pub use config::{
-    ConfigError, EthtoolConfig, InterfaceConfig, IpFamily, LinkTuning, Mac, Neighbour, RouteConfig, Rule, Sysctl,
-    ValidConfig,
+    ConfigError, EthtoolConfig, InterfaceConfig, IpFamily, LinkTuning, Mac, MacParseError, Neighbour, NeighbourConfig,
+    Route, RouteConfig, RouteScope, Rule, RuleConfig, Sysctl, ValidConfig,
 };
 pub use detach::{DetachError, DetachOutcome, Detached, detach};
 pub use ethtool::{Ethtool, EthtoolError, FeatureState};

@@ -1,22 +1,6 @@
 //! Where a recorded interface is now, changing nothing: what recovery after a crash asks before
-//! it decides whether an attach happened and what a detach must do.
 //!
-//! The interface is looked for where [`detach`](crate::detach()) would look, in the same order
-//! and by the same rules: in its pod's namespace (opened by its recorded inode when there is
-//! one, so a namespace whose path is gone but which a bind mount or a process still holds is
-//! found; see [`Netns::open_expecting`]) under its pod name or by identity, then on the host
-//! under its original name or by identity (PCI function, else permanent MAC, else a MAC it
-//! had). Nowhere means it ceased to exist with its namespace, as a veth does.
-//!
-//! A subinterface (a record with [`RestoreRecord::subinterface`]) is found by its tag, never
-//! as its parent: in the pod's namespace under its pod name carrying the tag, else any link
-//! there carrying it, else an untagged `macvlan` under the tag's temporary name (a crash came
-//! between its creation and its rename: see [`crate::subinterface_temporary_name`])
-//! ([`Location::InPod`]); else a host `macvlan` carrying the tag, moved there by someone ([`Location::OnHost`]: a leftover to delete, which [`detach`](crate::detach())
-//! does); else [`Location::Gone`], as it is once its namespace is. The parent, which is on the
-//! host under the recorded name all along, is never looked at.
-//!
-//! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use crate::netns::{Netns, NetnsError};
 use crate::record::{LinkSelector, LinkView, RestoreRecord, dump_links, get_link};
@@ -70,7 +54,27 @@ pub enum LocateError {
     },
 }
 
-/// Where `record`'s interface is now (see the module documentation).
+/// Where `record`'s interface is now.
+///
+/// Where a recorded interface is now, changing nothing: what recovery after a crash asks before
+/// it decides whether an attach happened and what a detach must do.
+///
+/// The interface is looked for where [`detach`](crate::detach()) would look, in the same order
+/// and by the same rules: in its pod's namespace (opened by its recorded inode when there is
+/// one, so a namespace whose path is gone but which a bind mount or a process still holds is
+/// found; see [`Netns::open_expecting`]) under its pod name or by identity, then on the host
+/// under its original name or by identity (PCI function, else permanent MAC, else a MAC it
+/// had). Nowhere means it ceased to exist with its namespace, as a veth does.
+///
+/// A subinterface (a record with [`RestoreRecord::subinterface`]) is found by its tag, never
+/// as its parent: in the pod's namespace under its pod name carrying the tag, else any link
+/// there carrying it, else an untagged `macvlan` under the tag's temporary name (a crash came
+/// between its creation and its rename: see [`crate::subinterface_temporary_name`])
+/// ([`Location::InPod`]); else a host `macvlan` carrying the tag, moved there by someone ([`Location::OnHost`]: a leftover to delete, which [`detach`](crate::detach())
+/// does); else [`Location::Gone`], as it is once its namespace is. The parent, which is on the
+/// host under the recorded name all along, is never looked at.
+///
+/// Like [`attach_all`](crate::attach_all), this blocks and runs in the host namespace.
 pub fn locate(record: &RestoreRecord) -> Result<Location, LocateError> {
     let device = &record.host.name;
     // `find_in_pod` identifies a subinterface by its tag; on the host only the tag is looked for.

@@ -1,18 +1,6 @@
 //! Reading the routing netlink state of the current namespace: links, addresses, default routes.
 //!
-//! Written on a plain blocking `netlink-sys` socket with the `netlink-packet-*` types rather
-//! than through `rtnetlink`, for two reasons measured on 1,000 interfaces: `rtnetlink`'s
-//! connection parses every attribute of every message into a queue before the caller sees the
-//! first one (16 MiB of heap at the peak of one link dump, against well under 1 MiB here, where
-//! each datagram is reduced to the few attributes the inventory uses as it arrives), and it
-//! hides `NLM_F_DUMP_INTR`, which the kernel sets when the table changed while it was being
-//! dumped (the dump may then miss or repeat entries). An interrupted dump is repeated, with
-//! growing pauses, a bounded number of times. Under a storm of changes that outlasts them, the
-//! last dump is used with duplicates removed and the snapshot is marked inconsistent, so the
-//! caller scans again soon: failing outright would leave the published devices stale for as
-//! long as the storm lasts.
-//!
-//! Everything here blocks; the inventory calls it on a blocking thread.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::net::IpAddr;
 
@@ -117,6 +105,22 @@ impl DatagramError {
 }
 
 /// Dumps links, addresses and default routes of the calling thread's network namespace.
+///
+/// Reading the routing netlink state of the current namespace: links, addresses, default routes.
+///
+/// Written on a plain blocking `netlink-sys` socket with the `netlink-packet-*` types rather
+/// than through `rtnetlink`, for two reasons measured on 1,000 interfaces: `rtnetlink`'s
+/// connection parses every attribute of every message into a queue before the caller sees the
+/// first one (16 MiB of heap at the peak of one link dump, against well under 1 MiB here, where
+/// each datagram is reduced to the few attributes the inventory uses as it arrives), and it
+/// hides `NLM_F_DUMP_INTR`, which the kernel sets when the table changed while it was being
+/// dumped (the dump may then miss or repeat entries). An interrupted dump is repeated, with
+/// growing pauses, a bounded number of times. Under a storm of changes that outlasts them, the
+/// last dump is used with duplicates removed and the snapshot is marked inconsistent, so the
+/// caller scans again soon: failing outright would leave the published devices stale for as
+/// long as the storm lasts.
+///
+/// Everything here blocks; the inventory calls it on a blocking thread.
 pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
     socket.bind_auto().map_err(NetlinkError::Socket)?;

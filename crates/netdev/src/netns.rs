@@ -1,19 +1,6 @@
 //! A network namespace, held open by a file descriptor that was checked to be one.
 //!
-//! A path handed over by a runtime (`/var/run/netns/cni-…`, `/proc/PID/ns/net`) is checked
-//! before anything is moved into it: its file system must be `nsfs`, and the namespace it
-//! names must be a network namespace. The kernel answers the second question in
-//! `setns(fd, CLONE_NEWNET)`, which fails with `EINVAL` for any other kind of namespace (the
-//! `NS_GET_NSTYPE` ioctl has no safe wrapper, and this workspace forbids `unsafe`).
-//!
-//! That `setns` is not wasted: a netlink socket belongs to the namespace of the thread that
-//! created it, so [`Netns::open`] starts a short-lived OS thread that enters the namespace,
-//! creates the routing netlink socket later requests go through, and ends. No other thread,
-//! and never an async runtime's worker, changes namespace.
-//!
-//! A path is only a name: once its pod is gone it may be unmounted while the namespace lives on
-//! elsewhere, or name another namespace. [`Netns::open_expecting`] opens a recorded namespace
-//! by its identity, its inode, wherever it is still held ([`crate::holders`]).
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -72,6 +59,23 @@ pub enum NetnsError {
 }
 
 /// An open network namespace.
+///
+/// A network namespace, held open by a file descriptor that was checked to be one.
+///
+/// A path handed over by a runtime (`/var/run/netns/cni-…`, `/proc/PID/ns/net`) is checked
+/// before anything is moved into it: its file system must be `nsfs`, and the namespace it
+/// names must be a network namespace. The kernel answers the second question in
+/// `setns(fd, CLONE_NEWNET)`, which fails with `EINVAL` for any other kind of namespace (the
+/// `NS_GET_NSTYPE` ioctl has no safe wrapper, and this workspace forbids `unsafe`).
+///
+/// That `setns` is not wasted: a netlink socket belongs to the namespace of the thread that
+/// created it, so [`Netns::open`] starts a short-lived OS thread that enters the namespace,
+/// creates the routing netlink socket later requests go through, and ends. No other thread,
+/// and never an async runtime's worker, changes namespace.
+///
+/// A path is only a name: once its pod is gone it may be unmounted while the namespace lives on
+/// elsewhere, or name another namespace. [`Netns::open_expecting`] opens a recorded namespace
+/// by its identity, its inode, wherever it is still held ([`find_netns`](crate::find_netns)).
 pub struct Netns {
     fd: OwnedFd,
     path: PathBuf,
@@ -255,7 +259,7 @@ fn open_file(path: &Path) -> Result<File, NetnsError> {
 }
 
 /// Creates a routing netlink socket inside the namespace `fd` on a thread of its own, which
-/// ends with the call (see the module documentation).
+/// ends with the call (see [`Netns`]).
 pub(crate) fn socket_inside(fd: &OwnedFd) -> std::io::Result<netlink_sys::Socket> {
     let fd = fd.as_fd();
     std::thread::scope(|scope| {

@@ -1,45 +1,6 @@
 //! Shared NICs: a `macvlan` subinterface of a host interface (the parent), created directly in
-//! a pod's network namespace, for a claim that shares its parent with others instead of taking
-//! the whole NIC.
 //!
-//! The rules:
-//! - The parent never moves. [`create`] sends one `RTM_NEWLINK` on a host socket with
-//!   `NLM_F_CREATE | NLM_F_EXCL`, the parent's index (`IFLA_LINK`) and the pod's namespace
-//!   (`IFLA_NET_NS_FD`): the kernel creates the link in the pod's namespace, so it never
-//!   appears on the host, and destroys it with that namespace (a macvlan is not returned to
-//!   the host as a physical interface is). MTU, MAC and mode come in that message. The parent
-//!   is neither changed nor brought up: a subinterface has carrier only while its parent is up
-//!   with carrier (siblings in bridge mode cannot talk otherwise).
-//! - It is created **down under a temporary name** ([`temporary_name`]: `nd` and 12 hex digits
-//!   of a stable hash of the tag), then renamed: before Linux 6.15 the kernel checks a new
-//!   link's name in the socket's namespace (the host's), not the target's, so a pod name equal
-//!   to a host interface's (the parent's own, by default) would fail with `EEXIST`. One
-//!   `RTM_SETLINK` inside the pod then sets the final name, the tag and `IFF_UP` (the kernel
-//!   renames before it changes flags, and renames only a link that is down, which it is). The
-//!   alias cannot come with the creation: the kernel ignores it in `RTM_NEWLINK`. If that
-//!   `RTM_SETLINK` fails the link is deleted again.
-//! - Every subinterface carries a tag, its alias (`IFLA_IFALIAS`): `<prefix><claim>:<request>`
-//!   (`netdra:<claim uid>:<request>`).
-//! - Its MAC is known before the kernel acts: the spec's, else one derived from the tag
-//!   ([`SubinterfaceSpec::mac_in_pod`]: locally administered, unicast), so the record holds it.
-//! - Nothing is deleted unless it is ours: [`delete`] finds the link in the pod by its recorded
-//!   name and tag (else by the tag alone, in case the pod renamed it, else a `macvlan` untagged
-//!   under the tag's temporary name, what a crash between creation and rename leaves), and
-//!   [`delete_on_host`] checks the kind (`macvlan`) and the tag of the index it is given.
-//! - The record ([`SubinterfaceRecord::new`]) is computed from the spec and the namespace's
-//!   path and inode alone, so the caller journals it before the kernel acts.
-//! - `passthru` mode is refused: it changes the parent (promiscuity, MAC) and allows one
-//!   subinterface per parent.
-//!
-//! Where a subinterface can be, and who finds it: in its pod's namespace ([`delete`]); in that
-//! namespace after the pod died while a bind mount or a process still holds it ([`delete`]
-//! opens the namespace by its recorded inode, wherever held); on the host only if someone moved
-//! it there (`ip link set … netns 1`), which [`leftovers`] lists for a sweep: only `macvlan`
-//! links whose alias has the exact tag shape ([`is_tag`]), so an operator's alias that merely
-//! starts with the prefix is never taken for one. A crash can leave none on the host: creation
-//! happens in the pod's namespace.
-//!
-//! Like [`attach`](mod@crate::attach), this blocks and runs in the host namespace.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -221,7 +182,7 @@ pub enum DeleteOutcome {
     AlreadyGone,
 }
 
-/// A link on the host carrying a tag with the caller's prefix (see the module documentation).
+/// A link on the host carrying a tag with the caller's prefix (see [`create`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Leftover {
@@ -297,9 +258,52 @@ pub enum SubinterfaceError {
     },
 }
 
-/// Creates `spec`'s macvlan in `netns` (see the module documentation): its index and MAC in
+/// Creates `spec`'s macvlan in `netns` (see [`create`]): its index and MAC in
 /// the pod. Nothing is left when the spec is invalid (`tag_prefix` as in
 /// [`SubinterfaceSpec::validate`]), the parent is missing or unusable, or the name is taken.
+///
+/// Shared NICs: a `macvlan` subinterface of a host interface (the parent), created directly in
+/// a pod's network namespace, for a claim that shares its parent with others instead of taking
+/// the whole NIC.
+///
+/// The rules:
+/// - The parent never moves. [`create`] sends one `RTM_NEWLINK` on a host socket with
+///   `NLM_F_CREATE | NLM_F_EXCL`, the parent's index (`IFLA_LINK`) and the pod's namespace
+///   (`IFLA_NET_NS_FD`): the kernel creates the link in the pod's namespace, so it never
+///   appears on the host, and destroys it with that namespace (a macvlan is not returned to
+///   the host as a physical interface is). MTU, MAC and mode come in that message. The parent
+///   is neither changed nor brought up: a subinterface has carrier only while its parent is up
+///   with carrier (siblings in bridge mode cannot talk otherwise).
+/// - It is created **down under a temporary name** ([`temporary_name`]: `nd` and 12 hex digits
+///   of a stable hash of the tag), then renamed: before Linux 6.15 the kernel checks a new
+///   link's name in the socket's namespace (the host's), not the target's, so a pod name equal
+///   to a host interface's (the parent's own, by default) would fail with `EEXIST`. One
+///   `RTM_SETLINK` inside the pod then sets the final name, the tag and `IFF_UP` (the kernel
+///   renames before it changes flags, and renames only a link that is down, which it is). The
+///   alias cannot come with the creation: the kernel ignores it in `RTM_NEWLINK`. If that
+///   `RTM_SETLINK` fails the link is deleted again.
+/// - Every subinterface carries a tag, its alias (`IFLA_IFALIAS`): `<prefix><claim>:<request>`
+///   (`netdra:<claim uid>:<request>`).
+/// - Its MAC is known before the kernel acts: the spec's, else one derived from the tag
+///   ([`SubinterfaceSpec::mac_in_pod`]: locally administered, unicast), so the record holds it.
+/// - Nothing is deleted unless it is ours: [`delete`] finds the link in the pod by its recorded
+///   name and tag (else by the tag alone, in case the pod renamed it, else a `macvlan` untagged
+///   under the tag's temporary name, what a crash between creation and rename leaves), and
+///   [`delete_on_host`] checks the kind (`macvlan`) and the tag of the index it is given.
+/// - The record ([`SubinterfaceRecord::new`]) is computed from the spec and the namespace's
+///   path and inode alone, so the caller journals it before the kernel acts.
+/// - `passthru` mode is refused: it changes the parent (promiscuity, MAC) and allows one
+///   subinterface per parent.
+///
+/// Where a subinterface can be, and who finds it: in its pod's namespace ([`delete`]); in that
+/// namespace after the pod died while a bind mount or a process still holds it ([`delete`]
+/// opens the namespace by its recorded inode, wherever held); on the host only if someone moved
+/// it there (`ip link set … netns 1`), which [`leftovers`] lists for a sweep: only `macvlan`
+/// links whose alias has the exact tag shape (`is_tag`), so an operator's alias that merely
+/// starts with the prefix is never taken for one. A crash can leave none on the host: creation
+/// happens in the pod's namespace.
+///
+/// Like [`attach_all`](crate::attach_all), this blocks and runs in the host namespace.
 pub fn create(
     netns: &Netns,
     spec: &SubinterfaceSpec,
@@ -433,7 +437,7 @@ pub(crate) fn prefix_of(tag: &str) -> Option<&str> {
 }
 
 /// The host's `macvlan` links whose alias is a tag of `tag_prefix` (non-empty) by `is_tag`:
-/// subinterfaces someone moved to the host (see the module documentation), for a sweep with
+/// subinterfaces someone moved to the host (see [`create`]), for a sweep with
 /// [`delete_on_host`]. No other link is listed, whatever its alias.
 pub fn leftovers(tag_prefix: &str) -> Result<Vec<Leftover>, SubinterfaceError> {
     let kernel = |source| SubinterfaceError::Kernel {
@@ -603,7 +607,7 @@ fn stable_hash(domain: &[u8], tag: &str) -> u64 {
 
 /// The name a subinterface tagged `tag` is created under, before its rename in the pod: `nd`
 /// and 12 hex digits (48 bits) of a stable hash of the tag, 14 bytes, unlikely to be any
-/// host link's name (see the module documentation).
+/// host link's name (see [`create`]).
 pub fn temporary_name(tag: &str) -> String {
     format!("nd{:012x}", stable_hash(b"name\0", tag) & 0xffff_ffff_ffff)
 }

@@ -1,15 +1,19 @@
 //! What sysfs says about a network interface: the device behind it (PCI function, NUMA node,
-//! PCIe root, SR-IOV role, RDMA device), its kernel driver and its speed.
 //!
-//! The sysfs root is a parameter, so the same code reads `/sys` on a node and a fixture tree
-//! in a test. Paths are resolved against that root only: links are followed with
-//! `canonicalize`, and a target outside the root is not trusted. A missing or unreadable file
-//! is an absent fact, never an error: sysfs attributes come and go with drivers and kernels
-//! (`speed` of a link that is down fails with EINVAL, `phys_port_name` with EOPNOTSUPP).
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::path::{Component, Path, PathBuf};
 
 /// A sysfs tree: `/sys` on a node, a fixture directory in tests.
+///
+/// What sysfs says about a network interface: the device behind it (PCI function, NUMA node,
+/// PCIe root, SR-IOV role, RDMA device), its kernel driver and its speed.
+///
+/// The sysfs root is a parameter, so the same code reads `/sys` on a node and a fixture tree
+/// in a test. Paths are resolved against that root only: links are followed with
+/// `canonicalize`, and a target outside the root is not trusted. A missing or unreadable file
+/// is an absent fact, never an error: sysfs attributes come and go with drivers and kernels
+/// (`speed` of a link that is down fails with EINVAL, `phys_port_name` with EOPNOTSUPP).
 #[derive(Debug, Clone)]
 pub struct Sysfs {
     root: PathBuf,

@@ -5,7 +5,7 @@
 //!
 //! | The device | Its state |
 //! |---|---|
-//! | in a pod (`Attached`) | its link in the pod's namespace, judged as in a pod (`netdev::health`) |
+//! | in a pod (`Attached`) | its link in the pod's namespace, judged as in a pod (`netdev::judge`) |
 //! | in a pod, but its link is not there | Unhealthy: the interface is gone from the pod |
 //! | being moved (`Attaching`, `Detaching`) | Unknown, naming the pod |
 //! | `Stranded` | Unhealthy: it could not be returned from the pod (netdra retries) |

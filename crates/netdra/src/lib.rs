@@ -59,7 +59,7 @@ pub use driver::{HostDevice, InterfacePlan, InterfaceRequest, NetworkDriver, SLO
 pub use journal::JournalError;
 pub use kernel::{AttachSpec, Kernel, KernelError, Location, Netdev};
 pub use kubelet::{PrepareError, StoreError};
-pub use lifecycle::NetnsRef;
+pub use lifecycle::{NetnsRef, Refusal};
 pub use metrics::Metrics;
 pub use node::{NodeError, OpError};
 pub use opaque::{API_VERSION as CONFIG_API_VERSION, KIND as CONFIG_KIND, OpaqueError};

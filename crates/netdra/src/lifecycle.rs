@@ -286,6 +286,7 @@ pub enum Effect {
 
 /// Why a claim refused an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refusal {
     /// Another pod holds the claim's interfaces.
     #[error("its interfaces are {state} pod {holder}; no other pod can have them until that pod has stopped")]

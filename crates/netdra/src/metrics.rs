@@ -1,9 +1,6 @@
 //! The agent's Prometheus metrics (`prometheus-client`): what a node operator watches.
 //!
-//! Counters and latency histograms for Prepare, Unprepare and each NRI hook (by result), attach
-//! and detach failures, devices published, slice writes, claim status writes (by result) and
-//! NRI reconnects. [`Metrics::register`] adds them to the binary's registry; an agent started
-//! without one counts into metrics nobody scrapes.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::time::Duration;
 
@@ -44,6 +41,13 @@ fn latency() -> Histogram {
 }
 
 /// Every metric of the agent. Cheap to clone: clones share the values.
+///
+/// The agent's Prometheus metrics (`prometheus-client`): what a node operator watches.
+///
+/// Counters and latency histograms for Prepare, Unprepare and each NRI hook (by result), attach
+/// and detach failures, devices published, slice writes, claim status writes (by result) and
+/// NRI reconnects. [`Metrics::register`] adds them to the binary's registry; an agent started
+/// without one counts into metrics nobody scrapes.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     prepares: Family<Outcome, Counter>,

@@ -1,22 +1,6 @@
 //! The opaque configuration a claim (or its DeviceClass) gives this driver's devices.
 //!
-//! Rules:
-//! - Each `parameters` object is versioned: `apiVersion` is [`API_VERSION`]
-//!   (`netdra.dev/v1alpha2`) or [`API_VERSION_V1ALPHA1`], and `kind` [`KIND`]; the rest is an
-//!   [`InterfaceConfig`] whose unknown fields are rejected.
-//! - `v1alpha1` is the subset of `v1alpha2` without [`V1ALPHA2_FIELDS`] and `routes[].table`; it
-//!   converts as it is. A `v1alpha1` object that uses one of those fields (even empty) is an
-//!   error naming the field and the version it needs.
-//! - Configurations apply in the order the SDK hands them over (class first, then claim), after
-//!   each is converted to `v1alpha2` (so a class and a claim may be of different versions): a
-//!   field a later one sets replaces the earlier value; `addresses`, `routes`, `rules` and
-//!   `neighbours` are replaced as whole lists, never appended; `sysctls` and
-//!   `ethtool.features` are merged key by key, the later value winning (a later configuration
-//!   cannot remove a key an earlier one set, only change its value).
-//! - A claim configuration for this driver that names a request the claim does not have is an
-//!   error (a typo there would otherwise silently configure nothing).
-//!
-//! Every error names the claim, the request and the field.
+//! The rest of this documentation is on the public item it governs, below, where users read it.
 
 use std::fmt;
 
@@ -26,6 +10,27 @@ use netdev::InterfaceConfig;
 use serde_json::Value;
 
 /// The `apiVersion` of netdra's opaque configuration.
+///
+/// The opaque configuration a claim (or its DeviceClass) gives this driver's devices.
+///
+/// Rules:
+/// - Each `parameters` object is versioned: `apiVersion` is [`API_VERSION`]
+///   (`netdra.dev/v1alpha2`) or `netdra.dev/v1alpha1`, and `kind` [`KIND`]; the rest is an
+///   [`InterfaceConfig`] whose unknown fields are rejected.
+/// - `v1alpha1` is the subset of `v1alpha2` without the fields `v1alpha2` added (`rules`, `neighbours`, `sysctls`, `ethtool`, the
+///   GSO/GRO sizes, `txQueueLen`) and `routes[].table`; it
+///   converts as it is. A `v1alpha1` object that uses one of those fields (even empty) is an
+///   error naming the field and the version it needs.
+/// - Configurations apply in the order the SDK hands them over (class first, then claim), after
+///   each is converted to `v1alpha2` (so a class and a claim may be of different versions): a
+///   field a later one sets replaces the earlier value; `addresses`, `routes`, `rules` and
+///   `neighbours` are replaced as whole lists, never appended; `sysctls` and
+///   `ethtool.features` are merged key by key, the later value winning (a later configuration
+///   cannot remove a key an earlier one set, only change its value).
+/// - A claim configuration for this driver that names a request the claim does not have is an
+///   error (a typo there would otherwise silently configure nothing).
+///
+/// Every error names the claim, the request and the field.
 pub const API_VERSION: &str = "netdra.dev/v1alpha2";
 /// The previous `apiVersion`, still accepted: [`API_VERSION`] without [`V1ALPHA2_FIELDS`].
 pub const API_VERSION_V1ALPHA1: &str = "netdra.dev/v1alpha1";

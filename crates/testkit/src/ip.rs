@@ -5,6 +5,7 @@ use std::process::{Command, ExitStatus};
 
 /// `ip` could not run or failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IpError {
     /// The command did not start.
     #[error("running `ip {args}` (install iproute2)")]

@@ -13,6 +13,7 @@ use crate::uds::unix_channel;
 
 /// Registration did not complete.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistrationError {
     /// No `GetInfo` answer on the socket within the wait.
     #[error("the registration socket {} did not answer GetInfo within {wait:?}", socket.display())]
@@ -38,7 +39,7 @@ pub enum RegistrationError {
 
 /// Registers the plugin whose registration socket is `socket` as the kubelet does on seeing
 /// it: `GetInfo`, then `NotifyRegistrationStatus` (registered). `GetInfo` is retried every
-/// 50 ms for up to `wait`, while the socket is missing or not served yet (a killed plugin leaves
+/// 50 ms for up to `wait` (each attempt bounded by what is left of it), while the socket is missing or not served yet (a killed plugin leaves
 /// its file behind until the next one replaces it). Returns what the plugin said about itself;
 /// checking it is the caller's.
 pub async fn register_plugin(socket: &Path, wait: Duration) -> Result<PluginInfo, RegistrationError> {
@@ -48,6 +49,15 @@ pub async fn register_plugin(socket: &Path, wait: Duration) -> Result<PluginInfo
             let mut client = RegistrationClient::new(unix_channel(socket).await?);
             let info = client.get_info(InfoRequest {}).await?.into_inner();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((client, info))
+        };
+        // Each attempt within what is left of the wait: a socket that accepts and never
+        // answers must not hold the caller past it.
+        let left = wait.saturating_sub(start.elapsed()).max(Duration::from_millis(50));
+        let attempt = async {
+            match tokio::time::timeout(left, attempt).await {
+                Ok(answered) => answered,
+                Err(elapsed) => Err(elapsed.into()),
+            }
         };
         match attempt.await {
             Ok(answered) => break answered,

@@ -9,6 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 /// The socket could not be connected.
 #[derive(Debug, thiserror::Error)]
 #[error("connecting to {}", path.display())]
+#[non_exhaustive]
 pub struct UnixChannelError {
     /// The socket.
     pub path: PathBuf,
