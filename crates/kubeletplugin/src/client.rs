@@ -41,7 +41,8 @@ pub enum ClientError {
 /// The API client of a driver binary, from the first source that is given:
 ///
 /// 1. `kubeconfig`, the file a `--kubeconfig` flag names;
-/// 2. the `KUBECONFIG` environment variable (several files are merged, as kubectl does);
+/// 2. the `KUBECONFIG` environment variable (several files are merged in order, as kubectl
+///    does, except that a missing file is an error here rather than skipped);
 /// 3. the in-cluster configuration (the pod's service account).
 ///
 /// A source that is given but fails is an error: the next one is not tried. A program whose

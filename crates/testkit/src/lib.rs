@@ -21,6 +21,7 @@ mod ip;
 mod path;
 mod registration;
 mod resources;
+mod sandbox;
 mod store;
 mod uds;
 
@@ -32,5 +33,6 @@ pub use host_snapshot::HostSnapshot;
 pub use ip::{IpError, ip, try_ip};
 pub use registration::{RegistrationError, register_plugin};
 pub use resources::{NODES, PODS, RESOURCE_CLAIMS, RESOURCE_SLICES, ResourceType};
+pub use sandbox::sandbox_netns;
 pub use uds::{UnixChannelError, unix_channel};
 pub mod wire;

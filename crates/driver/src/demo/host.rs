@@ -80,7 +80,7 @@ impl Created {
             if netns_exists(&name)
                 && let Err(e) = try_ip(&["netns", "del", &name])
             {
-                failed.push(format!("{e:#}"));
+                failed.push(format!("{:#}", anyhow::Error::from(e)));
             }
         }
         failed
@@ -94,7 +94,7 @@ impl Created {
             if link_exists(&name)
                 && let Err(e) = try_ip(&["link", "del", &name])
             {
-                failed.push(format!("{e:#}"));
+                failed.push(format!("{:#}", anyhow::Error::from(e)));
             }
         }
         failed

@@ -276,12 +276,7 @@ pub async fn pod_netns(cri_socket: &str, pod_uid: &str) -> String {
         .await
         .unwrap()
         .into_inner();
-    let info = status.info.values().cloned().collect::<Vec<_>>().join(" ");
-    let at = info.find("/var/run/netns/").expect("the sandbox names its netns") + "/var/run/netns/".len();
-    info[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
+    testkit::sandbox_netns(status.info.values()).expect("the sandbox names its netns")
 }
 
 /// The ResourceClaimTemplate `secondary-nic`: one device of the driver's class matching

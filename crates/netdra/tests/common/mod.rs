@@ -677,15 +677,7 @@ impl Env {
             .await
             .unwrap()
             .into_inner();
-        let info = status.info.values().cloned().collect::<Vec<_>>().join(" ");
-        let at = info
-            .find("/var/run/netns/")
-            .expect("the sandbox's info names its netns");
-        let rest = &info[at + "/var/run/netns/".len()..];
-        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .next()
-            .unwrap()
-            .to_owned()
+        testkit::sandbox_netns(status.info.values()).expect("the sandbox's info names its netns")
     }
 
     pub async fn stop_pod(&mut self, pod: &str) {
