@@ -196,15 +196,7 @@ impl<'a> Lister<'a> {
                 self.impls(data, path);
             }
             "trait" => {
-                let bounds = data["bounds"]
-                    .as_array()
-                    .map(|b| b.iter().map(|b| self.render.bound(b)).collect::<Vec<_>>())
-                    .unwrap_or_default();
-                let supertraits = if bounds.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", bounds.join(" + "))
-                };
+                let supertraits = self.render.bounds_after(&data["bounds"]);
                 let safety = if data["is_unsafe"].as_bool() == Some(true) {
                     "unsafe "
                 } else {
@@ -384,16 +376,7 @@ impl<'a> Lister<'a> {
             }
             "assoc_const" | "constant" => format!("{visibility}const {path}: {}", self.render.ty(&data["type"])),
             "assoc_type" => {
-                let bounds = data["bounds"]
-                    .as_array()
-                    .map(|b| b.iter().map(|b| self.render.bound(b)).collect::<Vec<_>>())
-                    .unwrap_or_default();
-                let bounds = if bounds.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", bounds.join(" + "))
-                };
-                format!("type {path}{bounds}")
+                format!("type {path}{}", self.render.bounds_after(&data["bounds"]))
             }
             other => format!("{visibility}{other} {path}"),
         };

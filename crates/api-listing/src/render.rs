@@ -214,6 +214,16 @@ impl Render<'_> {
         }
     }
 
+    /// A list of bounds after the name they bound, `: A + B`, or nothing when there is none.
+    pub fn bounds_after(&self, bounds: &Value) -> String {
+        let bounds = list(bounds, |b| self.bound(b), " + ");
+        if bounds.is_empty() {
+            String::new()
+        } else {
+            format!(": {bounds}")
+        }
+    }
+
     /// The generic parameters of an item, `<...>`, without the `impl Trait` arguments rustdoc adds
     /// as synthetic parameters.
     pub fn generics(&self, generics: &Value) -> String {
